@@ -1,0 +1,42 @@
+"""Black boxes behind one small protocol: ``bb(x [n, H, W, C] in [0, 1]) -> probabilities [n, K]``.
+
+Adapters: ``OnnxBlackBox`` (ONNX Runtime), ``JaxBlackBox`` (a JAX function, queryable on device),
+``CallableBlackBox`` (any numpy function). ``as_blackbox`` accepts any of them or a plain callable.
+"""
+
+from pathlib import Path
+
+from .base import BlackBox, BlackBoxError, as_blackbox, check_probabilities, softmax
+from .callable import CallableBlackBox
+from .jax_bb import JaxBlackBox
+from .models import COLOUR_CLASSES
+from .onnx import OnnxBlackBox
+
+_MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def bundled_model_path(name: str) -> Path:
+    """Path of a model file shipped in ``blackbox_adapters/models/`` (".onnx" may be left off).
+
+    Bundled: "colour_nchw.onnx" (NCHW, dynamic batch and size, logits) and "colour_nhwc_b8.onnx"
+    (NHWC, fixed batch 8 and 32x32x3, probabilities); classes ``COLOUR_CLASSES``.
+    """
+    for candidate in (_MODELS_DIR / name, _MODELS_DIR / f"{name}.onnx"):
+        if candidate.is_file():
+            return candidate
+    available = sorted(p.name for p in _MODELS_DIR.glob("*.onnx"))
+    raise FileNotFoundError(f"no bundled model {name!r} in {_MODELS_DIR}; available: {available}")
+
+
+__all__ = [
+    "BlackBox",
+    "BlackBoxError",
+    "COLOUR_CLASSES",
+    "CallableBlackBox",
+    "JaxBlackBox",
+    "OnnxBlackBox",
+    "as_blackbox",
+    "bundled_model_path",
+    "check_probabilities",
+    "softmax",
+]

@@ -1,0 +1,167 @@
+"""The black-box protocol every explainer queries, and the checks applied to its answers.
+
+A black box maps a batch of inputs to class probabilities and nothing else: no gradients,
+no internals. For images the input is float32 ``[n, H, W, C]`` in ``[0, 1]``; the answer is
+float32 ``[n, K]`` whose rows are probability distributions over the K classes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+OutputKind = Literal["probs", "logits"]
+
+# Rows of float32 softmax outputs sum to 1 within ~1e-6; 1e-3 still catches real mistakes
+# (unnormalised scores, a forgotten softmax) without rejecting float16 models.
+ROW_SUM_TOLERANCE = 1e-3
+# How many offending rows an error message lists before it stops.
+_ROWS_SHOWN = 5
+
+
+@runtime_checkable
+class BlackBox(Protocol):
+    """Anything with ``num_classes`` that maps inputs ``[n, ...]`` to probabilities ``[n, K]``."""
+
+    num_classes: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [n, H, W, C] in [0, 1] -> float32 [n, K], each row summing to 1."""
+        ...
+
+
+class BlackBoxError(ValueError):
+    """A black box was misconfigured or answered something that is not a batch of probabilities."""
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax over ``axis`` (float32 in, float32 out; computed in float64)."""
+    z = np.asarray(logits, dtype=np.float64)
+    # Subtracting the row maximum keeps exp() from overflowing; it does not change the result.
+    z = z - np.max(z, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return (e / np.sum(e, axis=axis, keepdims=True)).astype(np.float32)
+
+
+def _describe_rows(rows: np.ndarray, values: np.ndarray, label: str) -> str:
+    """'row 3 <label> 0.5, row 9 <label> 1.2 (2 of 10 rows)' for the first few offending rows."""
+    shown = ", ".join(f"row {int(r)} {label} {_fmt(values[r])}" for r in rows[:_ROWS_SHOWN])
+    more = f" (+{len(rows) - _ROWS_SHOWN} more)" if len(rows) > _ROWS_SHOWN else ""
+    return f"{shown}{more}"
+
+
+def _fmt(value: np.ndarray) -> str:
+    """Short rendering of a scalar or a row (long rows are cut after a few entries)."""
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return f"{float(value):.6g}"
+    head = ", ".join(f"{float(v):.4g}" for v in value[:6])
+    return f"[{head}{', ...' if value.size > 6 else ''}]"
+
+
+def check_probabilities(
+    probs: np.ndarray,
+    n: int,
+    num_classes: int | None = None,
+    *,
+    what: str = "black box",
+) -> np.ndarray:
+    """Validate a black box's answer and return it as float32 ``[n, K]``.
+
+    Args:
+        probs: the answer, expected ``[n, K]`` with non-negative rows summing to 1.
+        n: the number of inputs that were queried (one row each).
+        num_classes: the expected K, or None to accept any K.
+        what: names the black box in error messages.
+
+    Raises:
+        BlackBoxError: wrong rank, row count or K; NaN/inf; negative entries; or rows whose sum
+            is off by more than ``ROW_SUM_TOLERANCE``. The message lists the first offending rows.
+    """
+    try:
+        p = np.asarray(probs, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise BlackBoxError(f"{what} returned {type(probs).__name__}, not a numeric array: {err}") from err
+    if p.ndim != 2:
+        raise BlackBoxError(f"{what} returned shape {p.shape}; expected 2-D [n, K] = [{n}, K]")
+    if p.shape[0] != n:
+        raise BlackBoxError(f"{what} returned {p.shape[0]} rows for {n} inputs (shape {p.shape})")
+    if num_classes is not None and p.shape[1] != num_classes:
+        raise BlackBoxError(f"{what} returned {p.shape[1]} classes; expected {num_classes} (shape {p.shape})")
+
+    bad = np.flatnonzero(~np.all(np.isfinite(p), axis=1))
+    if bad.size:
+        raise BlackBoxError(f"{what} returned NaN or inf: {_describe_rows(bad, p, 'is')}")
+    bad = np.flatnonzero(np.any(p < 0, axis=1))
+    if bad.size:
+        raise BlackBoxError(f"{what} returned negative probabilities: {_describe_rows(bad, p, 'is')}")
+    sums = p.sum(axis=1, dtype=np.float64)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+    if bad.size:
+        raise BlackBoxError(
+            f"{what} returned rows that do not sum to 1 (tolerance {ROW_SUM_TOLERANCE:g}; "
+            f"logits passed as probabilities?): {_describe_rows(bad, sums, 'sums to')}"
+        )
+    return p
+
+
+def to_probabilities(
+    raw: np.ndarray, output: OutputKind, n: int, num_classes: int | None, what: str
+) -> np.ndarray:
+    """Turn a model's raw output ``[n, K]`` into checked float32 probabilities.
+
+    ``output="logits"`` applies a softmax first; non-finite logits are reported as such
+    (after a softmax they would only show up as NaN rows).
+    """
+    if output == "logits":
+        logits = np.asarray(raw, dtype=np.float32)
+        if logits.ndim == 2:  # other ranks are reported by check_probabilities
+            bad = np.flatnonzero(~np.all(np.isfinite(logits), axis=1))
+            if bad.size:
+                raise BlackBoxError(f"{what} returned NaN or inf logits: {_describe_rows(bad, logits, 'is')}")
+            raw = softmax(logits)
+    return check_probabilities(raw, n, num_classes, what=what)
+
+
+def check_output_kind(output: str) -> OutputKind:
+    """Reject anything but "probs" or "logits" with a message naming the bad value."""
+    if output not in ("probs", "logits"):
+        raise BlackBoxError(f"output must be 'probs' or 'logits', got {output!r}")
+    return output  # type: ignore[return-value]
+
+
+def _declares_num_classes(obj: object) -> bool:
+    """True when obj has a ``num_classes`` attribute or property, without evaluating it.
+
+    Evaluating could fail (a lazily inferred ``num_classes`` is unknown before the first call),
+    and such an object is still a black box.
+    """
+    return hasattr(type(obj), "num_classes") or "num_classes" in getattr(obj, "__dict__", {})
+
+
+def as_blackbox(obj: object, num_classes: int | None = None) -> BlackBox:
+    """Accept a black box or any plain callable ``x [n, H, W, C] -> probabilities [n, K]``.
+
+    Objects that already declare ``num_classes`` and are callable are returned unchanged
+    (``num_classes``, when given, must agree). Other callables are wrapped in a
+    ``CallableBlackBox`` whose K is ``num_classes`` or, if None, inferred on its first call.
+
+    Raises:
+        TypeError: obj is not callable.
+        BlackBoxError: obj's ``num_classes`` disagrees with the one given.
+    """
+    if not callable(obj):
+        raise TypeError(
+            f"expected a black box (a callable mapping float32 [n, H, W, C] to probabilities [n, K]), "
+            f"got {type(obj).__name__}"
+        )
+    if _declares_num_classes(obj):
+        declared = getattr(obj, "num_classes", None)  # None: not known before its first call
+        if None not in (num_classes, declared) and declared != num_classes:
+            raise BlackBoxError(f"{obj!r} has num_classes={declared}, but num_classes={num_classes} was given")
+        return obj  # type: ignore[return-value]
+    # Imported here because callable.py imports this module.
+    from .callable import CallableBlackBox
+
+    return CallableBlackBox(obj, num_classes)

@@ -1,0 +1,78 @@
+"""A plain numpy function as a black box: output checked, optionally softmaxed and chunked."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .base import BlackBoxError, OutputKind, check_output_kind, to_probabilities
+
+
+class CallableBlackBox:
+    """Wrap ``fn: x [n, ...] -> [n, K]`` (numpy in, array-like out) as a checked black box.
+
+    Args:
+        fn: the model. Receives float32 ``[m, ...]`` with m <= max_batch (when set) and returns
+            ``[m, K]`` probabilities or logits.
+        num_classes: K. When None it is inferred from the first call's output width; before that
+            call reading ``num_classes`` raises AttributeError (so ``hasattr`` and the ``BlackBox``
+            isinstance check say False) because the input shape a probe query needs is unknown here.
+        output: "probs" if fn returns probabilities, "logits" to apply a softmax.
+        max_batch: largest batch fn is given at once; bigger queries are split into chunks
+            (bounding fn's memory) and the answers concatenated. None: one call per query.
+
+    Every answer is validated with ``check_probabilities``; a bad one raises BlackBoxError.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], np.ndarray],
+        num_classes: int | None = None,
+        *,
+        output: OutputKind = "probs",
+        max_batch: int | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"CallableBlackBox needs a callable, got {type(fn).__name__}")
+        if num_classes is not None and num_classes < 1:
+            raise BlackBoxError(f"num_classes must be >= 1, got {num_classes}")
+        if max_batch is not None and max_batch < 1:
+            raise BlackBoxError(f"max_batch must be >= 1 or None, got {max_batch}")
+        self.fn = fn
+        self.output = check_output_kind(output)
+        self.max_batch = max_batch
+        self._num_classes = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        """K, given at construction or inferred from the first call."""
+        if self._num_classes is None:
+            raise AttributeError(
+                f"num_classes of {self!r} is not known yet: it is inferred from the first call; "
+                "query the black box once or pass num_classes="
+            )
+        return self._num_classes
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [n, H, W, C] in [0, 1] -> float32 [n, K] probabilities."""
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[0]
+        if self.max_batch is None or n <= self.max_batch:
+            raw = np.asarray(self.fn(x))
+        else:
+            chunks = [np.asarray(self.fn(x[start : start + self.max_batch])) for start in range(0, n, self.max_batch)]
+            try:
+                raw = np.concatenate(chunks)
+            except ValueError as err:
+                shapes = [c.shape for c in chunks]
+                raise BlackBoxError(f"{self!r} returned chunks that do not stack: shapes {shapes}") from err
+        probs = to_probabilities(raw, self.output, n, self._num_classes, what=repr(self))
+        if self._num_classes is None:
+            self._num_classes = probs.shape[1]
+        return probs
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        k = "?" if self._num_classes is None else self._num_classes
+        return f"CallableBlackBox({name}, num_classes={k}, output={self.output!r}, max_batch={self.max_batch})"

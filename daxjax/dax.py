@@ -1,0 +1,231 @@
+"""The DAX engine: sample, query, train mask net and student jointly per image, explain.
+
+Data flow for a group of B images (all arrays carry a leading image axis; every per-image
+computation is `vmap`ped, and each image has its own key, parameters and optimizer state):
+
+  segments (host) -> keep-vectors z [B, N, S] (device) -> black-box answers y [B, N]
+  (chunked queries) -> Adam steps on (mask net, student), perturbations rebuilt inside each step
+  from (z, segment map, fill) at the working resolution -> f_M(original) upsampled to H x W.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from daxjax import losses
+from daxjax.config import DAXConfig
+from daxjax.nets import DaxNets, init_nets, upsample_mask
+from daxjax.querying import DeviceBlackBox, query_in_chunks
+from daxjax.sampling import keep_vectors, perturb, proximity_weights, split_indices
+
+
+class WorkingImage(NamedTuple):
+    """One image at the networks' working resolution R (a leading image axis when batched)."""
+
+    image: jax.Array     # [R, R, C]
+    segments: jax.Array  # int32 [R, R]
+    fill: jax.Array      # [R, R, C]
+
+
+class Samples(NamedTuple):
+    """One image's perturbations and the black box's answers to them."""
+
+    z: jax.Array   # bool [N, S]
+    y: jax.Array   # [N] target-class probability
+    pi: jax.Array  # [N] proximity weight
+
+
+class Batch(NamedTuple):
+    """A minibatch of one image's samples, plus the image they perturb."""
+
+    image: WorkingImage
+    z: jax.Array   # bool [b, S]
+    y: jax.Array   # [b]
+    pi: jax.Array  # [b]
+
+
+def image_keys(seed: int, digests: np.ndarray) -> jax.Array:
+    """One key per image from the seed and the image's own fingerprint (the determinism contract)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda d: jax.random.fold_in(base, d))(jnp.asarray(digests, jnp.uint32))
+
+
+def to_working_resolution(image, segments, fill, resolution: int) -> WorkingImage:
+    """Resizes one image and its fill (antialiased) and samples its segment map (nearest)."""
+    height, width = segments.shape
+    rows = ((jnp.arange(resolution) + 0.5) * height / resolution).astype(jnp.int32)
+    cols = ((jnp.arange(resolution) + 0.5) * width / resolution).astype(jnp.int32)
+    shape = (resolution, resolution, image.shape[-1])
+    return WorkingImage(
+        image=jax.image.resize(image, shape, "linear", antialias=True),
+        segments=segments[rows][:, cols],
+        fill=jax.image.resize(fill, shape, "linear", antialias=True),
+    )
+
+
+def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Array, dict]:
+    """The DAX objective for one image's minibatch. Returns (loss, metrics)."""
+    nets = nnx.merge(graphdef, params)
+    work = batch.image
+    x_p = perturb(work.image, work.segments, work.fill, batch.z)
+    mask_in = work.image if config.mask_input == "original" else x_p
+    mask = upsample_mask(nets.mask(mask_in), config.resolution)[..., None]
+    y_hat = nets.student(x_p * mask)
+    if config.variant == "v1":
+        return losses.loss_v1(y_hat, batch.y, batch.pi, mask,
+                              lambda_l1=config.lambda_l1, lambda_kl=config.lambda_kl)
+    complement_nets = nets
+    if config.complement_stop_gradient:
+        complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+    y_bar = complement_nets.student(x_p * (1.0 - mask))
+    return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, lambda_q=config.lambda_q)
+
+
+def train_step(params, opt_state, batch: Batch, *, graphdef, config: DAXConfig,
+               optimizer: optax.GradientTransformation):
+    """One Adam step for one image: (params, opt_state, batch) -> (params, opt_state, metrics)."""
+    (loss, metrics), grads = jax.value_and_grad(dax_loss, has_aux=True)(params, graphdef, batch, config)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, {"loss": loss, **metrics}
+
+
+def _minibatch(work: WorkingImage, samples: Samples, indices: jax.Array) -> Batch:
+    return Batch(work, samples.z[indices], samples.y[indices], samples.pi[indices])
+
+
+class _GroupPrograms:
+    """The jitted, image-vmapped programs for one (config, shapes) combination."""
+
+    def __init__(self, config: DAXConfig, graphdef, optimizer):
+        self.config = config
+        step = functools.partial(train_step, graphdef=graphdef, config=config, optimizer=optimizer)
+        loss = functools.partial(dax_loss, graphdef=graphdef, config=config)
+
+        def batched_step(params, opt_state, work, samples, orders, step_index):
+            b = config.batch_size
+            idx = jax.lax.dynamic_slice_in_dim(orders, step_index * b, b, axis=1)
+            batches = jax.vmap(_minibatch)(work, samples, idx)
+            return jax.vmap(step)(params, opt_state, batches)
+
+        def batched_validation(params, work, samples, indices, weights):
+            batches = jax.vmap(_minibatch)(work, samples, indices)
+            # Padding rows carry weight 0, so the validation loss is exact for any V.
+            batches = batches._replace(pi=batches.pi * weights)
+            total, _ = jax.vmap(lambda p, bt: loss(p, batch=bt))(params, batches)
+            return total
+
+        self.step = jax.jit(batched_step, donate_argnums=(0, 1))
+        self.validation = jax.jit(batched_validation)
+
+
+def _epoch_orders(keys: jax.Array, train_idx: jax.Array, epoch: int) -> jax.Array:
+    """A fresh random order of each image's training samples for this epoch: [B, N_train]."""
+    def one(key, idx):
+        return jax.random.permutation(jax.random.fold_in(key, epoch), idx)
+    return jax.jit(jax.vmap(one))(keys, train_idx)
+
+
+def _validation_chunks(val_idx: jax.Array, size: int):
+    """Splits [B, V] indices into chunks of `size`, padding the last; yields (indices, weights)."""
+    total = val_idx.shape[1]
+    for start in range(0, total, size):
+        chunk = val_idx[:, start:start + size]
+        real = chunk.shape[1]
+        weights = jnp.ones((size,), jnp.float32).at[real:].set(0.0)
+        if real < size:
+            chunk = jnp.pad(chunk, ((0, 0), (0, size - real)))
+        yield chunk, weights
+
+
+def _select(improved: jax.Array, new, old):
+    """Per image: keep `new` where the validation loss improved, else `old`."""
+    def pick(a, b):
+        shape = (-1,) + (1,) * (a.ndim - 1)
+        return jnp.where(improved.reshape(shape), a, b)
+    return jax.tree.map(pick, new, old)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "height", "width"))
+def _final_maps(params, image, graphdef, height: int, width: int) -> jax.Array:
+    """E = f_M(x) on the original image, upsampled to H x W and scaled to [0, 1] per image."""
+    def one(p, x):
+        mask = nnx.merge(graphdef, p).mask(x)
+        full = jax.image.resize(mask, (height, width), "linear")
+        low, high = full.min(), full.max()
+        return jnp.where(high > low, (full - low) / jnp.maximum(high - low, 1e-12), 0.0)
+    return jax.vmap(one)(params, image)
+
+
+def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.ndarray,
+                  num_segments: np.ndarray, max_segments: int, fills: np.ndarray,
+                  targets: np.ndarray, digests: np.ndarray, config: DAXConfig, seed: int,
+                  image_ids: list) -> tuple[np.ndarray, dict]:
+    """Explains one group of images side by side. Returns (maps [B, H, W], timings in seconds)."""
+    timings = {}
+    batch, height, width, channels = images.shape
+    n = config.num_samples
+    keys = image_keys(seed, digests)
+    sample_keys, split_keys, init_keys, order_keys = (
+        jax.vmap(lambda k: jax.random.split(k, 4))(keys).transpose(1, 0))
+
+    images_d = jnp.asarray(images)
+    segments_d = jnp.asarray(segments, jnp.int32)
+    fills_d = jnp.asarray(fills)
+    num_segments_d = jnp.asarray(num_segments, jnp.int32)
+    targets_d = jnp.asarray(targets, jnp.int32)
+
+    t0 = time.perf_counter()
+    z = jax.jit(jax.vmap(keep_vectors, in_axes=(0, None, 0, None, None)), static_argnums=(1, 3, 4))(
+        sample_keys, n, num_segments_d, max_segments, config.keep_prob)
+
+    @functools.partial(jax.jit, static_argnums=(1,))
+    def query_chunk(start, size):
+        def one(image, seg, fill, z_img, target):
+            z_chunk = jax.lax.dynamic_slice_in_dim(z_img, start, size, axis=0)
+            probs = device_bb(perturb(image, seg, fill, z_chunk))
+            return probs[:, target]
+        return jax.vmap(one)(images_d, segments_d, fills_d, z, targets_d)
+
+    y = query_in_chunks(query_chunk, n, config.query_chunk, device_bb, image_ids)
+    pi = jax.vmap(proximity_weights, in_axes=(0, 0, None))(z, num_segments_d, config.kernel_width)
+    samples = Samples(z, y, pi)
+    timings["queries"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    work = jax.jit(jax.vmap(to_working_resolution, in_axes=(0, 0, 0, None)), static_argnums=3)(
+        images_d, segments_d, fills_d, config.resolution)
+    train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(
+        split_keys, n, config.num_samples_validation)
+    graphdef, params = init_nets(config, channels, init_keys)
+    optimizer = optax.adam(config.learning_rate)
+    opt_state = jax.vmap(optimizer.init)(params)
+    programs = _GroupPrograms(config, graphdef, optimizer)
+
+    def validation_loss(p):
+        total = jnp.zeros((batch,), jnp.float32)
+        for idx, weights in _validation_chunks(val_idx, config.batch_size):
+            total = total + programs.validation(p, work, samples, idx, weights) * config.batch_size
+        return total / val_idx.shape[1]
+
+    best_params = jax.tree.map(jnp.copy, params)
+    best_loss = jnp.full((batch,), jnp.inf)
+    for epoch in range(config.epochs):
+        orders = _epoch_orders(order_keys, train_idx, epoch)
+        for step_index in range(config.steps_per_epoch):
+            params, opt_state, _ = programs.step(params, opt_state, work, samples, orders, step_index)
+        val = validation_loss(params)
+        improved = val < best_loss
+        best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
+        best_loss = jnp.where(improved, val, best_loss)
+    maps = _final_maps(best_params, work.image, graphdef, height, width)
+    maps = np.asarray(maps)
+    timings["training"] = time.perf_counter() - t0
+    return maps, timings

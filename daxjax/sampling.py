@@ -1,0 +1,60 @@
+"""Perturbations in segment space, drawn on the device, and their proximity weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def keep_vectors(key: jax.Array, num_samples: int, num_segments: jax.Array, max_segments: int,
+                 keep_prob: float) -> jax.Array:
+    """Draws N keep-vectors z in {0, 1}^S for one image; z[0] is the original (all ones).
+
+    Args:
+      key: this image's key.
+      num_samples: N.
+      num_segments: scalar S_b, the image's real number of segments.
+      max_segments: S_max >= S_b, the padded width (static).
+      keep_prob: Bernoulli probability of keeping a segment.
+
+    Returns:
+      bool [N, S_max]; columns >= S_b are False (padding, never referenced by the segment map).
+
+    Column j is drawn from fold_in(key, j) alone, so the draws do not depend on S_max, i.e. on
+    which other images share the batch.
+    """
+    columns = jnp.arange(max_segments)
+    column_keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(columns)
+    z = jax.vmap(lambda k: jax.random.bernoulli(k, keep_prob, (num_samples,)))(column_keys).T
+    z = z.at[0].set(True)
+    return z & (columns < num_segments)[None, :]
+
+
+def proximity_weights(z: jax.Array, num_segments: jax.Array, kernel_width: float) -> jax.Array:
+    """pi = exp(-d^2 / width^2) with d the cosine distance of each z to all-ones.
+
+    For binary z with k of the S_b real segments kept, d = 1 - sqrt(k / S_b). Returns float32 [N].
+    """
+    kept = jnp.sum(z, axis=-1).astype(jnp.float32)
+    distance = 1.0 - jnp.sqrt(kept / num_segments.astype(jnp.float32))
+    return jnp.exp(-(distance ** 2) / kernel_width ** 2)
+
+
+def perturb(image: jax.Array, segments: jax.Array, fill: jax.Array, z: jax.Array) -> jax.Array:
+    """Rebuilds perturbed images from keep-vectors: kept segments show the image, others the fill.
+
+    image, fill: [H, W, C]; segments: int [H, W]; z: bool [n, S]. Returns [n, H, W, C].
+    """
+    keep = z[:, segments]
+    return jnp.where(keep[..., None], image[None], fill[None])
+
+
+def split_indices(key: jax.Array, num_samples: int, num_validation: int) -> tuple[jax.Array, jax.Array]:
+    """Random train/validation split of sample indices; sample 0 (the original) always trains.
+
+    Returns (train [N - V], validation [V]) int32 index vectors.
+    """
+    order = jax.random.permutation(key, num_samples - 1) + 1
+    validation = order[:num_validation]
+    train = jnp.concatenate([jnp.zeros((1,), order.dtype), order[num_validation:]])
+    return train.astype(jnp.int32), validation.astype(jnp.int32)

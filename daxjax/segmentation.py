@@ -1,0 +1,211 @@
+"""Host-side superpixel segmentation of image batches, padded to static shapes.
+
+Every perturbation-based explainer in daxjax switches *segments* of an image on and off.
+Segmentation runs on the host with scikit-image, one image per thread, and the result is
+returned with a segment count rounded up to a bucket so that jitted code sees the same
+shapes batch after batch.
+
+An image's segments depend only on that image's pixels (every method is deterministic; the
+quickshift tie-breaking generator is seeded with a fixed integer), never on the other images
+in its batch. Only `Segmentation.max_segments` depends on the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from skimage.segmentation import felzenszwalb, quickshift, slic
+
+#: `max_segments` is rounded up to a multiple of this, so that batches with slightly
+#: different segment counts share one jitted shape.
+SEGMENT_BUCKET = 16
+
+#: Float images may overshoot [0, 1] by resampling round-off; beyond this they are rejected,
+#: because a 0..255 float image silently gives quickshift 117–261 segments instead of 31–50.
+_UNIT_RANGE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, so compare/hash by identity
+class Segmentation:
+    """Segment maps of a batch of images.
+
+    Attributes:
+        segments: int32 [B, H, W]; image b uses ids 0 .. num_segments[b] − 1, each at least once.
+        num_segments: int32 [B]; number of segments of each image.
+        max_segments: S_max, max(num_segments) rounded up to a multiple of `SEGMENT_BUCKET`;
+            the static length of per-image keep-vectors.
+        fell_back: bool [B]; True where the method produced a single segment and a regular grid
+            was used instead.
+    """
+
+    segments: np.ndarray
+    num_segments: np.ndarray
+    max_segments: int
+    fell_back: np.ndarray
+
+
+def as_unit_float_images(images: Any) -> np.ndarray:
+    """Validate a batch of images and return it as float32 [B, H, W, C] in [0, 1].
+
+    Accepts uint8 (scaled by 1/255) or floats already in [0, 1]; C must be 1 or 3.
+    Raises ValueError for other shapes, dtypes, non-finite values or floats outside [0, 1].
+    """
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"images must have shape [B, H, W, C] with C in {{1, 3}}, got {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("images contain NaN or infinite values")
+    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+    if low < -_UNIT_RANGE_TOLERANCE or high > 1 + _UNIT_RANGE_TOLERANCE:
+        raise ValueError(
+            f"float images must lie in [0, 1] (got min {low:g}, max {high:g}); "
+            "pass uint8 for 0..255 data"
+        )
+    return np.clip(array, 0.0, 1.0).astype(np.float32)
+
+
+def relabel_contiguous(labels: np.ndarray) -> np.ndarray:
+    """Map the distinct values of an integer label map onto 0 .. S−1 (int32, same shape), keeping order."""
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int32)
+
+
+def grid_segments(height: int, width: int, cells: int) -> np.ndarray:
+    """A regular grid of `cells` × `cells` segments as int32 [height, width], row-major ids.
+
+    Cell boundaries come from `np.linspace(0, size, cells + 1)`, so any size works; when an
+    axis is shorter than `cells`, empty cells are dropped and ids stay contiguous.
+    """
+    if cells < 1:
+        raise ValueError(f"cells must be >= 1, got {cells}")
+    rows = _cell_index(height, cells)
+    cols = _cell_index(width, cells)
+    return relabel_contiguous(rows[:, None] * cells + cols[None, :])
+
+
+def _cell_index(size: int, cells: int) -> np.ndarray:
+    """Cell number (0 .. cells−1) of every pixel coordinate 0 .. size−1 along one axis."""
+    edges = np.linspace(0, size, cells + 1)
+    return np.clip(np.searchsorted(edges, np.arange(size), side="right") - 1, 0, cells - 1)
+
+
+def _quickshift(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    # Grayscale is replicated to RGB (as LIME does) so that the Lab conversion stays on.
+    rgb = image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
+    return quickshift(rgb, **kwargs)
+
+
+def _slic(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    if image.shape[-1] == 1:
+        return slic(image[..., 0], channel_axis=None, **kwargs)
+    return slic(image, channel_axis=-1, **kwargs)
+
+
+def _felzenszwalb(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    if image.shape[-1] == 1:
+        return felzenszwalb(image[..., 0], channel_axis=None, **kwargs)
+    return felzenszwalb(image, channel_axis=-1, **kwargs)
+
+
+def _grid(image: np.ndarray, *, cells: int) -> np.ndarray:
+    return grid_segments(image.shape[0], image.shape[1], cells)
+
+
+# Method name -> (function of one [H, W, C] image in [0, 1], default keyword arguments).
+# quickshift uses LIME's settings; `rng` is fixed so that ties break the same way every call.
+_METHODS: dict[str, tuple[Callable[..., np.ndarray], dict[str, Any]]] = {
+    "quickshift": (_quickshift, dict(kernel_size=4, max_dist=200, ratio=0.2, sigma=0, rng=42)),
+    "slic": (_slic, dict(n_segments=50, compactness=10, start_label=0)),
+    "felzenszwalb": (_felzenszwalb, dict(scale=100, sigma=0.5, min_size=50)),
+    "grid": (_grid, {}),  # its default `cells` is segment_images' grid_cells argument
+}
+
+SEGMENTATION_METHODS = tuple(_METHODS)
+
+
+def segment_images(
+    images: Any,
+    method: str = "quickshift",
+    *,
+    grid_cells: int = 8,
+    options: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+) -> Segmentation:
+    """Segment every image of a batch into superpixels.
+
+    Args:
+        images: float32 [B, H, W, C] in [0, 1] or uint8 [B, H, W, C]; C in {1, 3}.
+        method: "quickshift" (LIME's kernel_size=4, max_dist=200, ratio=0.2; grayscale is
+            replicated to RGB), "slic" (n_segments=50, compactness=10), "felzenszwalb"
+            (scale=100, sigma=0.5, min_size=50) or "grid" (grid_cells × grid_cells cells).
+        grid_cells: cells per side for "grid" and for the single-segment fallback.
+        options: keyword arguments overriding the method's defaults (for "grid": `cells`).
+        workers: threads segmenting images side by side; default min(4, os.cpu_count()).
+
+    Returns:
+        A `Segmentation`. Images the method leaves as one segment get the grid instead,
+        are flagged in `fell_back`, and one warning names them.
+    """
+    if method not in _METHODS:
+        valid = ", ".join(SEGMENTATION_METHODS)
+        raise ValueError(f"unknown segmentation method {method!r}; valid: {valid}")
+    unit_images = as_unit_float_images(images)
+    function, defaults = _METHODS[method]
+    if method == "grid":
+        defaults = {"cells": grid_cells}
+    kwargs = {**defaults, **(options or {})}
+
+    def segment_one(image: np.ndarray) -> np.ndarray:
+        return relabel_contiguous(function(image, **kwargs))
+
+    maps = _map_images(segment_one, unit_images, workers)
+    # A grid asked for is never a fallback, even when it has a single cell.
+    fell_back = np.array([method != "grid" and m.max() == 0 for m in maps], dtype=bool)
+    if fell_back.any():
+        height, width = unit_images.shape[1:3]
+        grid = grid_segments(height, width, grid_cells)
+        maps = [grid if fb else m for m, fb in zip(maps, fell_back)]
+        warnings.warn(
+            f"{method} gave a single segment for image(s) {np.flatnonzero(fell_back).tolist()}; "
+            f"using a {grid_cells}x{grid_cells} grid instead",
+            stacklevel=2,
+        )
+    segments = np.stack(maps) if maps else np.zeros(unit_images.shape[:3], np.int32)
+    num_segments = (segments.max(axis=(1, 2)) + 1).astype(np.int32)
+    return Segmentation(
+        segments=segments,
+        num_segments=num_segments,
+        max_segments=bucket_size(int(num_segments.max(initial=1))),
+        fell_back=fell_back,
+    )
+
+
+def bucket_size(count: int, bucket: int = SEGMENT_BUCKET) -> int:
+    """`count` rounded up to a positive multiple of `bucket`."""
+    return max(bucket, math.ceil(count / bucket) * bucket)
+
+
+def _map_images(
+    function: Callable[[np.ndarray], np.ndarray], images: np.ndarray, workers: int | None
+) -> list[np.ndarray]:
+    """Apply `function` to each image, in a thread pool when that can help.
+
+    Threads pay off because scikit-image's Cython loops release the GIL. Measured on this
+    2-core CPU, 4 images of 224×224: quickshift 0.88 s in a loop vs 0.46 s with 2 threads
+    (0.46 s with 4); slic 0.08 vs 0.05 s; felzenszwalb 0.11 vs 0.09 s.
+    """
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or len(images) <= 1:
+        return [function(image) for image in images]
+    with ThreadPoolExecutor(max_workers=min(workers, len(images))) as pool:
+        return list(pool.map(function, images))
