@@ -32,7 +32,15 @@ class BlackBox(Protocol):
 
 
 class BlackBoxError(ValueError):
-    """A black box was misconfigured or answered something that is not a batch of probabilities."""
+    """A black box was misconfigured or answered something that is not a batch of probabilities.
+
+    `rows` lists the offending output rows when the fault is in particular rows (else None), so
+    that callers that batch many images into one query can name the images concerned.
+    """
+
+    def __init__(self, message: str, rows: list[int] | None = None):
+        super().__init__(message)
+        self.rows = rows
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -92,16 +100,18 @@ def check_probabilities(
 
     bad = np.flatnonzero(~np.all(np.isfinite(p), axis=1))
     if bad.size:
-        raise BlackBoxError(f"{what} returned NaN or inf: {_describe_rows(bad, p, 'is')}")
+        raise BlackBoxError(f"{what} returned NaN or inf: {_describe_rows(bad, p, 'is')}", bad.tolist())
     bad = np.flatnonzero(np.any(p < 0, axis=1))
     if bad.size:
-        raise BlackBoxError(f"{what} returned negative probabilities: {_describe_rows(bad, p, 'is')}")
+        raise BlackBoxError(f"{what} returned negative probabilities: {_describe_rows(bad, p, 'is')}",
+                            bad.tolist())
     sums = p.sum(axis=1, dtype=np.float64)
     bad = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
     if bad.size:
         raise BlackBoxError(
             f"{what} returned rows that do not sum to 1 (tolerance {ROW_SUM_TOLERANCE:g}; "
-            f"logits passed as probabilities?): {_describe_rows(bad, sums, 'sums to')}"
+            f"logits passed as probabilities?): {_describe_rows(bad, sums, 'sums to')}",
+            bad.tolist(),
         )
     return p
 
@@ -119,7 +129,8 @@ def to_probabilities(
         if logits.ndim == 2:  # other ranks are reported by check_probabilities
             bad = np.flatnonzero(~np.all(np.isfinite(logits), axis=1))
             if bad.size:
-                raise BlackBoxError(f"{what} returned NaN or inf logits: {_describe_rows(bad, logits, 'is')}")
+                raise BlackBoxError(f"{what} returned NaN or inf logits: {_describe_rows(bad, logits, 'is')}",
+                                    bad.tolist())
             raw = softmax(logits)
     return check_probabilities(raw, n, num_classes, what=what)
 

@@ -53,9 +53,13 @@ class DAXConfig:
       lambda_l1, lambda_kl: 0.001 and 0.02, the paper's best V1 (Table IV).
       complement_stop_gradient: stop the gradient of Q into the student, so that only the mask
         learns from it (the paper and reference code have none; measured the most consistent gain).
+      lambda_area: weight of mean(m) in V2 (0 in the paper): Q rewards masks that cover the
+        evidence but nothing penalises covering everything else too.
 
     Optimisation (Adam; the paper's batch size and epochs were lost in extraction):
       epochs, batch_size, learning_rate: Adam steps = epochs * floor(0.9 N / batch_size).
+      mask_learning_rate: the mask net's own rate. A mask that starts at 0.5 everywhere moves too
+        little in a few hundred steps at the student's rate (measured: min-max maps of noise).
       validation_fraction: random share of samples held out; the parameters with the best
         validation loss are kept (the paper's protocol; the reference code never selects).
 
@@ -83,10 +87,13 @@ class DAXConfig:
     lambda_l1: float = 0.001
     lambda_kl: float = 0.02
     complement_stop_gradient: bool = True
+    lambda_area: float = 0.0
+    normalize_loss: bool = False
 
     epochs: int = 8
     batch_size: int = 64
     learning_rate: float = 3e-3
+    mask_learning_rate: float = 3e-2
     validation_fraction: float = 0.1
 
     query_chunk: int = 64
@@ -142,7 +149,7 @@ class DAXConfig:
         """
         base = dict(variant="v1", num_samples=6000, mask_input="perturbed",
                     complement_stop_gradient=False, resolution=128, batch_size=16, epochs=9,
-                    learning_rate=1e-3, fill="segment_grey", mask_channels=32)
+                    learning_rate=1e-3, mask_learning_rate=1e-3, fill="segment_grey", mask_channels=32)
         return cls(**{**base, **changes})
 
     @classmethod
@@ -154,5 +161,5 @@ class DAXConfig:
         """
         base = dict(variant="v2", num_samples=6000, mask_input="perturbed",
                     complement_stop_gradient=False, resolution=128, batch_size=16, epochs=9,
-                    learning_rate=1e-3, fill="segment_grey", mask_channels=32, lambda_q=0.5)
+                    learning_rate=1e-3, mask_learning_rate=1e-3, fill="segment_grey", mask_channels=32, lambda_q=0.5)
         return cls(**{**base, **changes})

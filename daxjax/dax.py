@@ -86,7 +86,8 @@ def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Arr
     if config.complement_stop_gradient:
         complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
     y_bar = complement_nets.student(x_p * (1.0 - mask))
-    return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, lambda_q=config.lambda_q)
+    return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
+                          lambda_area=config.lambda_area, normalize=config.normalize_loss)
 
 
 def train_step(params, opt_state, batch: Batch, *, graphdef, config: DAXConfig,
@@ -95,6 +96,15 @@ def train_step(params, opt_state, batch: Batch, *, graphdef, config: DAXConfig,
     (loss, metrics), grads = jax.value_and_grad(dax_loss, has_aux=True)(params, graphdef, batch, config)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, {"loss": loss, **metrics}
+
+
+def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
+    """Adam, with the mask net at its own learning rate."""
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: path[0].key, params)
+    return optax.multi_transform(
+        {"mask": optax.adam(config.mask_learning_rate), "student": optax.adam(config.learning_rate)},
+        labels)
 
 
 def _minibatch(work: WorkingImage, samples: Samples, indices: jax.Array) -> Batch:
@@ -205,7 +215,7 @@ def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.nd
     train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(
         split_keys, n, config.num_samples_validation)
     graphdef, params = init_nets(config, channels, init_keys)
-    optimizer = optax.adam(config.learning_rate)
+    optimizer = make_optimizer(config)
     opt_state = jax.vmap(optimizer.init)(params)
     programs = _GroupPrograms(config, graphdef, optimizer)
 

@@ -59,8 +59,14 @@ def loss_v1(y_hat, y, pi, mask, *, lambda_l1: float, lambda_kl: float) -> tuple[
     return total, {"mse": mse, "l1": l1, "kl": kl}
 
 
-def loss_v2(y_hat, y_bar, y, pi, *, lambda_q: float) -> tuple[jax.Array, dict]:
-    """DAX-V2: pi-MSE + lambda_q * Q."""
-    mse = weighted_mse(y_hat, y, pi)
-    q = counterfactual_q(y_bar, y, pi)
-    return mse + lambda_q * q, {"mse": mse, "q": q}
+def loss_v2(y_hat, y_bar, y, pi, mask, *, lambda_q: float, lambda_area: float = 0.0,
+            normalize: bool = False) -> tuple[jax.Array, dict]:
+    """DAX-V2: pi-MSE + lambda_q * Q (+ lambda_area * mean(m), 0 in the paper)."""
+    scale = 1.0
+    if normalize:
+        mean_y = jnp.sum(pi * y) / jnp.sum(pi)
+        scale = jax.lax.stop_gradient(1.0 / (weighted_mse(mean_y, y, pi) + 1e-4))
+    mse = scale * weighted_mse(y_hat, y, pi)
+    q = scale * counterfactual_q(y_bar, y, pi)
+    area = jnp.mean(mask)
+    return mse + lambda_q * q + lambda_area * area, {"mse": mse, "q": q, "area": area}

@@ -28,16 +28,26 @@ class PatchConv(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_channels,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        leading, spatial = x.shape[:-3], x.shape[-3:]
-        patches = jax.lax.conv_general_dilated_patches(
-            x.reshape((-1,) + spatial),
-            filter_shape=(self.kernel_size, self.kernel_size),
-            window_strides=(self.stride, self.stride),
-            padding="SAME",
-            dimension_numbers=("NHWC", "OIHW", "NHWC"),
-        )
-        out = patches @ self.kernel[...] + self.bias[...]
-        return out.reshape(leading + out.shape[1:])
+        patches = extract_patches(x, self.kernel_size, self.stride)
+        return patches @ self.kernel[...] + self.bias[...]
+
+
+def extract_patches(x: jax.Array, size: int, stride: int) -> jax.Array:
+    """'SAME'-padded im2col by strided slicing: [..., H, W, C] -> [..., H/s, W/s, size*size*C].
+
+    Slices, not `lax.conv_general_dilated_patches`: that op is itself a convolution with a one-hot
+    kernel and costs (size^2 C)^2 multiply-adds per pixel, more than the convolution it feeds.
+    """
+    height, width = x.shape[-3], x.shape[-2]
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    pad_h = max((out_h - 1) * stride + size - height, 0)
+    pad_w = max((out_w - 1) * stride + size - width, 0)
+    pads = [(0, 0)] * (x.ndim - 3) + [(pad_h // 2, pad_h - pad_h // 2),
+                                      (pad_w // 2, pad_w - pad_w // 2), (0, 0)]
+    padded = jnp.pad(x, pads)
+    taps = [padded[..., i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
+            for i in range(size) for j in range(size)]
+    return jnp.concatenate(taps, axis=-1)
 
 
 class MaskNet(nnx.Module):

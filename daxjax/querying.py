@@ -19,10 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blackbox_adapters import BlackBoxError
-
-ROW_SUM_TOLERANCE = 1e-3
-
+from blackbox_adapters import BlackBoxError, check_probabilities
 
 class DeviceBlackBox:
     """A black box as a JAX-traceable function x [..., H, W, C] -> probabilities [..., K]."""
@@ -46,40 +43,18 @@ class DeviceBlackBox:
         """x: [B, n, H, W, C] when vmapped over images (or [n, H, W, C]) -> [B, n, K]."""
         lead, image = x.shape[:-3], x.shape[-3:]
         rows = int(np.prod(lead))
-        nan = np.full(lead + (self.num_classes,), np.nan, np.float32)
         try:
-            probs = np.asarray(self.bb(np.ascontiguousarray(x.reshape((rows,) + image))))
-            if probs.shape != (rows, self.num_classes):
-                raise BlackBoxError(
-                    f"black box returned shape {probs.shape} for {rows} inputs; expected "
-                    f"({rows}, {self.num_classes}) probabilities")
-            probs = probs.astype(np.float32).reshape(lead + (self.num_classes,))
-            self._check_rows(probs)
-            return probs
+            probs = check_probabilities(self.bb(np.ascontiguousarray(x.reshape((rows,) + image))),
+                                        rows, self.num_classes, what="black box on perturbations")
+            return probs.reshape(lead + (self.num_classes,))
         except Exception as err:  # noqa: BLE001 - re-raised on the host by raise_pending
+            if not isinstance(err, BlackBoxError):
+                err = BlackBoxError(f"black box raised {type(err).__name__}: {err}")
+            if err.rows is not None and len(lead) > 1:
+                err.batch_positions = sorted({row // lead[-1] for row in err.rows})
             with self._lock:
-                self._pending.append(err if isinstance(err, BlackBoxError) else
-                                     BlackBoxError(f"black box raised {type(err).__name__}: {err}"))
-            return nan
-
-    def _check_rows(self, probs: np.ndarray) -> None:
-        """Rows must be finite, non-negative and sum to 1; names the batch positions that fail."""
-        per_image = probs.reshape(probs.shape[0] if probs.ndim == 3 else 1, -1, self.num_classes)
-        finite = np.isfinite(per_image).all(-1)
-        valid = finite & (per_image >= 0).all(-1) & (
-            np.abs(per_image.sum(-1) - 1.0) <= ROW_SUM_TOLERANCE)
-        if valid.all():
-            return
-        image_pos, row = np.argwhere(~valid)[0]
-        bad_images = np.flatnonzero(~valid.all(-1))
-        sample = per_image[image_pos, row]
-        reason = "NaN/inf" if not finite[image_pos, row] else (
-            f"negative values or row sum {sample.sum():.4g} != 1")
-        err = BlackBoxError(
-            f"black box returned invalid probabilities ({reason}) for perturbations of the images "
-            f"at batch positions {bad_images.tolist()} (first: position {image_pos}, row {row})")
-        err.batch_positions = bad_images.tolist()
-        raise err
+                self._pending.append(err)
+            return np.full(lead + (self.num_classes,), np.nan, np.float32)
 
     def raise_pending(self, image_ids: list) -> None:
         """Re-raises the first recorded callback error, naming images by the caller's ids."""
@@ -91,7 +66,7 @@ class DeviceBlackBox:
         positions = getattr(err, "batch_positions", None)
         if positions is not None:
             names = [image_ids[p] for p in positions if p < len(image_ids)]
-            raise BlackBoxError(f"{err} -> image(s) {names}") from err
+            raise BlackBoxError(f"{err}; these are perturbations of image(s) {names}") from err
         raise err
 
 
