@@ -168,10 +168,46 @@ def _final_maps(params, image, graphdef, height: int, width: int) -> jax.Array:
     """E = f_M(x) on the original image, upsampled to H x W and scaled to [0, 1] per image."""
     def one(p, x):
         mask = nnx.merge(graphdef, p).mask(x)
-        full = jax.image.resize(mask, (height, width), "linear")
-        low, high = full.min(), full.max()
-        return jnp.where(high > low, (full - low) / jnp.maximum(high - low, 1e-12), 0.0)
-    return jax.vmap(one)(params, image)
+        return jax.image.resize(mask, (height, width), "linear")
+    return _normalise(jax.vmap(one)(params, image))
+
+
+def _normalise(maps: jax.Array) -> jax.Array:
+    """Min-max scales each map [..., H, W] to [0, 1]; a constant map becomes all zeros."""
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    high = maps.max(axis=(-2, -1), keepdims=True)
+    return jnp.where(high > low, (maps - low) / jnp.maximum(high - low, 1e-12), 0.0)
+
+
+def train_and_explain(work: WorkingImage, samples: Samples, train_idx, val_idx, init_keys,
+                      order_keys, config: DAXConfig, channels: int, height: int, width: int):
+    """Trains one (mask net, student) pair per row and returns f_M(x) maps [rows, H, W].
+
+    Each epoch's end evaluates the validation loss; every row keeps its best parameters.
+    """
+    rows = init_keys.shape[0]
+    graphdef, params = init_nets(config, channels, init_keys)
+    optimizer = make_optimizer(config)
+    opt_state = jax.vmap(optimizer.init)(params)
+    programs = _GroupPrograms(config, graphdef, optimizer)
+
+    def validation_loss(p):
+        total = jnp.zeros((rows,), jnp.float32)
+        for idx, weights in _validation_chunks(val_idx, config.batch_size):
+            total = total + programs.validation(p, work, samples, idx, weights) * config.batch_size
+        return total / val_idx.shape[1]
+
+    best_params = jax.tree.map(jnp.copy, params)
+    best_loss = jnp.full((rows,), jnp.inf)
+    for epoch in range(config.epochs):
+        orders = _epoch_orders(order_keys, train_idx, epoch)
+        for step_index in range(config.steps_per_epoch):
+            params, opt_state, _ = programs.step(params, opt_state, work, samples, orders, step_index)
+        val = validation_loss(params)
+        improved = val < best_loss
+        best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
+        best_loss = jnp.where(improved, val, best_loss)
+    return _final_maps(best_params, work.image, graphdef, height, width)
 
 
 def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.ndarray,
@@ -214,28 +250,16 @@ def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.nd
         images_d, segments_d, fills_d, config.resolution)
     train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(
         split_keys, n, config.num_samples_validation)
-    graphdef, params = init_nets(config, channels, init_keys)
-    optimizer = make_optimizer(config)
-    opt_state = jax.vmap(optimizer.init)(params)
-    programs = _GroupPrograms(config, graphdef, optimizer)
-
-    def validation_loss(p):
-        total = jnp.zeros((batch,), jnp.float32)
-        for idx, weights in _validation_chunks(val_idx, config.batch_size):
-            total = total + programs.validation(p, work, samples, idx, weights) * config.batch_size
-        return total / val_idx.shape[1]
-
-    best_params = jax.tree.map(jnp.copy, params)
-    best_loss = jnp.full((batch,), jnp.inf)
-    for epoch in range(config.epochs):
-        orders = _epoch_orders(order_keys, train_idx, epoch)
-        for step_index in range(config.steps_per_epoch):
-            params, opt_state, _ = programs.step(params, opt_state, work, samples, orders, step_index)
-        val = validation_loss(params)
-        improved = val < best_loss
-        best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
-        best_loss = jnp.where(improved, val, best_loss)
-    maps = _final_maps(best_params, work.image, graphdef, height, width)
-    maps = np.asarray(maps)
+    # Restarts train side by side as extra rows of the same vmap: row b * K + k is restart k of
+    # image b, sharing the image's samples but with its own initialisation and batch order.
+    k = config.restarts
+    def per_restart(keys_):
+        return jax.vmap(lambda key: jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(k)))(
+            keys_).reshape(-1)
+    repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, k, axis=0))
+    maps = train_and_explain(repeat(work), repeat(samples), repeat(train_idx), repeat(val_idx),
+                             per_restart(init_keys), per_restart(order_keys), config, channels,
+                             height, width)
+    maps = np.asarray(_normalise(maps.reshape(batch, k, height, width).mean(axis=1)))
     timings["training"] = time.perf_counter() - t0
     return maps, timings
