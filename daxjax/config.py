@@ -76,6 +76,9 @@ class DAXConfig:
     Execution (no effect on the result, only on speed and memory):
       query_chunk: perturbations per image in one black-box call (host memory ~ B * chunk * H*W*C).
       image_batch: images explained side by side in one vmapped computation.
+      vmap_width: rows (images x restarts) vectorised together inside a training step; the rest
+        are looped over inside the same jitted step. None picks 1 on CPU (cache-friendly) and all
+        rows on accelerators.
     """
 
     num_samples: int = 2000
@@ -109,8 +112,13 @@ class DAXConfig:
 
     query_chunk: int = 64
     image_batch: int = 16
+    vmap_width: int | None = None
 
     def __post_init__(self):
+        # Hashable, so that configs can key caches of compiled programs.
+        object.__setattr__(self, "student_channels", tuple(int(c) for c in self.student_channels))
+        if self.segmentation_options is not None:
+            object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -121,6 +129,8 @@ class DAXConfig:
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"DAXConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.vmap_width is not None and int(self.vmap_width) < 1:
+            raise ValueError(f"DAXConfig.vmap_width must be None or >= 1, got {self.vmap_width!r}")
         if not 0.0 < self.keep_prob < 1.0:
             raise ValueError(f"DAXConfig.keep_prob must be in (0, 1), got {self.keep_prob!r}")
         if not 0.0 < self.validation_fraction < 0.5:

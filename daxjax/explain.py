@@ -14,7 +14,7 @@ from daxjax import dax
 from daxjax.config import DAXConfig
 from daxjax.fills import fill_images
 from daxjax.inputs import InputError, as_float_images, as_targets, image_digest
-from daxjax.querying import DeviceBlackBox
+from daxjax.querying import device_blackbox
 from daxjax.segmentation import segment_images
 
 CONFIG_TYPES = {"dax": DAXConfig}
@@ -67,7 +67,7 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
       An `Explanation`.
     """
     config = _resolve_config(method, config)
-    bb = as_blackbox(bb)
+    user_bb, bb = bb, as_blackbox(bb)
     start = time.perf_counter()
     x = as_float_images(images)
     batch = x.shape[0]
@@ -78,7 +78,7 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
 
     maps = np.zeros(x.shape[:3], np.float32)
     timings = {"segmentation": 0.0, "queries": 0.0, "training": 0.0}
-    device_bb = DeviceBlackBox(bb, num_classes)
+    device_bb = device_blackbox(user_bb, bb, num_classes)
     for lo in range(0, batch, config.image_batch):
         hi = min(batch, lo + config.image_batch)
         group_maps, group_timings = _explain_dax_group(device_bb, x[lo:hi], targets[lo:hi],
