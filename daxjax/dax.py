@@ -292,7 +292,7 @@ def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.nd
         return _query_chunk(images_d, segments_d, fills_d, z, targets_d, start,
                             device_bb=device_bb, size=size)
 
-    y = query_in_chunks(query, n, config.query_chunk, device_bb, image_ids)
+    y = query_in_chunks(query, n, config.query_chunk_for(batch), device_bb, image_ids)
     samples = Samples(z, y, _proximity(z, num_segments_d, config.kernel_width))
     timings["queries"] = time.perf_counter() - t0
 
@@ -315,4 +315,4 @@ def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.nd
 def _training_key(config: DAXConfig) -> DAXConfig:
     """The config with the fields that do not shape the training programs reset (a cache key)."""
     return config.replace(segmentation_options=None, segmentation="grid", fill="zero",
-                          query_chunk=1, image_batch=1)
+                          query_chunk=None, image_batch=1)

@@ -88,12 +88,12 @@ def device_blackbox(user_bb, bb, num_classes: int) -> DeviceBlackBox:
     return device_bb
 
 
-def query_in_chunks(query_chunk: Callable[[jax.Array], jax.Array], num_samples: int, chunk: int,
+def query_in_chunks(query_chunk: Callable[[int, int], jax.Array], num_samples: int, chunk: int,
                     device_bb: DeviceBlackBox, image_ids: list) -> jax.Array:
-    """Runs `query_chunk(start_index_array)` over [0, N) in chunks and concatenates the results.
+    """Runs `query_chunk(start, size)` over samples [0, N) and concatenates the results.
 
-    query_chunk(starts) -> [B, c] for samples [start, start + c). Each call is checked for
-    black-box errors before the next is issued, so a failure stops the work at once.
+    query_chunk(start, size) -> [B, size], the answers for samples [start, start + size). Each
+    call is checked for black-box errors before the next is issued, so a failure stops at once.
     """
     parts = []
     for start in range(0, num_samples, chunk):

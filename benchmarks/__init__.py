@@ -1,0 +1,1 @@
+"""Throughput and quality benchmarks; run as `python -m benchmarks.<name>`."""

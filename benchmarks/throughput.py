@@ -1,0 +1,182 @@
+"""Where DAX's time goes: a Python loop over single images vs the batched engine.
+
+    python -m benchmarks.throughput            # full table (about 15 minutes on 2 CPU cores)
+    python -m benchmarks.throughput --quick    # a smoke run (about 2 minutes)
+
+Every measurement runs in its own subprocess, so compile time and peak memory (max RSS) belong
+to that configuration alone. The black box is the bundled ONNX colour-patch classifier, the
+images crops of scikit-image's photos with a planted red patch (`benchmarks/scenes.py`).
+
+Per-image seconds are steady-state: a batch is explained twice and the second call is timed
+(compile time = first call - second call); the loop explains image 0 once to warm up, then
+times a loop over all B images (recompiles caused by an image's segment count are included,
+as a user of the loop would pay them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## DAX throughput: loop vs batch (issue 2)"
+
+
+def _worker(spec: dict) -> dict:
+    """Runs one measurement in this process and returns its numbers."""
+    import jax
+    import numpy as np
+
+    import daxjax
+    from benchmarks.scenes import colour_patch_scenes
+    from blackbox_adapters import OnnxBlackBox, bundled_model_path
+
+    bb = OnnxBlackBox(bundled_model_path("colour_nchw"), intra_op_threads=2)
+    images, _ = colour_patch_scenes(spec["batch"], spec["size"], seed=1)
+    config = daxjax.DAXConfig(**spec["config"])
+    result = {"device": jax.devices()[0].device_kind, "providers": bb.providers}
+
+    if spec["mode"] == "batch":
+        t0 = time.perf_counter()
+        daxjax.explain(bb, images, config=config)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ex = daxjax.explain(bb, images, config=config)
+        steady = time.perf_counter() - t0
+        phases = ex.timings
+    else:
+        t0 = time.perf_counter()
+        daxjax.explain(bb, images[:1], config=config)
+        first_single = time.perf_counter() - t0
+        phases = {"segmentation": 0.0, "queries": 0.0, "training": 0.0}
+        t0 = time.perf_counter()
+        for i in range(len(images)):
+            timings = daxjax.explain(bb, images[i:i + 1], config=config).timings
+            for phase in phases:
+                phases[phase] += timings[phase]
+        steady = time.perf_counter() - t0
+        first = first_single + steady * (len(images) - 1) / len(images)
+
+    if spec.get("floor"):
+        # The floor: the same number of black-box forwards on the same images, nothing else.
+        # Calls of the size the engine makes: B images x query_chunk_for(B) samples each.
+        chunk = config.query_chunk_for(len(images))
+        reps = np.repeat(images, chunk, axis=0)
+        t0 = time.perf_counter()
+        for _ in range(config.num_samples // chunk):
+            bb(reps)
+        result["floor_seconds"] = time.perf_counter() - t0
+
+    per_image = {k: v / len(images) for k, v in phases.items()}
+    result.update(seconds_per_image=steady / len(images), compile_seconds=first - steady,
+                  phases_per_image=per_image,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+def _run(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(spec)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker failed for {spec}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and N (smoke run)")
+    parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return
+
+    import daxjax
+
+    base = {"num_samples": 500 if args.quick else 2000}
+    if args.quick:
+        base["epochs"] = 2
+    sizes = (64,) if args.quick else (64, 224)
+    batches = (4,) if args.quick else (4, 16, 64)
+    lines = []
+
+    def emit(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    config = dataclasses.replace(daxjax.DAXConfig(), **base)
+    emit(f"DAXConfig: N={config.num_samples}, epochs={config.epochs}, batch_size={config.batch_size}, "
+         f"resolution={config.resolution}, segmentation={config.segmentation}, "
+         f"restarts={config.restarts}; black box: bundled colour_nchw.onnx (ORT, 2 threads)")
+    emit()
+    emit("| image | B | mode | s/image | segmentation | queries | training | compile s | peak RSS MB | loop/batch |")
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    device = None
+    for size in sizes:
+        for batch in batches:
+            rows = {}
+            for mode in ("loop", "batch"):
+                r = _run({"mode": mode, "batch": batch, "size": size, "config": base})
+                device = r["device"]
+                rows[mode] = r
+            ratio = rows["loop"]["seconds_per_image"] / rows["batch"]["seconds_per_image"]
+            for mode, r in rows.items():
+                p = r["phases_per_image"]
+                emit(f"| {size}x{size} | {batch} | {mode} | {r['seconds_per_image']:.3f} | "
+                     f"{p['segmentation']:.3f} | {p['queries']:.3f} | {p['training']:.3f} | "
+                     f"{r['compile_seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{f'{ratio:.2f}' if mode == 'batch' else ''} |")
+
+    emit()
+    overhead = {**base, "epochs": 2 if args.quick else 10}
+    r = _run({"mode": "batch", "batch": 16, "size": 64, "config": overhead, "floor": True})
+    total = r["seconds_per_image"] * 16
+    emit(f"Training overhead (64x64, B=16, N={overhead['num_samples']}, epochs={overhead['epochs']}): "
+         f"DAX total / black-box query time = {total / r['floor_seconds']:.1f} "
+         f"(total {total:.1f} s, the same number of bare black-box forwards {r['floor_seconds']:.2f} s; "
+         f"inside DAX the query phase took {r['phases_per_image']['queries'] * 16:.2f} s)")
+
+    emit()
+    emit("Peak memory (64x64, B=16) against query chunk and N:")
+    emit()
+    emit("| N | query_chunk | peak RSS MB |")
+    emit("|---|---|---|")
+    for n, chunk in ((1000, 16), (1000, 256), (4000, 16), (4000, 256)):
+        cfg = {"num_samples": n, "epochs": 1, "query_chunk": chunk}
+        r = _run({"mode": "batch", "batch": 16, "size": 64, "config": cfg})
+        emit(f"| {n} | {chunk} | {r['peak_rss_mb']:.0f} |")
+
+    header = [SECTION, "",
+              f"Command: `python -m benchmarks.throughput{' --quick' if args.quick else ''}` — "
+              f"device: {device} ({platform.processor() or platform.machine()}, "
+              f"{_cpu_count()} cores), {time.strftime('%Y-%m-%d')}.", ""]
+    if not args.no_write:
+        _write_section("\n".join(header + lines) + "\n")
+
+
+def _cpu_count() -> int:
+    import os
+    return os.cpu_count() or 1
+
+
+def _write_section(text: str) -> None:
+    """Replaces this benchmark's section of RESULTS.md (or appends it), leaving others intact."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = old.find(SECTION)
+    if start < 0:
+        RESULTS.write_text(old.rstrip() + "\n\n" + text)
+        return
+    end = old.find("\n## ", start + len(SECTION))
+    RESULTS.write_text(old[:start] + text + (old[end + 1:] if end >= 0 else ""))
+
+
+if __name__ == "__main__":
+    main()
