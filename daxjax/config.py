@@ -58,6 +58,7 @@ class DAXConfig:
       lambda_area: weight of mean(m) in V2 (0 in the paper): Q rewards masks that cover the
         evidence but nothing penalises covering everything else too (measured: masks drift to
         all ones without it).
+      (lambda_area and normalize_loss shape V2 only; V1 is the paper's loss as written.)
       normalize_loss: divide the MSE and Q terms by the pi-weighted variance of y in the batch,
         so that lambda_area trades "share of the black box's variation explained" against
         "share of the image kept" whatever the scale of the target's probabilities (not in the

@@ -14,6 +14,7 @@ import functools
 import time
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,9 +23,12 @@ from flax import nnx
 
 from daxjax import losses
 from daxjax.config import DAXConfig
+from daxjax.fills import fill_images
 from daxjax.nets import DaxNets, init_nets, upsample_mask
-from daxjax.querying import DeviceBlackBox, query_in_chunks
-from daxjax.sampling import keep_vectors, perturb, proximity_weights, split_indices
+from daxjax.querying import DeviceBlackBox, query_targets
+from daxjax.sampling import (keep_vectors, perturb, proximity_weights, segment_perturbations,
+                             split_indices)
+from daxjax.segmentation import segment_images
 
 
 class WorkingImage(NamedTuple):
@@ -246,15 +250,6 @@ def _draw_samples(keys, num_samples, num_segments, max_segments, keep_prob):
         keys, num_samples, num_segments, max_segments, keep_prob)
 
 
-@functools.partial(jax.jit, static_argnames=("device_bb", "size"))
-def _query_chunk(images, segments, fills, z, targets, start, *, device_bb, size):
-    """Target-class probabilities of samples [start, start + size) of every image: [B, size]."""
-    def one(image, seg, fill, z_img, target):
-        z_chunk = jax.lax.dynamic_slice_in_dim(z_img, start, size, axis=0)
-        return device_bb(perturb(image, seg, fill, z_chunk))[:, target]
-    return jax.vmap(one)(images, segments, fills, z, targets)
-
-
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
     """[B] keys -> [B * K] keys, row b * K + k for restart k of image b."""
     return jax.vmap(lambda key: jax.vmap(lambda r: jax.random.fold_in(key, r))(
@@ -267,12 +262,21 @@ _split = jax.jit(jax.vmap(split_indices, in_axes=(0, None, None)), static_argnum
 _proximity = jax.jit(jax.vmap(proximity_weights, in_axes=(0, 0, None)), static_argnums=2)
 
 
-def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.ndarray,
-                  num_segments: np.ndarray, max_segments: int, fills: np.ndarray,
-                  targets: np.ndarray, digests: np.ndarray, config: DAXConfig, seed: int,
-                  image_ids: list) -> tuple[np.ndarray, dict]:
-    """Explains one group of images side by side. Returns (maps [B, H, W], timings in seconds)."""
-    timings = {}
+def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
+                   digests: np.ndarray, config: DAXConfig, seed: int,
+                   image_ids: list) -> tuple[np.ndarray, dict]:
+    """Explains one group of images side by side with DAX.
+
+    images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
+    fingerprints (`inputs.image_digest`); image_ids: the caller's names for the images.
+    Returns (maps float32 [B, H, W] in [0, 1], seconds per phase).
+    """
+    t0 = time.perf_counter()
+    seg = segment_images(images, config.segmentation, options=config.segmentation_options,
+                         image_ids=image_ids)
+    fills = fill_images(images, seg.segments, config.fill)
+    segments, num_segments, max_segments = seg.segments, seg.num_segments, seg.max_segments
+    timings = {"segmentation": time.perf_counter() - t0}
     batch, height, width, channels = images.shape
     n = config.num_samples
     keys = image_keys(seed, digests)
@@ -288,11 +292,10 @@ def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.nd
     t0 = time.perf_counter()
     z = _draw_samples(sample_keys, n, num_segments_d, max_segments, config.keep_prob)
 
-    def query(start, size):
-        return _query_chunk(images_d, segments_d, fills_d, z, targets_d, start,
-                            device_bb=device_bb, size=size)
-
-    y = query_in_chunks(query, n, config.query_chunk_for(batch), device_bb, image_ids)
+    y = query_targets(device_bb, segment_perturbations, (images_d, segments_d, fills_d, z), targets_d,
+                      n, config.query_chunk_for(batch), image_ids)
+    chex.assert_shape(z, (batch, n, max_segments))
+    chex.assert_shape(y, (batch, n))
     samples = Samples(z, y, _proximity(z, num_segments_d, config.kernel_width))
     timings["queries"] = time.perf_counter() - t0
 
@@ -307,6 +310,7 @@ def explain_group(device_bb: DeviceBlackBox, images: np.ndarray, segments: np.nd
     maps = train_and_explain(programs, repeat(work), repeat(samples), repeat(train_idx),
                              repeat(val_idx), _restart_keys(init_keys, k),
                              _restart_keys(order_keys, k), config, height, width)
+    chex.assert_shape(maps, (batch * k, height, width))
     maps = np.asarray(normalise(maps.reshape(batch, k, height, width).mean(axis=1)))
     timings["training"] = time.perf_counter() - t0
     return maps, timings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -12,13 +11,15 @@ import numpy as np
 from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax import dax
 from daxjax.config import DAXConfig
-from daxjax.fills import fill_images
 from daxjax.inputs import InputError, as_float_images, as_targets, image_digest
 from daxjax.querying import device_blackbox
-from daxjax.segmentation import segment_images
 
-CONFIG_TYPES = {"dax": DAXConfig}
-METHODS = tuple(CONFIG_TYPES)
+# method -> (config dataclass, explain_images). Every explain_images has the signature
+#   (device_bb, images float32 [b, H, W, C], targets int32 [b], digests uint32 [b], config, seed,
+#    image_ids) -> (maps float32 [b, H, W] in [0, 1], {phase: seconds})
+# and every config has an `image_batch` field (images per group).
+EXPLAINERS = {"dax": (DAXConfig, dax.explain_images)}
+METHODS = tuple(EXPLAINERS)
 
 
 @dataclasses.dataclass
@@ -29,7 +30,7 @@ class Explanation:
     targets: int32 [B], the explained class of each image.
     scores: float32 [B], the black box's probability of the target on the unperturbed image.
     method, config: what produced the maps.
-    timings: seconds spent per phase ("segmentation", "queries", "training", "total").
+    timings: seconds spent per phase (for DAX "segmentation", "queries", "training"; all "total").
     """
 
     maps: np.ndarray
@@ -41,9 +42,9 @@ class Explanation:
 
 
 def _resolve_config(method: str, config):
-    if method not in CONFIG_TYPES:
+    if method not in EXPLAINERS:
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
-    expected = CONFIG_TYPES[method]
+    expected = EXPLAINERS[method][0]
     if config is None:
         return expected()
     if not isinstance(config, expected):
@@ -76,36 +77,18 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
     targets = as_targets(targets, batch, num_classes, default=probs.argmax(axis=1))
     scores = probs[np.arange(batch), targets].astype(np.float32)
 
+    digests = np.array([image_digest(img, t) for img, t in zip(x, targets)], np.uint32)
+
     maps = np.zeros(x.shape[:3], np.float32)
-    timings = {"segmentation": 0.0, "queries": 0.0, "training": 0.0}
+    timings: dict[str, float] = {}
     device_bb = device_blackbox(user_bb, bb, num_classes)
+    explain_images = EXPLAINERS[method][1]
     for lo in range(0, batch, config.image_batch):
         hi = min(batch, lo + config.image_batch)
-        group_maps, group_timings = _explain_dax_group(device_bb, x[lo:hi], targets[lo:hi],
-                                                       config, seed, list(range(lo, hi)))
+        group_maps, group_timings = explain_images(device_bb, x[lo:hi], targets[lo:hi], digests[lo:hi],
+                                                   config, seed, list(range(lo, hi)))
         maps[lo:hi] = group_maps
         for phase, seconds in group_timings.items():
-            timings[phase] += seconds
+            timings[phase] = timings.get(phase, 0.0) + seconds
     timings["total"] = time.perf_counter() - start
     return Explanation(maps, targets, scores, method, config, timings)
-
-
-def _explain_dax_group(device_bb, x, targets, config: DAXConfig, seed: int, image_ids: list):
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        seg = segment_images(x, config.segmentation, options=config.segmentation_options)
-    for w in caught:
-        # The segmenter numbers images within this group; restate with the caller's indices.
-        message = str(w.message)
-        if np.any(seg.fell_back):
-            fell = [image_ids[i] for i in np.flatnonzero(seg.fell_back)]
-            message = (f"image(s) {fell} formed a single {config.segmentation} segment; "
-                       "a regular grid was used instead")
-        warnings.warn(message, w.category, stacklevel=3)
-    fills = fill_images(x, seg.segments, config.fill)
-    digests = np.array([image_digest(img, t) for img, t in zip(x, targets)], np.uint32)
-    seg_time = time.perf_counter() - t0
-    maps, timings = dax.explain_group(device_bb, x, seg.segments, seg.num_segments, seg.max_segments,
-                                      fills, targets, digests, config, seed, image_ids)
-    return maps, {"segmentation": seg_time, **timings}

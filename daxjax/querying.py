@@ -12,6 +12,7 @@ with the images they concern.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Callable
 
@@ -88,17 +89,34 @@ def device_blackbox(user_bb, bb, num_classes: int) -> DeviceBlackBox:
     return device_bb
 
 
-def query_in_chunks(query_chunk: Callable[[int, int], jax.Array], num_samples: int, chunk: int,
-                    device_bb: DeviceBlackBox, image_ids: list) -> jax.Array:
-    """Runs `query_chunk(start, size)` over samples [0, N) and concatenates the results.
+@functools.partial(jax.jit, static_argnames=("build", "device_bb", "size"))
+def _chunk_target_probabilities(per_image, targets, start, *, build, device_bb, size):
+    def one(args, target):
+        return device_bb(build(*args, start, size))[:, target]
+    return jax.vmap(one)(per_image, targets)
 
-    query_chunk(start, size) -> [B, size], the answers for samples [start, start + size). Each
-    call is checked for black-box errors before the next is issued, so a failure stops at once.
+
+def query_targets(device_bb: DeviceBlackBox, build: Callable, per_image: tuple, targets: jax.Array,
+                  num_samples: int, chunk: int, image_ids: list) -> jax.Array:
+    """The black box's probability of each image's target on N perturbations of it: [B, N].
+
+    Args:
+      device_bb: the black box (`device_blackbox`).
+      build: build(*args, start, size) -> [size, H, W, C], perturbations [start, start + size) of
+        one image, traced inside jit. A module-level function: it keys the compile cache.
+      per_image: arrays with a leading image axis [B, ...], passed to `build` image by image.
+      targets: int [B].
+      num_samples: N; chunk: perturbations per image in one black-box call.
+      image_ids: the caller's names for the B images, used in error messages.
+
+    Each chunk is checked for black-box errors before the next is issued, so a failure stops
+    at once; only one chunk of perturbed images exists at a time.
     """
     parts = []
     for start in range(0, num_samples, chunk):
         size = min(chunk, num_samples - start)
-        part = query_chunk(start, size)
+        part = _chunk_target_probabilities(per_image, targets, start, build=build,
+                                           device_bb=device_bb, size=size)
         part.block_until_ready()
         device_bb.raise_pending(image_ids)
         parts.append(part)

@@ -49,6 +49,11 @@ def perturb(image: jax.Array, segments: jax.Array, fill: jax.Array, z: jax.Array
     return jnp.where(keep[..., None], image[None], fill[None])
 
 
+def segment_perturbations(image, segments, fill, z, start, size: int) -> jax.Array:
+    """Perturbations [start, start + size) of one image from its keep-vectors z [N, S]."""
+    return perturb(image, segments, fill, jax.lax.dynamic_slice_in_dim(z, start, size, axis=0))
+
+
 def split_indices(key: jax.Array, num_samples: int, num_validation: int) -> tuple[jax.Array, jax.Array]:
     """Random train/validation split of sample indices; sample 0 (the original) always trains.
 

@@ -17,7 +17,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from skimage.segmentation import felzenszwalb, quickshift, slic
@@ -139,6 +139,7 @@ def segment_images(
     *,
     grid_cells: int = 8,
     options: Mapping[str, Any] | None = None,
+    image_ids: Sequence[Any] | None = None,
     workers: int | None = None,
 ) -> Segmentation:
     """Segment every image of a batch into superpixels.
@@ -150,6 +151,7 @@ def segment_images(
             (scale=100, sigma=0.5, min_size=50) or "grid" (grid_cells × grid_cells cells).
         grid_cells: cells per side for "grid" and for the single-segment fallback.
         options: keyword arguments overriding the method's defaults (for "grid": `cells`).
+        image_ids: how warnings name the images (default: their positions in `images`).
         workers: threads segmenting images side by side; default min(4, os.cpu_count()).
 
     Returns:
@@ -172,11 +174,12 @@ def segment_images(
     # A grid asked for is never a fallback, even when it has a single cell.
     fell_back = np.array([method != "grid" and m.max() == 0 for m in maps], dtype=bool)
     if fell_back.any():
+        ids = list(range(len(maps))) if image_ids is None else list(image_ids)
         height, width = unit_images.shape[1:3]
         grid = grid_segments(height, width, grid_cells)
         maps = [grid if fb else m for m, fb in zip(maps, fell_back)]
         warnings.warn(
-            f"{method} gave a single segment for image(s) {np.flatnonzero(fell_back).tolist()}; "
+            f"{method} gave a single segment for image(s) {[ids[i] for i in np.flatnonzero(fell_back)]}; "
             f"using a {grid_cells}x{grid_cells} grid instead",
             stacklevel=2,
         )

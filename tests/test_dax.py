@@ -1,5 +1,6 @@
 """DAX end to end: it finds a planted cause, obeys the determinism contract, and the API contract."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +34,9 @@ def test_dax_localises_the_planted_cause_not_the_distractor():
 def test_explanation_contract():
     images, _, _ = scenes(range(3), size=40)
     ex = daxjax.explain(red_fraction_box, images, config=SMALL)
-    assert ex.maps.shape == (3, 40, 40) and ex.maps.dtype == np.float32
+    chex.assert_shape(ex.maps, (3, 40, 40))
+    chex.assert_type(ex.maps, np.float32)
+    chex.assert_shape([ex.targets, ex.scores], (3,))
     assert ex.maps.min() >= 0.0 and ex.maps.max() <= 1.0
     np.testing.assert_array_equal(ex.targets, red_fraction_box(images).argmax(1))
     np.testing.assert_allclose(ex.scores, red_fraction_box(images)[np.arange(3), ex.targets], rtol=1e-6)
