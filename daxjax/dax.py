@@ -26,7 +26,7 @@ from daxjax.config import DAXConfig
 from daxjax.fills import fill_images
 from daxjax.nets import DaxNets, init_nets, upsample_mask
 from daxjax.querying import DeviceBlackBox, query_targets
-from daxjax.sampling import (keep_vectors, perturb, proximity_weights, segment_perturbations,
+from daxjax.sampling import (image_keys, keep_vectors, perturb, proximity_weights, segment_perturbations,
                              split_indices)
 from daxjax.segmentation import segment_images
 
@@ -54,12 +54,6 @@ class Batch(NamedTuple):
     z: jax.Array   # bool [b, S]
     y: jax.Array   # [b]
     pi: jax.Array  # [b]
-
-
-def image_keys(seed: int, digests: np.ndarray) -> jax.Array:
-    """One key per image from the seed and the image's own fingerprint (the determinism contract)."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda d: jax.random.fold_in(base, d))(jnp.asarray(digests, jnp.uint32))
 
 
 def to_working_resolution(image, segments, fill, resolution: int) -> WorkingImage:

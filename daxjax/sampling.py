@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def image_keys(seed: int, digests: np.ndarray) -> jax.Array:
+    """One key per image from the seed and the image's own fingerprint (the determinism contract)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda d: jax.random.fold_in(base, d))(jnp.asarray(digests, jnp.uint32))
 
 
 def keep_vectors(key: jax.Array, num_samples: int, num_segments: jax.Array, max_segments: int,
