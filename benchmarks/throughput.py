@@ -5,7 +5,7 @@
 
 Every measurement runs in its own subprocess, so compile time and peak memory (max RSS) belong
 to that configuration alone. The black box is the bundled ONNX colour-patch classifier, the
-images crops of scikit-image's photos with a planted red patch (`benchmarks/scenes.py`).
+images crops of scikit-image's photos with a planted red patch (`daxjax/scenes.py`).
 
 Per-image seconds are steady-state: a batch is explained twice and the second call is timed
 (compile time = first call - second call); the loop explains image 0 once to warm up, then
@@ -35,7 +35,7 @@ def _worker(spec: dict) -> dict:
     import numpy as np
 
     import daxjax
-    from benchmarks.scenes import colour_patch_scenes
+    from daxjax.scenes import colour_patch_scenes
     from blackbox_adapters import OnnxBlackBox, bundled_model_path
 
     bb = OnnxBlackBox(bundled_model_path("colour_nchw"), intra_op_threads=2)

@@ -20,6 +20,7 @@ _CHOICES = {
     "segmentation": ("quickshift", "slic", "felzenszwalb", "grid"),
     "fill": ("segment_mean", "segment_grey", "blur", "zero", "image_mean"),
     "mask_input": ("original", "perturbed"),
+    "mask_fill": ("fill", "zero"),
 }
 
 
@@ -46,6 +47,11 @@ class DAXConfig:
         upsampled (the reference code pools to 16 x 16).
       mask_input: "perturbed" applies the mask net to each perturbed sample (the paper);
         "original" applies it to the unperturbed image (measured more stable, our default).
+      mask_fill: what the student sees where the mask removes the image: "zero" multiplies
+        (x_p * m, the paper), "fill" blends towards the segment fill (x_p * m + fill * (1 - m)),
+        so masked inputs look like the perturbations the student learns from. With "zero" the
+        mask learned to push the frozen student off its training distribution instead of
+        removing evidence (measured on the demo scenes).
       mask_channels, student_channels, student_hidden: widths of the two small CNNs.
 
     Loss (paper Eq. 9-11):
@@ -68,6 +74,8 @@ class DAXConfig:
       epochs, batch_size, learning_rate: Adam steps = epochs * floor(0.9 N / batch_size).
       mask_learning_rate: the mask net's own rate. A mask that starts at 0.5 everywhere moves too
         little in a few hundred steps at the student's rate (measured: min-max maps of noise).
+      student_warmup: fraction of the steps during which only the student learns, the mask held
+        at its initial value (not in the paper; see `dax.make_optimizer` for the measurement).
       validation_fraction: random share of samples held out; the parameters with the best
         validation loss are kept (the paper's protocol; the reference code never selects).
       restarts: independently initialised (mask net, student) pairs per image, trained side by
@@ -94,6 +102,7 @@ class DAXConfig:
     resolution: int = 64
     mask_cells: int = 16
     mask_input: MaskInput = "original"
+    mask_fill: Literal["fill", "zero"] = "fill"
     mask_channels: int = 8
     student_channels: tuple[int, int] = (16, 16)
     student_hidden: int = 32
@@ -111,6 +120,7 @@ class DAXConfig:
     learning_rate: float = 3e-3
     mask_learning_rate: float = 1e-2
     validation_fraction: float = 0.1
+    student_warmup: float = 0.25
     restarts: int = 1
 
     query_chunk: int | None = None
@@ -190,7 +200,7 @@ class DAXConfig:
 
 
 _PAPER_COMMON = dict(
-    num_samples=6000, mask_input="perturbed", lambda_area=0.0, normalize_loss=False,
+    num_samples=6000, mask_input="perturbed", mask_fill="zero", student_warmup=0.0, lambda_area=0.0, normalize_loss=False,
     complement_stop_gradient=False, resolution=128, batch_size=16, epochs=9,
     learning_rate=1e-3, mask_learning_rate=1e-3, fill="segment_grey", mask_channels=32,
 )

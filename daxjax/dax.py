@@ -76,14 +76,16 @@ def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Arr
     x_p = perturb(work.image, work.segments, work.fill, batch.z)
     mask_in = work.image if config.mask_input == "original" else x_p
     mask = upsample_mask(nets.mask(mask_in), config.resolution)[..., None]
-    y_hat = nets.student(x_p * mask)
+    # What the mask removes shows the fill (as a switched-off segment does) or black (the paper).
+    hidden = work.fill if config.mask_fill == "fill" else jnp.zeros_like(work.fill)
+    y_hat = nets.student(x_p * mask + hidden * (1.0 - mask))
     if config.variant == "v1":
         return losses.loss_v1(y_hat, batch.y, batch.pi, mask,
                               lambda_l1=config.lambda_l1, lambda_kl=config.lambda_kl)
     complement_nets = nets
     if config.complement_stop_gradient:
         complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
-    y_bar = complement_nets.student(x_p * (1.0 - mask))
+    y_bar = complement_nets.student(x_p * (1.0 - mask) + hidden * mask)
     return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
                           lambda_area=config.lambda_area, normalize=config.normalize_loss)
 
@@ -97,12 +99,21 @@ def train_step(params, opt_state, batch: Batch, *, graphdef, config: DAXConfig,
 
 
 def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
-    """Adam, with the mask net at its own learning rate."""
+    """Adam for both nets; the mask net at its own rate, frozen during the student warm-up.
+
+    In the first steps the student predicts noise, and the quickest way to lower its error is a
+    constant input: the mask then fell to all zeros within 14 steps, where its sigmoid saturates
+    and the student never learns (measured on the demo scenes). So the student learns first.
+    """
+    frozen_steps = int(round(config.student_warmup * config.epochs * config.steps_per_epoch))
+    mask_rate = optax.join_schedules(
+        [optax.constant_schedule(0.0), optax.constant_schedule(config.mask_learning_rate)],
+        [frozen_steps])
+
     def labels(params):
         return jax.tree_util.tree_map_with_path(lambda path, _: path[0].key, params)
     return optax.multi_transform(
-        {"mask": optax.adam(config.mask_learning_rate), "student": optax.adam(config.learning_rate)},
-        labels)
+        {"mask": optax.adam(mask_rate), "student": optax.adam(config.learning_rate)}, labels)
 
 
 def _minibatch(work: WorkingImage, samples: Samples, indices: jax.Array) -> Batch:
