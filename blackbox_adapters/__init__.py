@@ -11,6 +11,7 @@ from .callable import CallableBlackBox
 from .jax_bb import JaxBlackBox
 from .models import COLOUR_CLASSES
 from .onnx import OnnxBlackBox
+from .randomize import randomized_onnx
 
 _MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -38,5 +39,6 @@ __all__ = [
     "as_blackbox",
     "bundled_model_path",
     "check_probabilities",
+    "randomized_onnx",
     "softmax",
 ]
