@@ -7,6 +7,13 @@
 from daxjax import metrics
 from daxjax.config import DAXConfig
 from daxjax.explain import METHODS, Explanation, explain
+from daxjax.gradients import GradientConfig, InputXGradientConfig, IntegratedGradientsConfig, SmoothGradConfig
 from daxjax.inputs import InputError
+from daxjax.kernelshap import KernelSHAPConfig
+from daxjax.lime import LIMEConfig
+from daxjax.occlusion import OcclusionConfig
+from daxjax.rise import RISEConfig
 
-__all__ = ["DAXConfig", "Explanation", "InputError", "METHODS", "explain", "metrics"]
+__all__ = ["DAXConfig", "Explanation", "GradientConfig", "InputError", "InputXGradientConfig",
+           "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS", "OcclusionConfig",
+           "RISEConfig", "SmoothGradConfig", "explain", "metrics"]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
-from daxjax import dax
+from daxjax import dax, gradients, kernelshap, lime, occlusion, rise
 from daxjax.config import DAXConfig
 from daxjax.inputs import InputError, as_float_images, as_targets, image_digest
 from daxjax.querying import device_blackbox
@@ -18,7 +18,25 @@ from daxjax.querying import device_blackbox
 #   (device_bb, images float32 [b, H, W, C], targets int32 [b], digests uint32 [b], config, seed,
 #    image_ids) -> (maps float32 [b, H, W] in [0, 1], {phase: seconds})
 # and every config has an `image_batch` field (images per group).
-EXPLAINERS = {"dax": (DAXConfig, dax.explain_images)}
+#   Query-only, through `querying.query_targets` (any black box):
+#     "dax"          DAX, a mask net distilled from queries          (dax.py, DAXConfig)
+#     "rise"         score-weighted random smooth masks              (rise.py, RISEConfig)
+#     "lime"         weighted ridge regression on superpixels        (lime.py, LIMEConfig)
+#     "kernelshap"   Shapley values of superpixels                   (kernelshap.py, KernelSHAPConfig)
+#     "occlusion"    probability drop under a sliding window         (occlusion.py, OcclusionConfig)
+#   Gradient references, a JaxBlackBox only (they differentiate jax_fn; gradients.py):
+#     "gradient", "smoothgrad", "integrated_gradients", "input_x_gradient"
+EXPLAINERS = {
+    "dax": (DAXConfig, dax.explain_images),
+    "rise": (rise.RISEConfig, rise.explain_images),
+    "lime": (lime.LIMEConfig, lime.explain_images),
+    "kernelshap": (kernelshap.KernelSHAPConfig, kernelshap.explain_images),
+    "occlusion": (occlusion.OcclusionConfig, occlusion.explain_images),
+    "gradient": (gradients.GradientConfig, gradients.explain_gradient),
+    "smoothgrad": (gradients.SmoothGradConfig, gradients.explain_smoothgrad),
+    "integrated_gradients": (gradients.IntegratedGradientsConfig, gradients.explain_integrated_gradients),
+    "input_x_gradient": (gradients.InputXGradientConfig, gradients.explain_input_x_gradient),
+}
 METHODS = tuple(EXPLAINERS)
 
 
