@@ -23,9 +23,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from benchmarks.results import RESULTS, write_section
+
 SECTION = "## DAX throughput: loop vs batch (issue 2)"
 
 
@@ -159,23 +159,12 @@ def main(argv=None) -> None:
               f"device: {device} ({platform.processor() or platform.machine()}, "
               f"{_cpu_count()} cores), {time.strftime('%Y-%m-%d')}.", ""]
     if not args.no_write:
-        _write_section("\n".join(header + lines) + "\n")
+        write_section(SECTION, "\n".join(header + lines) + "\n")
 
 
 def _cpu_count() -> int:
     import os
     return os.cpu_count() or 1
-
-
-def _write_section(text: str) -> None:
-    """Replaces this benchmark's section of RESULTS.md (or appends it), leaving others intact."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start < 0:
-        RESULTS.write_text(old.rstrip() + "\n\n" + text)
-        return
-    end = old.find("\n## ", start + len(SECTION))
-    RESULTS.write_text(old[:start] + text + (old[end + 1:] if end >= 0 else ""))
 
 
 if __name__ == "__main__":

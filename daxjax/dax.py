@@ -24,6 +24,7 @@ from flax import nnx
 from daxjax import losses
 from daxjax.config import DAXConfig
 from daxjax.fills import fill_images
+from daxjax.maps import normalise
 from daxjax.nets import DaxNets, init_nets, upsample_mask
 from daxjax.querying import DeviceBlackBox, query_targets
 from daxjax.sampling import (image_keys, keep_vectors, perturb, proximity_weights, segment_perturbations,
@@ -212,13 +213,6 @@ def _select(improved: jax.Array, new, old):
         shape = (-1,) + (1,) * (a.ndim - 1)
         return jnp.where(improved.reshape(shape), a, b)
     return jax.tree.map(pick, new, old)
-
-
-def normalise(maps: jax.Array) -> jax.Array:
-    """Min-max scales each map [..., H, W] to [0, 1]; a constant map becomes all zeros."""
-    low = maps.min(axis=(-2, -1), keepdims=True)
-    high = maps.max(axis=(-2, -1), keepdims=True)
-    return jnp.where(high > low, (maps - low) / jnp.maximum(high - low, 1e-12), 0.0)
 
 
 def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, train_idx,

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from daxjax.dax import normalise
+from daxjax.maps import normalise
 from daxjax.inputs import InputError
 from daxjax.querying import DeviceBlackBox
 from daxjax.sampling import image_keys

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
-from daxjax.dax import normalise
+from daxjax.maps import normalise
 from daxjax.fills import FILL_METHODS, fill_images
 from daxjax.querying import DeviceBlackBox, query_targets
 from daxjax.sampling import image_keys, keep_vectors, proximity_weights, segment_perturbations

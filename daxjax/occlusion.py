@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from daxjax.dax import normalise
+from daxjax.maps import normalise
 from daxjax.fills import fill_images
 from daxjax.querying import DeviceBlackBox, query_targets
 

@@ -1,0 +1,177 @@
+"""Does DAX find what the black box looks at? A paper-style table with exact ground truth.
+
+    bash benchmarks/fashion/setup.sh            # once: Debian's dataset-fashion-mnist
+    python -m benchmarks.quality                # >= 200 test scenes, every method (~1 hour, 2 CPUs)
+    python -m benchmarks.quality --quick        # 16 scenes, small N: a smoke run of a few minutes
+
+Scenes: Fashion-MNIST objects pasted on crops of scikit-image's photos (`benchmarks/fashion`),
+ground truth = the pasted object's pixels; black box = the committed CNN
+`benchmarks/fashion/fashion_cnn.onnx`. Only scenes the black box classifies correctly count.
+Every method gets the same query budget N. Columns:
+  IoU            mean (std) IoU of the map thresholded at mean + 1 std with the object mask
+  IoU wrong      the paper's sensitivity: IoU when a random wrong class is explained (lower is better)
+  del / ins      deletion / insertion AUC (RISE protocol, pixel order; zero fill / blurred start)
+  del blur/patch deletion with a blurred fill, and in 8x8 patch order (robust to scattered maps)
+  pointing       share of maps whose maximum lies on the object
+  s/image        wall-clock seconds per image (2 CPU cores; one process, methods in turn)
+References: a random map and a centred Gaussian (DESIGN.md: report them always).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.results import RESULTS, write_section
+
+SECTION = "## Explanation quality with exact ground truth (issue 3)"
+MODEL = Path(__file__).parent / "fashion" / "fashion_cnn.onnx"
+
+
+def methods(budget: int, quick: bool) -> dict:
+    """Method name -> (explain method, config) at the same query budget."""
+    import daxjax
+
+    dax_epochs = 3 if quick else 8
+    occlusion_stride = 4 if budget <= 400 else 2
+    return {
+        "DAX (ours)": ("dax", daxjax.DAXConfig(num_samples=budget, epochs=dax_epochs)),
+        "DAX-V1 (paper)": ("dax", daxjax.DAXConfig.paper_v1(num_samples=budget, epochs=dax_epochs)),
+        "DAX-V2 (paper)": ("dax", daxjax.DAXConfig.paper_v2(num_samples=budget, epochs=dax_epochs)),
+        "RISE": ("rise", daxjax.RISEConfig(num_samples=budget)),
+        "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget)),
+        "KernelSHAP": ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget)),
+        "Occlusion": ("occlusion", daxjax.OcclusionConfig(window=8, stride=occlusion_stride)),
+    }
+
+
+def reference_maps(count: int, size: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    gaussian = np.exp(-(yy ** 2 + xx ** 2) / (2 * (size / 4) ** 2)).astype(np.float32)
+    return {"random map": rng.uniform(size=(count, size, size)).astype(np.float32),
+            "centred Gaussian": np.repeat(gaussian[None], count, axis=0)}
+
+
+def score(bb, scenes, maps, targets, seconds=None, wrong=None) -> dict:
+    from daxjax import metrics
+
+    iou = metrics.iou(maps, scenes.masks)
+    return {
+        "iou": iou,
+        "iou_wrong": wrong,
+        "deletion": metrics.deletion_auc(bb, scenes.images, maps, targets),
+        "deletion_blur": metrics.deletion_auc(bb, scenes.images, maps, targets, fill="blur"),
+        "deletion_patch": metrics.deletion_auc(bb, scenes.images, maps, targets, granularity=8),
+        "insertion": metrics.insertion_auc(bb, scenes.images, maps, targets),
+        "pointing": metrics.pointing_game(maps, scenes.masks),
+        "seconds": seconds,
+    }
+
+
+def row(name: str, s: dict) -> str:
+    def mean_std(v):
+        return "—" if v is None else f"{np.mean(v):.3f} ({np.std(v):.3f})"
+
+    def mean(v):
+        return "—" if v is None else f"{np.mean(v):.3f}"
+
+    secs = "—" if s["seconds"] is None else f"{s['seconds']:.2f}"
+    return (f"| {name} | {mean_std(s['iou'])} | {mean(s['iou_wrong'])} | {mean(s['deletion'])} | "
+            f"{mean(s['deletion_blur'])} | {mean(s['deletion_patch'])} | {mean(s['insertion'])} | "
+            f"{mean(s['pointing'])} | {secs} |")
+
+
+HEADER = ["| method | IoU mean (std) | IoU wrong | del | del blur | del patch | ins | pointing | s/image |",
+          "|---|---|---|---|---|---|---|---|---|"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 scenes, N=300: a smoke run")
+    parser.add_argument("--scenes", type=int, default=None, help="scenes to draw (default 260, quick 16)")
+    parser.add_argument("--budget", type=int, default=None, help="queries per image (default 2000, quick 300)")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the DAX ablation table")
+    parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
+    args = parser.parse_args(argv)
+
+    import daxjax
+    from benchmarks.fashion.data import make_scenes
+    from blackbox_adapters import OnnxBlackBox
+
+    count = args.scenes or (16 if args.quick else 260)
+    budget = args.budget or (300 if args.quick else 2000)
+    bb = OnnxBlackBox(MODEL, layout="NHWC", output="probs", intra_op_threads=2)
+    drawn = make_scenes(count, seed=123, split="test", size=64)
+    correct = bb(drawn.images).argmax(axis=1) == drawn.labels
+    scenes = dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct]
+                                           for f in dataclasses.fields(drawn)})
+    targets = scenes.labels.astype(np.int32)
+    n = len(targets)
+    lines = []
+
+    def emit(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    emit(f"{n} correctly classified test scenes of {count} drawn (64x64, "
+         f"{int((scenes.distractor_labels >= 0).sum())} with a distractor object); "
+         f"query budget N={budget} per image; black box `{MODEL.name}` on {', '.join(bb.providers)}.")
+    emit()
+    for line in HEADER:
+        emit(line)
+    for name, maps in reference_maps(n, 64, seed=0).items():
+        emit(row(name, score(bb, scenes, maps, targets)))
+    for name, (method, config) in methods(budget, args.quick).items():
+        start = time.perf_counter()
+        ex = daxjax.explain(bb, scenes.images, targets=targets, method=method, config=config, seed=0)
+        seconds = (time.perf_counter() - start) / n
+        wrong = daxjax.metrics.sensitivity(bb, scenes.images, scenes.masks, method=method,
+                                           config=config, seed=0)
+        emit(row(name, score(bb, scenes, ex.maps, targets, seconds, wrong)))
+
+    if not args.no_ablation:
+        emit()
+        emit("DAX ablation (IoU mean (std), deletion AUC; one change at a time from our default):")
+        emit()
+        emit("| change | IoU mean (std) | del | del patch |")
+        emit("|---|---|---|---|")
+        base = daxjax.DAXConfig(num_samples=budget, epochs=3 if args.quick else 8)
+        variants = {
+            "default": {},
+            f"N={budget // 2}": {"num_samples": budget // 2},
+            "lambda_q=0.1": {"lambda_q": 0.1},
+            "lambda_area=0.3": {"lambda_area": 0.3},
+            "lambda_area=0 (no area term)": {"lambda_area": 0.0},
+            "mask_cells=8": {"mask_cells": 8},
+            "mask_cells=32": {"mask_cells": 32},
+            "fill=segment_mean": {"fill": "segment_mean"},
+            "fill=blur": {"fill": "blur"},
+            "mask_fill=zero (paper's multiplicative mask)": {"mask_fill": "zero"},
+            "student_warmup=0": {"student_warmup": 0.0},
+            "normalize_loss=False": {"normalize_loss": False},
+            "complement_stop_gradient=False": {"complement_stop_gradient": False},
+            "mask_input=perturbed (paper)": {"mask_input": "perturbed"},
+            "restarts=3": {"restarts": 3},
+        }
+        for name, change in variants.items():
+            ex = daxjax.explain(bb, scenes.images, targets=targets, config=base.replace(**change), seed=0)
+            iou = daxjax.metrics.iou(ex.maps, scenes.masks)
+            deletion = daxjax.metrics.deletion_auc(bb, scenes.images, ex.maps, targets)
+            deletion_patch = daxjax.metrics.deletion_auc(bb, scenes.images, ex.maps, targets, granularity=8)
+            emit(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {deletion.mean():.3f} | "
+                 f"{deletion_patch.mean():.3f} |")
+
+    if not args.no_write:
+        command = "python -m benchmarks.quality" + (" --quick" if args.quick else "")
+        header = [SECTION, "", f"Command: `{command}` — 2 CPU cores (x86-64), {time.strftime('%Y-%m-%d')}.",
+                  "Columns: see the docstring of `benchmarks/quality.py`.", ""]
+        write_section(SECTION, "\n".join(header + lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
