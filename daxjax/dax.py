@@ -23,13 +23,11 @@ from flax import nnx
 
 from daxjax import losses
 from daxjax.config import DAXConfig
-from daxjax.fills import fill_images
 from daxjax.maps import normalise
 from daxjax.nets import DaxNets, init_nets, upsample_mask
-from daxjax.querying import DeviceBlackBox, query_targets
-from daxjax.sampling import (image_keys, keep_vectors, perturb, proximity_weights, segment_perturbations,
-                             split_indices)
-from daxjax.segmentation import segment_images
+from daxjax.querying import DeviceBlackBox
+from daxjax.sampling import image_keys, perturb, proximity_weights, split_indices
+from daxjax.segments import draw_keep_vectors, query_segment_perturbations, segment_and_fill
 
 
 class WorkingImage(NamedTuple):
@@ -243,12 +241,6 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
     return programs.final_maps(best_params, work.image, height, width)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4))
-def _draw_samples(keys, num_samples, num_segments, max_segments, keep_prob):
-    return jax.vmap(keep_vectors, in_axes=(0, None, 0, None, None))(
-        keys, num_samples, num_segments, max_segments, keep_prob)
-
-
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
     """[B] keys -> [B * K] keys, row b * K + k for restart k of image b."""
     return jax.vmap(lambda key: jax.vmap(lambda r: jax.random.fold_in(key, r))(
@@ -271,10 +263,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase).
     """
     t0 = time.perf_counter()
-    seg = segment_images(images, config.segmentation, options=config.segmentation_options,
-                         image_ids=image_ids)
-    fills = fill_images(images, seg.segments, config.fill)
-    segments, num_segments, max_segments = seg.segments, seg.num_segments, seg.max_segments
+    group = segment_and_fill(images, config, image_ids)
     timings = {"segmentation": time.perf_counter() - t0}
     batch, height, width, channels = images.shape
     n = config.num_samples
@@ -282,24 +271,17 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     sample_keys, split_keys, init_keys, order_keys = (
         jax.vmap(lambda k: jax.random.split(k, 4))(keys).transpose(1, 0))
 
-    images_d = jnp.asarray(images)
-    segments_d = jnp.asarray(segments, jnp.int32)
-    fills_d = jnp.asarray(fills)
-    num_segments_d = jnp.asarray(num_segments, jnp.int32)
-    targets_d = jnp.asarray(targets, jnp.int32)
-
     t0 = time.perf_counter()
-    z = _draw_samples(sample_keys, n, num_segments_d, max_segments, config.keep_prob)
-
-    y = query_targets(device_bb, segment_perturbations, (images_d, segments_d, fills_d, z), targets_d,
-                      n, config.query_chunk_for(batch), image_ids)
-    chex.assert_shape(z, (batch, n, max_segments))
+    z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
+    y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(batch),
+                                    image_ids)
+    chex.assert_shape(z, (batch, n, group.max_segments))
     chex.assert_shape(y, (batch, n))
-    samples = Samples(z, y, _proximity(z, num_segments_d, config.kernel_width))
+    samples = Samples(z, y, _proximity(z, group.num_segments, config.kernel_width))
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    work = _working_resolution(images_d, segments_d, fills_d, config.resolution)
+    work = _working_resolution(group.images, group.segments, group.fills, config.resolution)
     train_idx, val_idx = _split(split_keys, n, config.num_samples_validation)
     # Restarts train side by side as extra rows of the same vmap: row b * K + k is restart k of
     # image b, sharing the image's samples but with its own initialisation and batch order.

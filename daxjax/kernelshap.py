@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
-from daxjax.lime import check_segment_options, evidence_maps, segment_and_fill
-from daxjax.querying import DeviceBlackBox, query_targets
-from daxjax.sampling import image_keys, segment_perturbations
+from daxjax.lime import check_segment_options, evidence_maps
+from daxjax.querying import DeviceBlackBox
+from daxjax.sampling import image_keys
+from daxjax.segments import query_segment_perturbations, segment_and_fill
 
 # Coalitions 0 and 1 are v(all segments) and v(no segment).
 NUM_ANCHORS = 2
@@ -178,9 +179,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     t0 = time.perf_counter()
     z = _draw_coalitions(image_keys(seed, digests), config.num_samples, group.num_segments,
                          group.max_segments)
-    y = query_targets(device_bb, segment_perturbations, (group.images, group.segments, group.fills, z),
-                      jnp.asarray(targets, jnp.int32), config.num_samples,
-                      config.query_chunk_for(len(images)), image_ids)
+    y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(len(images)),
+                                    image_ids)
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -8,8 +8,8 @@ kernel, `sampling.proximity_weights`), and a weighted ridge regression y ~ b + z
 closed form in JAX, vmapped over images. The coefficients w, painted back onto their segments,
 are the explanation.
 
-The segment-space helpers here (`segment_and_fill`, `paint_segments`, `evidence_maps`) are
-shared with KernelSHAP, which differs only in how it samples and regresses.
+`paint_segments` and `evidence_maps` here are shared with KernelSHAP, which differs only in how
+it samples and regresses; segmenting and querying are shared with DAX too (`daxjax.segments`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
+from daxjax.fills import FILL_METHODS
 from daxjax.maps import normalise
-from daxjax.fills import FILL_METHODS, fill_images
-from daxjax.querying import DeviceBlackBox, query_targets
-from daxjax.sampling import image_keys, keep_vectors, proximity_weights, segment_perturbations
-from daxjax.segmentation import SEGMENTATION_METHODS, segment_images
+from daxjax.querying import DeviceBlackBox
+from daxjax.sampling import image_keys, proximity_weights
+from daxjax.segmentation import SEGMENTATION_METHODS
+from daxjax.segments import draw_keep_vectors, query_segment_perturbations, segment_and_fill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,25 +103,6 @@ def check_segment_options(config) -> None:
         raise ValueError(f"{name}.query_chunk must be None or >= 1, got {config.query_chunk!r}")
 
 
-class SegmentedImages(NamedTuple):
-    """A group of images prepared for segment-space perturbation, on the device."""
-
-    images: jax.Array        # float32 [B, H, W, C]
-    segments: jax.Array      # int32 [B, H, W], ids 0 .. num_segments[b] - 1
-    fills: jax.Array         # float32 [B, H, W, C], what a switched-off segment shows
-    num_segments: jax.Array  # int32 [B]
-    max_segments: int        # S_max, the padded keep-vector length (depends on the group)
-
-
-def segment_and_fill(images: np.ndarray, config, image_ids: list) -> SegmentedImages:
-    """Segments the images on the host (`config.segmentation`) and builds their fills (`config.fill`)."""
-    seg = segment_images(images, config.segmentation, options=config.segmentation_options,
-                         image_ids=image_ids)
-    fills = fill_images(images, seg.segments, config.fill)
-    return SegmentedImages(jnp.asarray(images), jnp.asarray(seg.segments, jnp.int32), jnp.asarray(fills),
-                           jnp.asarray(seg.num_segments, jnp.int32), seg.max_segments)
-
-
 @jax.jit
 def paint_segments(values: jax.Array, segments: jax.Array) -> jax.Array:
     """Each pixel takes its segment's value: values [B, S], segments int [B, H, W] -> [B, H, W]."""
@@ -154,12 +136,6 @@ def weighted_ridge(features: jax.Array, targets: jax.Array, weights: jax.Array,
     return coefficients, target_mean - feature_mean @ coefficients
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4))
-def _draw_keep_vectors(keys, num_samples, num_segments, max_segments, keep_prob):
-    return jax.vmap(keep_vectors, in_axes=(0, None, 0, None, None))(
-        keys, num_samples, num_segments, max_segments, keep_prob)
-
-
 @functools.partial(jax.jit, static_argnames=("kernel_width", "alpha"))
 def lime_coefficients(z: jax.Array, y: jax.Array, num_segments: jax.Array, *, kernel_width: float,
                       alpha: float) -> jax.Array:
@@ -185,11 +161,10 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     timings = {"segmentation": time.perf_counter() - t0}
 
     t0 = time.perf_counter()
-    z = _draw_keep_vectors(image_keys(seed, digests), config.num_samples, group.num_segments,
-                           group.max_segments, config.keep_prob)
-    y = query_targets(device_bb, segment_perturbations, (group.images, group.segments, group.fills, z),
-                      jnp.asarray(targets, jnp.int32), config.num_samples,
-                      config.query_chunk_for(len(images)), image_ids)
+    z = draw_keep_vectors(image_keys(seed, digests), config.num_samples, group.num_segments,
+                          group.max_segments, config.keep_prob)
+    y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(len(images)),
+                                    image_ids)
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

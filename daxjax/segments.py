@@ -1,0 +1,53 @@
+"""Segment-space perturbation, shared by DAX, LIME and KernelSHAP.
+
+Segments and fills are computed on the host; keep-vectors are drawn on the device; the black box
+answers through the shared query path (`querying.query_targets`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from daxjax.fills import fill_images
+from daxjax.querying import DeviceBlackBox, query_targets
+from daxjax.sampling import keep_vectors, segment_perturbations
+from daxjax.segmentation import segment_images
+
+
+class SegmentedImages(NamedTuple):
+    """A group of images prepared for segment-space perturbation, on the device."""
+
+    images: jax.Array        # float32 [B, H, W, C]
+    segments: jax.Array      # int32 [B, H, W], ids 0 .. num_segments[b] - 1
+    fills: jax.Array         # float32 [B, H, W, C], what a switched-off segment shows
+    num_segments: jax.Array  # int32 [B]
+    max_segments: int        # S_max, the padded keep-vector length (depends on the group)
+
+
+def segment_and_fill(images: np.ndarray, config, image_ids: list) -> SegmentedImages:
+    """Segments the images on the host (`config.segmentation`) and builds their fills (`config.fill`)."""
+    seg = segment_images(images, config.segmentation, options=config.segmentation_options,
+                         image_ids=image_ids)
+    fills = fill_images(images, seg.segments, config.fill)
+    return SegmentedImages(jnp.asarray(images), jnp.asarray(seg.segments, jnp.int32), jnp.asarray(fills),
+                           jnp.asarray(seg.num_segments, jnp.int32), seg.max_segments)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def draw_keep_vectors(keys, num_samples: int, num_segments, max_segments: int, keep_prob: float):
+    """Keep-vectors for a group: keys [B], num_segments int [B] -> bool [B, N, S_max]."""
+    return jax.vmap(keep_vectors, in_axes=(0, None, 0, None, None))(
+        keys, num_samples, num_segments, max_segments, keep_prob)
+
+
+def query_segment_perturbations(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array,
+                                targets: np.ndarray, chunk: int, image_ids: list) -> jax.Array:
+    """The black box's target probability on every perturbation z [B, N, S] of the group: [B, N]."""
+    return query_targets(device_bb, segment_perturbations,
+                         (group.images, group.segments, group.fills, z),
+                         jnp.asarray(targets, jnp.int32), z.shape[1], chunk, image_ids)
