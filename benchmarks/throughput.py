@@ -1,6 +1,6 @@
 """Where DAX's time goes: a Python loop over single images vs the batched engine.
 
-    python -m benchmarks.throughput            # full table (about 15 minutes on 2 CPU cores)
+    python -m benchmarks.throughput            # full table (over 30 minutes on 2 CPU cores)
     python -m benchmarks.throughput --quick    # a smoke run (about 2 minutes)
 
 Every measurement runs in its own subprocess, so compile time and peak memory (max RSS) belong

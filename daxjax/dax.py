@@ -1,7 +1,8 @@
 """The DAX engine: sample, query, train mask net and student jointly per image, explain.
 
 Data flow for a group of B images (all arrays carry a leading image axis; every per-image
-computation is `vmap`ped, and each image has its own key, parameters and optimizer state):
+computation is vectorised over images — `vmap`, or on CPU a loop inside the same jitted step
+(`vmap_width`) — and each image has its own key, parameters and optimizer state):
 
   segments (host) -> keep-vectors z [B, N, S] (device) -> black-box answers y [B, N]
   (chunked queries) -> Adam steps on (mask net, student), perturbations rebuilt inside each step
