@@ -2,12 +2,15 @@
 
 Adapters: ``OnnxBlackBox`` (ONNX Runtime), ``JaxBlackBox`` (a JAX function, queryable on device),
 ``CallableBlackBox`` (any numpy function). ``as_blackbox`` accepts any of them or a plain callable.
+``efficientnet_lite0()``: the bundled real ImageNet classifier (224x224 RGB, 1000 classes named by
+``imagenet_class_names()``), needing only onnxruntime.
 """
 
 from pathlib import Path
 
 from .base import BlackBox, BlackBoxError, as_blackbox, check_probabilities, softmax
 from .callable import CallableBlackBox
+from .efficientnet import EfficientNetLite0, efficientnet_lite0, imagenet_class_names, resize_images
 from .jax_bb import JaxBlackBox
 from .models import COLOUR_CLASSES
 from .onnx import OnnxBlackBox
@@ -34,11 +37,15 @@ __all__ = [
     "BlackBoxError",
     "COLOUR_CLASSES",
     "CallableBlackBox",
+    "EfficientNetLite0",
     "JaxBlackBox",
     "OnnxBlackBox",
     "as_blackbox",
     "bundled_model_path",
     "check_probabilities",
+    "efficientnet_lite0",
+    "imagenet_class_names",
     "randomized_onnx",
+    "resize_images",
     "softmax",
 ]
