@@ -1,7 +1,8 @@
 """Black boxes behind one small protocol: ``bb(x [n, H, W, C] in [0, 1]) -> probabilities [n, K]``.
 
 Adapters: ``OnnxBlackBox`` (ONNX Runtime), ``JaxBlackBox`` (a JAX function, queryable on device),
-``CallableBlackBox`` (any numpy function). ``as_blackbox`` accepts any of them or a plain callable.
+``CallableBlackBox`` (any numpy function), ``TorchBlackBox`` (a PyTorch module; torch is
+imported only when one is built). ``as_blackbox`` accepts any of them or a plain callable.
 ``efficientnet_lite0()``: the bundled real ImageNet classifier (224x224 RGB, 1000 classes named by
 ``imagenet_class_names()``), needing only onnxruntime.
 """
@@ -15,6 +16,7 @@ from .jax_bb import JaxBlackBox
 from .models import COLOUR_CLASSES
 from .onnx import OnnxBlackBox
 from .randomize import randomized_onnx
+from .torch_bb import TorchBlackBox
 
 _MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -40,6 +42,7 @@ __all__ = [
     "EfficientNetLite0",
     "JaxBlackBox",
     "OnnxBlackBox",
+    "TorchBlackBox",
     "as_blackbox",
     "bundled_model_path",
     "check_probabilities",
