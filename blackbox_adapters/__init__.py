@@ -2,7 +2,8 @@
 
 Adapters: ``OnnxBlackBox`` (ONNX Runtime), ``JaxBlackBox`` (a JAX function, queryable on device),
 ``CallableBlackBox`` (any numpy function), ``TorchBlackBox`` (a PyTorch module; torch is
-imported only when one is built). ``as_blackbox`` accepts any of them or a plain callable.
+imported only when one is built), ``HttpBlackBox`` (a model behind a JSON endpoint).
+``as_blackbox`` accepts any of them or a plain callable.
 ``efficientnet_lite0()``: the bundled real ImageNet classifier (224x224 RGB, 1000 classes named by
 ``imagenet_class_names()``), needing only onnxruntime.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 from .base import BlackBox, BlackBoxError, as_blackbox, check_probabilities, softmax
 from .callable import CallableBlackBox
 from .efficientnet import EfficientNetLite0, efficientnet_lite0, imagenet_class_names, resize_images
+from .http import HttpBlackBox
 from .jax_bb import JaxBlackBox
 from .models import COLOUR_CLASSES
 from .onnx import OnnxBlackBox
@@ -40,6 +42,7 @@ __all__ = [
     "COLOUR_CLASSES",
     "CallableBlackBox",
     "EfficientNetLite0",
+    "HttpBlackBox",
     "JaxBlackBox",
     "OnnxBlackBox",
     "TorchBlackBox",

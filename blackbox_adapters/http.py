@@ -1,0 +1,280 @@
+"""A model behind an HTTP JSON endpoint as a black box: query-only access, as the paper assumes.
+
+Standard library only (``urllib.request``, ``json``, ``base64``).
+
+Wire format (one POST per batch of at most ``batch_size`` inputs, ``Content-Type: application/json``):
+
+    request   {"inputs": INPUTS}
+    response  {"outputs": OUTPUTS}            (HTTP 200)
+
+    INPUTS, encoding="b64" (default):  {"b64": "<base64 of the raw bytes>", "shape": [m, H, W, C],
+                                        "dtype": "float32"}
+              encoding="list":         nested lists [m][H][W][C] of numbers
+    OUTPUTS, either form:              [[p_0, ..., p_K-1], ...] (m rows), or
+                                       {"b64": ..., "shape": [m, K], "dtype": "float32" | "float64"}
+
+Raw bytes are little-endian, C order. Inputs are float32 in [0, 1], exactly what the explainer
+queries; OUTPUTS are probabilities (``output="probs"``) or logits (``output="logits"``, softmaxed
+here). Any input rank is sent as is (images ``[m, H, W, C]``, waveforms ``[m, T]``).
+
+Failures: connection errors, timeouts, HTTP 5xx and 429 are retried ``retries`` times with
+exponential back-off (``backoff * 2**attempt`` seconds); other 4xx fail at once with the status
+and the start of the response body. A request that still fails raises ``BlackBoxError`` whose
+``rows`` are the query rows that request carried.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .base import BlackBoxError, OutputKind, check_output_kind, to_probabilities
+
+# How much of an error response's body an error message quotes.
+_BODY_EXCERPT = 300
+_OUTPUT_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+# Rejections worth retrying: the server is overloaded or failing, not the request malformed.
+_RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+
+
+class TokenBucket:
+    """A thread-safe rate limit: ``rate`` acquisitions per second on average, bursts of ``capacity``.
+
+    ``acquire`` reserves a token and sleeps until it is due, so concurrent callers queue fairly.
+    ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not rate > 0:
+            raise BlackBoxError(f"max_requests_per_second must be > 0, got {rate}")
+        if capacity < 1:
+            raise BlackBoxError(f"token bucket capacity must be >= 1, got {capacity}")
+        self.rate, self.capacity = float(rate), float(capacity)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = self.capacity
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            # Going below zero reserves a future token; the debt is this caller's wait.
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
+class _Retryable(Exception):
+    """A failed attempt that may succeed if repeated (server error, overload, network, timeout)."""
+
+
+class HttpBlackBox:
+    """Query a classifier served over HTTP (see the module docstring for the wire format).
+
+    Args:
+        url: the endpoint receiving the POSTs (http:// or https://).
+        num_classes: K. None: learned from a probe of one zero input of ``probe_shape`` at
+            construction when that is given, else from the first call's answer (until then reading
+            ``num_classes`` raises AttributeError, as for CallableBlackBox).
+        batch_size: most inputs per request.
+        timeout: seconds a request may wait to connect and for each read of the answer.
+        retries: extra attempts per request after a retryable failure (0: no retry).
+        backoff: seconds before the first retry; doubled for each further one.
+        max_requests_per_second: rate limit over all requests of this black box (retries count),
+            a token bucket of capacity 1 (no bursts); None: no limit.
+        headers: extra HTTP headers, e.g. {"Authorization": "Bearer ..."}.
+        output: "probs" if the endpoint answers probabilities, "logits" to apply a softmax here.
+        encoding: "b64" (raw float32, compact and fast) or "list" (nested JSON lists).
+        concurrency: requests in flight at once within one call (answers keep the query order).
+        probe_shape: the shape of one input, e.g. (224, 224, 3), for the num_classes probe.
+
+    Thread-safe: calls may come from several threads at once (the rate limit is shared).
+
+    Raises:
+        BlackBoxError: an invalid option; on call, a request that failed for good (HTTP 4xx,
+            or retries used up), an answer that is not JSON with ``outputs`` of the right shape,
+            or outputs that are not probabilities. ``rows`` names the query rows concerned.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        num_classes: int | None = None,
+        *,
+        batch_size: int = 32,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_requests_per_second: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        output: OutputKind = "probs",
+        encoding: str = "b64",
+        concurrency: int = 1,
+        probe_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise BlackBoxError(f"url must start with http:// or https://, got {url!r}")
+        for name, value, low in (("batch_size", batch_size, 1), ("retries", retries, 0), ("concurrency", concurrency, 1)):
+            if int(value) != value or value < low:
+                raise BlackBoxError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not timeout > 0:
+            raise BlackBoxError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if backoff < 0:
+            raise BlackBoxError(f"backoff must be >= 0 seconds, got {backoff!r}")
+        if encoding not in ("b64", "list"):
+            raise BlackBoxError(f"encoding must be 'b64' or 'list', got {encoding!r}")
+        if num_classes is not None and num_classes < 1:
+            raise BlackBoxError(f"num_classes must be >= 1 or None, got {num_classes}")
+        self.url = url
+        self.batch_size = int(batch_size)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.output = check_output_kind(output)
+        self.encoding = encoding
+        self.concurrency = int(concurrency)
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+        self.rate_limit = None if max_requests_per_second is None else TokenBucket(max_requests_per_second)
+        self._num_classes = num_classes
+        if num_classes is None and probe_shape is not None:
+            self(np.zeros((1, *probe_shape), dtype=np.float32))
+
+    @property
+    def num_classes(self) -> int:
+        """K, given, probed at construction, or learned from the first call."""
+        if self._num_classes is None:
+            raise AttributeError(
+                f"num_classes of {self!r} is not known yet: pass num_classes= or probe_shape=, "
+                "or query the black box once"
+            )
+        return self._num_classes
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [n, ...] (images [n, H, W, C] in [0, 1]) -> float32 [n, K] probabilities."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim < 2:
+            raise BlackBoxError(f"{self!r} expects a batch of inputs [n, ...], got shape {x.shape}")
+        n = x.shape[0]
+        if n == 0:
+            if self._num_classes is None:
+                raise BlackBoxError(f"{self!r}: an empty query cannot tell num_classes; pass num_classes=")
+            return np.zeros((0, self._num_classes), dtype=np.float32)
+        starts = range(0, n, self.batch_size)
+        if self.concurrency == 1 or len(starts) == 1:
+            answers = [self._request_rows(x, start) for start in starts]
+        else:
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                answers = list(pool.map(lambda start: self._request_rows(x, start), starts))
+        widths = {a.shape[1] for a in answers}
+        if len(widths) > 1:
+            per_request = ", ".join(f"rows {s}-{s + len(a) - 1}: {a.shape[1]}" for s, a in zip(starts, answers))
+            raise BlackBoxError(f"{self!r}: requests answered different numbers of classes ({per_request})")
+        probs = to_probabilities(np.concatenate(answers), self.output, n, self._num_classes, what=repr(self))
+        if self._num_classes is None:
+            self._num_classes = probs.shape[1]
+        return probs
+
+    def _request_rows(self, x: np.ndarray, start: int) -> np.ndarray:
+        """Rows start .. start+batch_size of x, sent as one request -> raw outputs [m, K]."""
+        chunk = x[start : start + self.batch_size]
+        rows = list(range(start, start + len(chunk)))
+        where = f"{self!r}, request for rows {rows[0]}-{rows[-1]}"
+        body = json.dumps({"inputs": self._encode(chunk)}).encode("utf-8")
+        reply = self._post_with_retries(body, where, rows)
+        return _decode_outputs(reply, len(chunk), where, rows)
+
+    def _encode(self, chunk: np.ndarray):
+        if self.encoding == "list":
+            return chunk.tolist()
+        raw = np.ascontiguousarray(chunk, dtype="<f4").tobytes()
+        return {"b64": base64.b64encode(raw).decode("ascii"), "shape": list(chunk.shape), "dtype": "float32"}
+
+    def _post_with_retries(self, body: bytes, where: str, rows: list[int]) -> bytes:
+        failures = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                return self._post(body, where, rows)
+            except _Retryable as err:
+                failures.append(str(err))
+        raise BlackBoxError(
+            f"{where} failed after {len(failures)} attempts: " + "; ".join(f"#{i + 1} {f}" for i, f in enumerate(failures)),
+            rows,
+        )
+
+    def _post(self, body: bytes, where: str, rows: list[int]) -> bytes:
+        """One attempt: the response body on HTTP 200; _Retryable or BlackBoxError otherwise."""
+        if self.rate_limit is not None:
+            self.rate_limit.acquire()
+        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            excerpt = _excerpt(err.read())
+            if err.code in _RETRY_STATUSES:
+                raise _Retryable(f"HTTP {err.code} {err.reason}: {excerpt}") from err
+            raise BlackBoxError(f"{where} was rejected: HTTP {err.code} {err.reason}: {excerpt}", rows) from err
+        except (socket.timeout, TimeoutError) as err:
+            raise _Retryable(f"no answer within {self.timeout:g} s") from err
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, (socket.timeout, TimeoutError)):
+                raise _Retryable(f"no answer within {self.timeout:g} s") from err
+            raise _Retryable(f"cannot reach {self.url}: {err.reason}") from err
+        except (ConnectionError, HTTPException) as err:  # e.g. the server closed the connection mid-answer
+            raise _Retryable(f"connection failed: {type(err).__name__}: {err}") from err
+
+    def __repr__(self) -> str:
+        k = "?" if self._num_classes is None else self._num_classes
+        return f"HttpBlackBox({self.url!r}, num_classes={k}, output={self.output!r}, batch_size={self.batch_size})"
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[:_BODY_EXCERPT].decode("utf-8", errors="replace")
+    return repr(text + ("..." if len(body) > _BODY_EXCERPT else ""))
+
+
+def _decode_outputs(reply: bytes, m: int, where: str, rows: list[int]) -> np.ndarray:
+    """The ``outputs`` of a JSON reply as float32 [m, K]; BlackBoxError naming the rows if malformed."""
+    try:
+        message = json.loads(reply)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BlackBoxError(f"{where}: the answer is not JSON ({err}): {_excerpt(reply)}", rows) from err
+    if not isinstance(message, dict) or "outputs" not in message:
+        keys = sorted(message) if isinstance(message, dict) else type(message).__name__
+        raise BlackBoxError(f"{where}: the answer has no 'outputs' (got {keys})", rows)
+    outputs = message["outputs"]
+    try:
+        if isinstance(outputs, dict):
+            dtype = _OUTPUT_DTYPES[outputs["dtype"]]
+            values = np.frombuffer(base64.b64decode(outputs["b64"], validate=True), dtype=dtype)
+            values = values.reshape(outputs["shape"])
+        else:
+            values = np.asarray(outputs, dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as err:
+        raise BlackBoxError(f"{where}: cannot read 'outputs' as numbers [m, K]: {type(err).__name__}: {err}",
+                            rows) from err
+    if values.ndim != 2 or values.shape[0] != m:
+        raise BlackBoxError(f"{where}: 'outputs' has shape {values.shape}; expected [{m}, K] for {m} inputs", rows)
+    return values.astype(np.float32)
