@@ -12,8 +12,10 @@ from daxjax.inputs import InputError
 from daxjax.kernelshap import KernelSHAPConfig
 from daxjax.lime import LIMEConfig
 from daxjax.occlusion import OcclusionConfig
+from daxjax.report import write_report, write_results_report
 from daxjax.rise import RISEConfig
 
 __all__ = ["DAXConfig", "Explanation", "GradientConfig", "InputError", "InputXGradientConfig",
            "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS", "OcclusionConfig",
-           "RISEConfig", "SmoothGradConfig", "explain", "metrics"]
+           "RISEConfig", "SmoothGradConfig", "explain", "metrics", "write_report",
+           "write_results_report"]

@@ -1,0 +1,204 @@
+"""The HTML report: it renders in a real browser with every picture loaded, and says what it should."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from skimage import io
+
+import daxjax
+from blackbox_adapters import COLOUR_CLASSES, OnnxBlackBox, bundled_model_path
+from daxjax.report import CENTRED_GAUSSIAN, FILES_DIR, RANDOM_MAP
+from daxjax.scenes import colour_patch_scenes
+
+SIZE = 64
+AUC_STEPS = 8
+WINDOW = (1280, 1600)
+# Headless Chromium that touches nothing outside this test (no network, no profile reuse).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--virtual-time-budget=10000")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but no chromium on PATH: .ci/run installs Debian's chromium")
+    pytest.skip("headless Chromium not installed (apt-get install chromium); CI runs this test")
+
+
+@pytest.fixture(scope="module")
+def explained():
+    """Three 64 px scenes (red, green, blue patch), explained by RISE and Occlusion."""
+    parts = [colour_patch_scenes(1, SIZE, seed=i, colour=c) for i, c in enumerate(("red", "green", "blue"))]
+    images = np.concatenate([p[0] for p in parts])
+    masks = np.concatenate([p[1] for p in parts])
+    bb = OnnxBlackBox(bundled_model_path("colour_nchw"), intra_op_threads=2)
+    explanations = {
+        "RISE": daxjax.explain(bb, images, method="rise", config=daxjax.RISEConfig(num_samples=128)),
+        "Occlusion": daxjax.explain(bb, images, method="occlusion"),
+    }
+    return SimpleNamespace(images=images, masks=masks, bb=bb, explanations=explanations)
+
+
+@pytest.fixture(scope="module")
+def report(explained, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    return daxjax.write_report(
+        out, explained.images, explained.explanations, class_names=COLOUR_CLASSES, masks=explained.masks,
+        bb=explained.bb, auc_steps=AUC_STEPS, ids=["<script>alert(1)</script>", "a & b", 'quote"d'],
+        errors={"broken<img>": "NaN & inf in <pixels>"}, title="Colour <scenes>",
+        config={"black box": "colour_nchw.onnx"})
+
+
+def _run_chromium(binary: str, url: str, *args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
+                              capture_output=True, text=True, timeout=120, check=True)
+
+
+def _body_data(dom: str) -> dict[str, str]:
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    return dict(re.findall(r'data-([\w-]+)="([^"]*)"', body))
+
+
+def test_report_renders_in_chromium_with_every_picture(report, chromium, tmp_path):
+    page = report.read_text(encoding="utf-8")
+    # Per image: input, ground truth, and a map and a region per method; plus legend and chart.
+    expected_pictures = 3 * (2 + 2 * 2) + 2
+    assert page.count("<img ") == expected_pictures
+
+    dom = _run_chromium(chromium, report.as_uri(), "--dump-dom").stdout
+    data = _body_data(dom)
+    assert data["images-loaded"] == "true", data
+    assert data["images-total"] == str(expected_pictures) and data["images-broken"] == "0"
+
+    screenshot = tmp_path / "report.png"
+    _run_chromium(chromium, report.as_uri(), f"--screenshot={screenshot}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
+    assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
+    pixels = io.imread(screenshot)[..., :3]
+    assert pixels.shape[:2] == (WINDOW[1], WINDOW[0])
+    background = pixels[0, 0]
+    assert (np.abs(pixels.astype(int) - background).sum(axis=-1) > 30).mean() > 0.1, "mostly blank"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2000, "no pictures on the screenshot"
+
+
+def test_missing_picture_is_detected_and_told(report, chromium, tmp_path):
+    """The loaded-check can fail: without one picture the page says so, visibly."""
+    copy = tmp_path / "copy"
+    shutil.copytree(report.parent, copy)
+    (copy / FILES_DIR / "m1_map_2.png").unlink()
+    dom = _run_chromium(chromium, (copy / report.name).as_uri(), "--dump-dom").stdout
+    data = _body_data(dom)
+    assert data["images-loaded"] == "false" and data["images-broken"] == "1"
+    note = re.search(r'<p id="missing"[^>]*>(.*?)</p>', dom)
+    assert "hidden" not in note.group(0) and "1 of 20 pictures did not load" in note.group(1)
+
+
+def test_report_content_is_escaped_and_complete(report, explained):
+    page = report.read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page))
+    for raw in ("<script>alert(1)</script>", "Colour <scenes>", "broken<img>", "NaN & inf in <pixels>"):
+        assert html.escape(raw, quote=True) in page
+        assert raw not in page
+    assert page.count("<script") == 1  # the page's own loaded-check only
+    # The metrics: methods and reference rows, means as daxjax.metrics computes them.
+    for row in ("RISE", "Occlusion", RANDOM_MAP, CENTRED_GAUSSIAN):
+        assert f"<th>{row}</th>" in page
+    for name, ex in explained.explanations.items():
+        iou = daxjax.metrics.iou(ex.maps, explained.masks).mean()
+        deletion = daxjax.metrics.deletion_auc(explained.bb, explained.images, ex.maps, ex.targets,
+                                               steps=AUC_STEPS).mean()
+        row = re.search(rf"<tr><th>{name}</th>(.*?)</tr>", page).group(1)
+        assert f"{iou:.3f}" in row and f"{deletion:.3f}" in row
+    # Labels, scores, thresholded-region captions, config and timings.
+    for i, target in enumerate(explained.explanations["RISE"].targets):
+        assert f">{COLOUR_CLASSES[target]}</span> <span class=\"score\">p = " \
+               f"{explained.explanations['RISE'].scores[i]:.3f}" in page
+    assert text.count("region > mean+1σ") == 6
+    assert "num_samples=128 (others default)" in page and "all defaults" in page
+    assert "colour_nchw.onnx" in text and "Timings" in text and "per image" in text
+    assert "1 image(s) could not be explained" in text
+
+
+def _synthetic(batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (batch, 16, 16, 3)).astype(np.float32)
+    maps = rng.uniform(0, 1, (batch, 16, 16)).astype(np.float32)
+    ex = daxjax.Explanation(maps, np.zeros(batch, np.int32), np.full(batch, 0.5, np.float32), "dax",
+                            daxjax.DAXConfig(num_samples=100), {"total": 1.0})
+    return images, ex
+
+
+def test_many_images_are_paged_and_capped(tmp_path):
+    images, ex = _synthetic(7)
+    first = daxjax.write_report(tmp_path, images, {"DAX": ex}, max_images=5, per_page=2)
+    pages = sorted(p.name for p in tmp_path.glob("report*.html"))
+    assert pages == ["report-page2.html", "report-page3.html", "report.html"]
+    text = first.read_text(encoding="utf-8")
+    assert "first 5 of 7 images (max_images=5)" in text
+    assert [p.read_text().count('class="card"') for p in
+            (first, tmp_path / "report-page2.html", tmp_path / "report-page3.html")] == [2, 2, 1]
+    assert 'href="report-page3.html"' in text
+    assert len(list((tmp_path / FILES_DIR).glob("input_*.png"))) == 5
+    # Rewritten shorter: the stale page and pictures go, nothing else in the folder does.
+    (tmp_path / "mine.txt").write_text("keep")
+    daxjax.write_report(tmp_path, images[:3], {"DAX": daxjax.Explanation(
+        ex.maps[:3], ex.targets[:3], ex.scores[:3], "dax", ex.config)}, per_page=2)
+    assert sorted(p.name for p in tmp_path.glob("report*.html")) == ["report-page2.html", "report.html"]
+    assert len(list((tmp_path / FILES_DIR).glob("input_*.png"))) == 3
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_embedded_report_is_one_file(tmp_path):
+    images, ex = _synthetic(2)
+    page = daxjax.write_report(tmp_path, images, {"DAX": ex}, embed=True).read_text(encoding="utf-8")
+    assert not (tmp_path / FILES_DIR).exists()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 2 * 3 + 1  # input, map, region per image; the colour bar
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_SIGNATURE
+
+
+def test_results_store_report_lists_failures(tmp_path):
+    images, ex = _synthetic(2)
+    results = SimpleNamespace(ids=["cat.png", "dog.png"], maps=ex.maps, targets=ex.targets, scores=ex.scores,
+                              errors={"bird.png": "black box returned NaN"})
+    page = daxjax.write_results_report(tmp_path, results, images, method="rise").read_text(encoding="utf-8")
+    assert "cat.png" in page and "dog.png" in page
+    assert "bird.png" in page and "black box returned NaN" in page
+    assert "Timings" not in page  # a store keeps no timings: no empty table
+
+
+def test_bad_arguments_are_named(tmp_path):
+    images, ex = _synthetic(2)
+    with pytest.raises(daxjax.InputError, match=r"explanations\['DAX'\]\.maps has shape \(2, 16, 16\).*\(3, 16, 16\)"):
+        daxjax.write_report(tmp_path, np.concatenate([images, images[:1]]), {"DAX": ex})
+    with pytest.raises(daxjax.InputError, match="non-empty mapping"):
+        daxjax.write_report(tmp_path, images, {})
+    with pytest.raises(daxjax.InputError, match=r"masks has shape \(2, 8, 8\)"):
+        daxjax.write_report(tmp_path, images, {"DAX": ex}, masks=np.ones((2, 8, 8), bool))
+    with pytest.raises(daxjax.InputError, match="ids has 1 entries for 2 images"):
+        daxjax.write_report(tmp_path, images, {"DAX": ex}, ids=["only one"])
+    ex.targets[1] = 3
+    with pytest.raises(daxjax.InputError, match=r"targets\[1\] = 3 has no name: class_names has 2"):
+        daxjax.write_report(tmp_path, images, {"DAX": ex}, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="per_page must be a positive integer"):
+        daxjax.write_report(tmp_path, images, {"DAX": ex}, per_page=0)
+    assert not (tmp_path / "report.html").exists()
