@@ -28,7 +28,8 @@ from daxjax.maps import normalise
 from daxjax.nets import DaxNets, init_nets, upsample_mask
 from daxjax.querying import DeviceBlackBox
 from daxjax.sampling import image_keys, perturb, proximity_weights, split_indices
-from daxjax.segments import draw_keep_vectors, query_segment_perturbations, segment_and_fill
+from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
+from daxjax.sharding import over_images
 
 
 class WorkingImage(NamedTuple):
@@ -183,10 +184,15 @@ def vmap_width(config: DAXConfig) -> int | None:
 
 
 def map_rows(fn, *args, width: int | None):
-    """fn over the leading row axis of args: one vmap, or a loop over vmaps of `width` rows."""
-    if width is None:
-        return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), args, batch_size=width)
+    """fn over the leading row axis of args: one vmap, or a loop over vmaps of `width` rows.
+
+    Under an image mesh (`sharding.image_mesh`) each device maps over its own rows.
+    """
+    def rows(*args):
+        if width is None:
+            return jax.vmap(fn)(*args)
+        return jax.lax.map(lambda a: fn(*a), args, batch_size=width)
+    return over_images(rows)(*args)
 
 
 @functools.lru_cache(maxsize=8)
@@ -256,7 +262,7 @@ _proximity = jax.jit(jax.vmap(proximity_weights, in_axes=(0, 0, None)), static_a
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: DAXConfig, seed: int,
-                   image_ids: list) -> tuple[np.ndarray, dict]:
+                   image_ids: list, segmented: HostSegments | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with DAX.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
@@ -264,7 +270,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase).
     """
     t0 = time.perf_counter()
-    group = segment_and_fill(images, config, image_ids)
+    group = segment_and_fill(images, config, image_ids, segmented)
     timings = {"segmentation": time.perf_counter() - t0}
     batch, height, width, channels = images.shape
     n = config.num_samples

@@ -34,7 +34,7 @@ from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.lime import check_segment_options, evidence_maps
 from daxjax.querying import DeviceBlackBox
 from daxjax.sampling import image_keys
-from daxjax.segments import query_segment_perturbations, segment_and_fill
+from daxjax.segments import HostSegments, query_segment_perturbations, segment_and_fill
 
 # Coalitions 0 and 1 are v(all segments) and v(no segment).
 NUM_ANCHORS = 2
@@ -164,7 +164,7 @@ def _sampled_shapley_values(z, values, num_segments):
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: KernelSHAPConfig, seed: int,
-                   image_ids: list) -> tuple[np.ndarray, dict]:
+                   image_ids: list, segmented: HostSegments | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with KernelSHAP.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
@@ -173,7 +173,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     "regression").
     """
     t0 = time.perf_counter()
-    group = segment_and_fill(images, config, image_ids)
+    group = segment_and_fill(images, config, image_ids, segmented)
     timings = {"segmentation": time.perf_counter() - t0}
 
     t0 = time.perf_counter()

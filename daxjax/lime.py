@@ -29,7 +29,7 @@ from daxjax.maps import normalise
 from daxjax.querying import DeviceBlackBox
 from daxjax.sampling import image_keys, proximity_weights
 from daxjax.segmentation import SEGMENTATION_METHODS
-from daxjax.segments import draw_keep_vectors, query_segment_perturbations, segment_and_fill
+from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +148,7 @@ def lime_coefficients(z: jax.Array, y: jax.Array, num_segments: jax.Array, *, ke
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: LIMEConfig, seed: int,
-                   image_ids: list) -> tuple[np.ndarray, dict]:
+                   image_ids: list, segmented: HostSegments | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with LIME.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
@@ -157,7 +157,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     "regression").
     """
     t0 = time.perf_counter()
-    group = segment_and_fill(images, config, image_ids)
+    group = segment_and_fill(images, config, image_ids, segmented)
     timings = {"segmentation": time.perf_counter() - t0}
 
     t0 = time.perf_counter()

@@ -19,8 +19,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.buffer_callback import buffer_callback
 
 from blackbox_adapters import BlackBoxError, check_probabilities
+from daxjax.sharding import current_image_devices, over_images
 
 class DeviceBlackBox:
     """A black box as a JAX-traceable function x [..., H, W, C] -> probabilities [..., K]."""
@@ -38,10 +40,22 @@ class DeviceBlackBox:
             probs = self.jax_fn(x.reshape((-1,) + image))
             return probs.reshape(lead + (self.num_classes,))
         shape = jax.ShapeDtypeStruct(x.shape[:-3] + (self.num_classes,), jnp.float32)
+        if current_image_devices() > 1 and jax.default_backend() == "cpu":
+            # pure_callback copies its arguments onto CPU device 0 before calling; when device 0
+            # is itself running the sharded program that waits for the callback, that copy
+            # never completes (measured: a deadlock within seconds on 4 host devices). A buffer
+            # callback reads each device's own buffer in place.
+            return buffer_callback(self._buffer_call, shape, vmap_method="expand_dims")(x)
         return jax.pure_callback(self._host_call, shape, x, vmap_method="expand_dims")
+
+    def _buffer_call(self, ctx, out, x) -> None:
+        """`_host_call` for a buffer callback: reads x's buffer, writes the answer into out's."""
+        del ctx
+        np.asarray(out)[...] = self._host_call(np.asarray(x))
 
     def _host_call(self, x: np.ndarray) -> np.ndarray:
         """x: [B, n, H, W, C] when vmapped over images (or [n, H, W, C]) -> [B, n, K]."""
+        x = np.asarray(x)  # a jax.Array on CPU from pure_callback; NumPy from here on
         lead, image = x.shape[:-3], x.shape[-3:]
         rows = int(np.prod(lead))
         try:
@@ -91,9 +105,13 @@ def device_blackbox(user_bb, bb, num_classes: int) -> DeviceBlackBox:
 
 @functools.partial(jax.jit, static_argnames=("build", "device_bb", "size"))
 def _chunk_target_probabilities(per_image, targets, start, *, build, device_bb, size):
-    def one(args, target):
-        return device_bb(build(*args, start, size))[:, target]
-    return jax.vmap(one)(per_image, targets)
+    def group(per_image, targets, start):
+        def one(args, target):
+            return device_bb(build(*args, start, size))[:, target]
+        return jax.vmap(one)(per_image, targets)
+    # Under an image mesh each device queries the black box for its own images (a host callback
+    # outside shard_map would run on one device with the whole group gathered there).
+    return over_images(group, replicated=(2,))(per_image, targets, start)
 
 
 def query_targets(device_bb: DeviceBlackBox, build: Callable, per_image: tuple, targets: jax.Array,

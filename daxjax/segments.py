@@ -29,13 +29,33 @@ class SegmentedImages(NamedTuple):
     max_segments: int        # S_max, the padded keep-vector length (depends on the group)
 
 
-def segment_and_fill(images: np.ndarray, config, image_ids: list) -> SegmentedImages:
+class HostSegments(NamedTuple):
+    """Segments and fills of a group as made on the host, before they go to the device.
+
+    Plain arrays, so that worker processes can make them ahead of the device work
+    (`daxjax.pipeline`) and hand them to an engine's `explain_images(..., segmented=...)`.
+    """
+
+    segments: np.ndarray      # int32 [B, H, W]
+    fills: np.ndarray         # float32 [B, H, W, C]
+    num_segments: np.ndarray  # int32 [B]
+    max_segments: int
+
+
+def host_segments(images: np.ndarray, config, image_ids: list) -> HostSegments:
     """Segments the images on the host (`config.segmentation`) and builds their fills (`config.fill`)."""
     seg = segment_images(images, config.segmentation, options=config.segmentation_options,
                          image_ids=image_ids)
     fills = fill_images(images, seg.segments, config.fill)
-    return SegmentedImages(jnp.asarray(images), jnp.asarray(seg.segments, jnp.int32), jnp.asarray(fills),
-                           jnp.asarray(seg.num_segments, jnp.int32), seg.max_segments)
+    return HostSegments(seg.segments, fills, seg.num_segments, seg.max_segments)
+
+
+def segment_and_fill(images: np.ndarray, config, image_ids: list,
+                     segmented: HostSegments | None = None) -> SegmentedImages:
+    """The group on the device with its segments and fills (`segmented`: made earlier, else now)."""
+    host = host_segments(images, config, image_ids) if segmented is None else segmented
+    return SegmentedImages(jnp.asarray(images), jnp.asarray(host.segments, jnp.int32), jnp.asarray(host.fills),
+                           jnp.asarray(host.num_segments, jnp.int32), host.max_segments)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
