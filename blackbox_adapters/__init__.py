@@ -1,7 +1,8 @@
 """Black boxes behind one small protocol: ``bb(x [n, H, W, C] in [0, 1]) -> probabilities [n, K]``.
 
 Adapters: ``OnnxBlackBox`` (ONNX Runtime), ``JaxBlackBox`` (a JAX function, queryable on device),
-``CallableBlackBox`` (any numpy function), ``TorchBlackBox`` (a PyTorch module; torch is
+``CallableBlackBox`` (any numpy function), ``OnnxWaveformBlackBox`` (an ONNX audio model taking
+waveforms [n, S], for ``daxjax.explain_audio``), ``TorchBlackBox`` (a PyTorch module; torch is
 imported only when one is built), ``HttpBlackBox`` (a model behind a JSON endpoint).
 ``as_blackbox`` accepts any of them or a plain callable.
 ``efficientnet_lite0()``: the bundled real ImageNet classifier (224x224 RGB, 1000 classes named by
@@ -19,6 +20,7 @@ from .models import COLOUR_CLASSES
 from .onnx import OnnxBlackBox
 from .randomize import randomized_onnx
 from .torch_bb import TorchBlackBox
+from .waveform import OnnxWaveformBlackBox
 
 _MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -45,6 +47,7 @@ __all__ = [
     "HttpBlackBox",
     "JaxBlackBox",
     "OnnxBlackBox",
+    "OnnxWaveformBlackBox",
     "TorchBlackBox",
     "as_blackbox",
     "bundled_model_path",

@@ -2,9 +2,11 @@
 
     import daxjax
     ex = daxjax.explain(bb, images, method="dax")   # ex.maps [B, H, W] in [0, 1]
+    ax = daxjax.explain_audio(bb, waveforms, sample_rate)   # ax.maps [B, frames], ax.frame_times
 """
 
 from daxjax import metrics
+from daxjax.audio import AudioConfig, AudioExplanation, SpectrogramConfig, explain_audio
 from daxjax.config import DAXConfig
 from daxjax.explain import METHODS, Explanation, explain
 from daxjax.gradients import GradientConfig, InputXGradientConfig, IntegratedGradientsConfig, SmoothGradConfig
@@ -15,7 +17,7 @@ from daxjax.occlusion import OcclusionConfig
 from daxjax.report import write_report, write_results_report
 from daxjax.rise import RISEConfig
 
-__all__ = ["DAXConfig", "Explanation", "GradientConfig", "InputError", "InputXGradientConfig",
-           "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS", "OcclusionConfig",
-           "RISEConfig", "SmoothGradConfig", "explain", "metrics", "write_report",
-           "write_results_report"]
+__all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Explanation", "GradientConfig", "InputError",
+           "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
+           "OcclusionConfig", "RISEConfig", "SmoothGradConfig", "SpectrogramConfig", "explain", "explain_audio",
+           "metrics", "write_report", "write_results_report"]

@@ -26,7 +26,7 @@ from daxjax import losses
 from daxjax.config import DAXConfig
 from daxjax.maps import normalise
 from daxjax.nets import DaxNets, init_nets, upsample_mask
-from daxjax.querying import DeviceBlackBox
+from daxjax.querying import DeviceBlackBox, RenderedQueries
 from daxjax.sampling import image_keys, perturb, proximity_weights, split_indices
 from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
 from daxjax.sharding import over_images
@@ -70,6 +70,22 @@ def to_working_resolution(image, segments, fill, resolution: int) -> WorkingImag
     )
 
 
+def student_input(x: jax.Array, *, work: WorkingImage, config: DAXConfig) -> jax.Array:
+    """What the student sees of a (masked) perturbation x [..., R, R, C].
+
+    "raw": x itself (the paper). "centred": x minus the mean perturbation, in units of the RMS
+    change a switched-off segment makes. All perturbations of one image share most of their
+    pixels, so raw inputs are a large constant plus a small informative part, a badly conditioned
+    regression; centred, the informative part is all there is and the student fits it in far fewer
+    steps (measured on the Fashion-MNIST scenes, see `benchmarks/quality.py`).
+    """
+    if config.student_input == "raw":
+        return x
+    mean = config.keep_prob * work.image + (1.0 - config.keep_prob) * work.fill
+    scale = jnp.sqrt(jnp.mean((work.image - work.fill) ** 2)) + 1e-3
+    return (x - mean) / scale
+
+
 def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Array, dict]:
     """The DAX objective for one image's minibatch. Returns (loss, metrics)."""
     nets = nnx.merge(graphdef, params)
@@ -79,14 +95,15 @@ def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Arr
     mask = upsample_mask(nets.mask(mask_in), config.resolution)[..., None]
     # What the mask removes shows the fill (as a switched-off segment does) or black (the paper).
     hidden = work.fill if config.mask_fill == "fill" else jnp.zeros_like(work.fill)
-    y_hat = nets.student(x_p * mask + hidden * (1.0 - mask))
+    student_in = functools.partial(student_input, work=work, config=config)
+    y_hat = nets.student(student_in(x_p * mask + hidden * (1.0 - mask)))
     if config.variant == "v1":
         return losses.loss_v1(y_hat, batch.y, batch.pi, mask,
                               lambda_l1=config.lambda_l1, lambda_kl=config.lambda_kl)
     complement_nets = nets
     if config.complement_stop_gradient:
         complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
-    y_bar = complement_nets.student(x_p * (1.0 - mask) + hidden * mask)
+    y_bar = complement_nets.student(student_in(x_p * (1.0 - mask) + hidden * mask))
     return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
                           lambda_area=config.lambda_area, normalize=config.normalize_loss)
 
@@ -262,11 +279,14 @@ _proximity = jax.jit(jax.vmap(proximity_weights, in_axes=(0, 0, None)), static_a
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: DAXConfig, seed: int,
-                   image_ids: list, segmented: HostSegments | None = None) -> tuple[np.ndarray, dict]:
+                   image_ids: list, segmented: HostSegments | None = None,
+                   queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with DAX.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints (`inputs.image_digest`); image_ids: the caller's names for the images.
+    queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
+    (audio), which are then rendered from the masks on `images`' grid.
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase).
     """
     t0 = time.perf_counter()
@@ -281,7 +301,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     t0 = time.perf_counter()
     z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
     y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(batch),
-                                    image_ids)
+                                    image_ids, queries)
     chex.assert_shape(z, (batch, n, group.max_segments))
     chex.assert_shape(y, (batch, n))
     samples = Samples(z, y, _proximity(z, group.num_segments, config.kernel_width))

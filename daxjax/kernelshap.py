@@ -32,7 +32,7 @@ import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.lime import check_segment_options, evidence_maps
-from daxjax.querying import DeviceBlackBox
+from daxjax.querying import DeviceBlackBox, RenderedQueries
 from daxjax.sampling import image_keys
 from daxjax.segments import HostSegments, query_segment_perturbations, segment_and_fill
 
@@ -164,11 +164,14 @@ def _sampled_shapley_values(z, values, num_segments):
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: KernelSHAPConfig, seed: int,
-                   image_ids: list, segmented: HostSegments | None = None) -> tuple[np.ndarray, dict]:
+                   image_ids: list, segmented: HostSegments | None = None,
+                   queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with KernelSHAP.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints; image_ids: the caller's names for the images.
+    queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
+    (audio), which are then rendered from the masks on `images`' grid.
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "segmentation", "queries",
     "regression").
     """
@@ -180,7 +183,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     z = _draw_coalitions(image_keys(seed, digests), config.num_samples, group.num_segments,
                          group.max_segments)
     y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(len(images)),
-                                    image_ids)
+                                    image_ids, queries)
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

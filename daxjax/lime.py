@@ -26,7 +26,7 @@ import numpy as np
 from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.fills import FILL_METHODS
 from daxjax.maps import normalise
-from daxjax.querying import DeviceBlackBox
+from daxjax.querying import DeviceBlackBox, RenderedQueries
 from daxjax.sampling import image_keys, proximity_weights
 from daxjax.segmentation import SEGMENTATION_METHODS
 from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
@@ -148,11 +148,14 @@ def lime_coefficients(z: jax.Array, y: jax.Array, num_segments: jax.Array, *, ke
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: LIMEConfig, seed: int,
-                   image_ids: list, segmented: HostSegments | None = None) -> tuple[np.ndarray, dict]:
+                   image_ids: list, segmented: HostSegments | None = None,
+                   queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with LIME.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints; image_ids: the caller's names for the images.
+    queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
+    (audio), which are then rendered from the masks on `images`' grid.
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "segmentation", "queries",
     "regression").
     """
@@ -164,7 +167,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     z = draw_keep_vectors(image_keys(seed, digests), config.num_samples, group.num_segments,
                           group.max_segments, config.keep_prob)
     y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(len(images)),
-                                    image_ids)
+                                    image_ids, queries)
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import numpy as np
 
 from daxjax.maps import normalise
 from daxjax.fills import fill_images
-from daxjax.querying import DeviceBlackBox, query_targets
+from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
 
 OcclusionFill = Literal["zero", "blur", "image_mean"]
 _FILLS = ("zero", "blur", "image_mean")
@@ -101,9 +101,10 @@ class OcclusionPerturbations:
 
     window: int
     stride: int
+    render: Callable | None = None  # `querying.RenderedQueries.render`; None fills images
 
     def __call__(self, image, fill, start, size: int) -> jax.Array:
-        height, width = image.shape[:2]
+        height, width = image.shape[:2] if self.render is None else self.render.grid
         # An all-zero row stands for query 0: no window, the unperturbed image.
         rows = np.concatenate([np.zeros((1, height), np.float32), coverage(height, self.window, self.stride)])
         cols = coverage(width, self.window, self.stride)
@@ -112,6 +113,8 @@ class OcclusionPerturbations:
         row_cover = jnp.asarray(rows)[jnp.where(query == 0, 0, 1 + window // cols.shape[0])]
         col_cover = jnp.asarray(cols)[window % cols.shape[0]]
         occluded = (row_cover[:, :, None] * col_cover[:, None, :])[..., None] > 0
+        if self.render is not None:
+            return self.render(1.0 - occluded[..., 0].astype(jnp.float32), image, fill)
         return jnp.where(occluded, fill[None], image[None])
 
 
@@ -137,19 +140,24 @@ def occlusion_maps(scores: jax.Array, *, window: int, stride: int, height: int, 
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: OcclusionConfig, seed: int,
-                   image_ids: list) -> tuple[np.ndarray, dict]:
+                   image_ids: list, queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with Occlusion (deterministic: seed, digests unused).
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; image_ids: the caller's names
-    for the images. Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "queries",
-    "saliency").
+    for the images. queries: None for images; `querying.RenderedQueries` when the black box takes
+    other inputs (audio): the windows, on `images`' H x W grid, are rendered by it (config.fill
+    unused). Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "queries", "saliency").
     """
     batch, height, width, _ = images.shape
-    fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)
+    if queries is None:
+        fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)
+        render, sources = None, images
+    else:
+        render, sources, fills = queries.render, queries.sources, queries.fills
 
     t0 = time.perf_counter()
-    build = OcclusionPerturbations(window=config.window, stride=config.stride)
-    scores = query_targets(device_bb, build, (jnp.asarray(images), jnp.asarray(fills)),
+    build = OcclusionPerturbations(window=config.window, stride=config.stride, render=render)
+    scores = query_targets(device_bb, build, (jnp.asarray(sources), jnp.asarray(fills)),
                            jnp.asarray(targets, jnp.int32), config.num_queries(height, width),
                            config.query_chunk_for(batch), image_ids)
     timings = {"queries": time.perf_counter() - t0}

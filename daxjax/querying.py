@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,21 +25,25 @@ from blackbox_adapters import BlackBoxError, check_probabilities
 from daxjax.sharding import current_image_devices, over_images
 
 class DeviceBlackBox:
-    """A black box as a JAX-traceable function x [..., H, W, C] -> probabilities [..., K]."""
+    """A black box as a JAX-traceable function x [..., H, W, C] -> probabilities [..., K].
 
-    def __init__(self, bb, num_classes: int):
+    input_rank: axes of one black-box input (3 for images [H, W, C]; 1 for waveforms [S]).
+    """
+
+    def __init__(self, bb, num_classes: int, input_rank: int = 3):
         self.bb = bb
         self.num_classes = int(num_classes)
+        self.input_rank = int(input_rank)
         self.jax_fn: Callable | None = getattr(bb, "jax_fn", None)
         self._lock = threading.Lock()
         self._pending: list[BlackBoxError] = []
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.jax_fn is not None:
-            lead, image = x.shape[:-3], x.shape[-3:]
+            lead, image = x.shape[:-self.input_rank], x.shape[-self.input_rank:]
             probs = self.jax_fn(x.reshape((-1,) + image))
             return probs.reshape(lead + (self.num_classes,))
-        shape = jax.ShapeDtypeStruct(x.shape[:-3] + (self.num_classes,), jnp.float32)
+        shape = jax.ShapeDtypeStruct(x.shape[:-self.input_rank] + (self.num_classes,), jnp.float32)
         if current_image_devices() > 1 and jax.default_backend() == "cpu":
             # pure_callback copies its arguments onto CPU device 0 before calling; when device 0
             # is itself running the sharded program that waits for the callback, that copy
@@ -56,7 +60,7 @@ class DeviceBlackBox:
     def _host_call(self, x: np.ndarray) -> np.ndarray:
         """x: [B, n, H, W, C] when vmapped over images (or [n, H, W, C]) -> [B, n, K]."""
         x = np.asarray(x)  # a jax.Array on CPU from pure_callback; NumPy from here on
-        lead, image = x.shape[:-3], x.shape[-3:]
+        lead, image = x.shape[:-self.input_rank], x.shape[-self.input_rank:]
         rows = int(np.prod(lead))
         try:
             probs = check_probabilities(self.bb(np.ascontiguousarray(x.reshape((rows,) + image))),
@@ -88,19 +92,39 @@ class DeviceBlackBox:
 _RECENT_DEVICE_BLACK_BOXES: list[tuple[object, DeviceBlackBox]] = []
 
 
-def device_blackbox(user_bb, bb, num_classes: int) -> DeviceBlackBox:
+def device_blackbox(user_bb, bb, num_classes: int, input_rank: int = 3) -> DeviceBlackBox:
     """The `DeviceBlackBox` for a caller's black box, reused across calls with the same object.
 
     Jitted query programs take the DeviceBlackBox as a static argument; reusing it means a second
     `explain` call with the same black box and shapes compiles nothing.
     """
     for known, device_bb in _RECENT_DEVICE_BLACK_BOXES:
-        if known is user_bb and device_bb.num_classes == num_classes:
+        if (known is user_bb and device_bb.num_classes == num_classes
+                and device_bb.input_rank == input_rank):
             return device_bb
-    device_bb = DeviceBlackBox(bb, num_classes)
+    device_bb = DeviceBlackBox(bb, num_classes, input_rank)
     _RECENT_DEVICE_BLACK_BOXES.insert(0, (user_bb, device_bb))
     del _RECENT_DEVICE_BLACK_BOXES[8:]
     return device_bb
+
+
+class RenderedQueries(NamedTuple):
+    """Perturbations that reach the black box as something other than blended images (audio).
+
+    Every explainer perturbs an input with masks m over its H x W grid (1 keeps the input, 0
+    removes it); by default a mask becomes the image m * x + (1 - m) * fill. A modality whose
+    black box takes other inputs passes this to an engine's `explain_images(..., queries=)`,
+    while the engine still segments, trains and paints maps on the H x W images it is given:
+      render: render(masks float32 [n, H, W] in [0, 1], source, fill) -> black-box inputs [n, ...],
+        traced inside jit; hashable (a frozen dataclass: it keys the compile cache), with
+        `render.grid` = (H, W).
+      sources, fills: [B, ...] arrays, one row per input, handed to `render` input by input
+        (audio: the waveform and what removed frames are replaced with).
+    """
+
+    render: Callable
+    sources: Any
+    fills: Any
 
 
 @functools.partial(jax.jit, static_argnames=("build", "device_bb", "size"))

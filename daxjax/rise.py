@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ import numpy as np
 
 from daxjax.maps import normalise
 from daxjax.fills import fill_images
-from daxjax.querying import DeviceBlackBox, query_targets
+from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
 from daxjax.sampling import image_keys
 
 RISEFill = Literal["zero", "blur", "image_mean"]
@@ -133,12 +133,15 @@ class RISEPerturbations:
 
     cells: int
     keep_prob: float
+    render: Callable | None = None  # `querying.RenderedQueries.render`; None blends images
 
     def __call__(self, key, image, fill, start, size: int) -> jax.Array:
-        height, width = image.shape[:2]
+        height, width = image.shape[:2] if self.render is None else self.render.grid
         masks = rise_masks(key, start + jnp.arange(size), cells=self.cells, keep_prob=self.keep_prob,
-                           height=height, width=width)[..., None]
-        return masks * image[None] + (1.0 - masks) * fill[None]
+                           height=height, width=width)
+        if self.render is not None:
+            return self.render(masks, image, fill)
+        return masks[..., None] * image[None] + (1.0 - masks[..., None]) * fill[None]
 
 
 @functools.partial(jax.jit, static_argnames=("cells", "keep_prob", "height", "width", "chunk"))
@@ -167,22 +170,28 @@ def rise_saliency(keys: jax.Array, scores: jax.Array, *, cells: int, keep_prob: 
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: RISEConfig, seed: int,
-                   image_ids: list) -> tuple[np.ndarray, dict]:
+                   image_ids: list, queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with RISE.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints; image_ids: the caller's names for the images.
+    queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
+    (audio): the masks, drawn on `images`' H x W grid, are rendered by it (config.fill unused).
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "queries", "saliency").
     """
     batch, height, width, _ = images.shape
-    # The RISE fills ignore segments; fill_images only checks their shape.
-    fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)
     keys = image_keys(seed, digests)
     chunk = config.query_chunk_for(batch)
+    if queries is None:
+        # The RISE fills ignore segments; fill_images only checks their shape.
+        fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)
+        render, sources = None, images
+    else:
+        render, sources, fills = queries.render, queries.sources, queries.fills
 
     t0 = time.perf_counter()
-    build = RISEPerturbations(cells=config.cells, keep_prob=config.keep_prob)
-    scores = query_targets(device_bb, build, (keys, jnp.asarray(images), jnp.asarray(fills)),
+    build = RISEPerturbations(cells=config.cells, keep_prob=config.keep_prob, render=render)
+    scores = query_targets(device_bb, build, (keys, jnp.asarray(sources), jnp.asarray(fills)),
                            jnp.asarray(targets, jnp.int32), config.num_samples, chunk, image_ids)
     timings = {"queries": time.perf_counter() - t0}
 

@@ -6,15 +6,16 @@ answers through the shared query path (`querying.query_targets`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from daxjax.fills import fill_images
-from daxjax.querying import DeviceBlackBox, query_targets
+from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
 from daxjax.sampling import keep_vectors, segment_perturbations
 from daxjax.segmentation import segment_images
 
@@ -65,9 +66,28 @@ def draw_keep_vectors(keys, num_samples: int, num_segments, max_segments: int, k
         keys, num_samples, num_segments, max_segments, keep_prob)
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderedSegmentPerturbations:
+    """`query_targets` build for `RenderedQueries`: keep-vectors -> masks on the segment map -> render."""
+
+    render: Callable
+
+    def __call__(self, source, segments, fill, z, start, size: int) -> jax.Array:
+        keep = jax.lax.dynamic_slice_in_dim(z, start, size, axis=0)[:, segments]
+        return self.render(keep.astype(jnp.float32), source, fill)
+
+
 def query_segment_perturbations(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array,
-                                targets: np.ndarray, chunk: int, image_ids: list) -> jax.Array:
-    """The black box's target probability on every perturbation z [B, N, S] of the group: [B, N]."""
-    return query_targets(device_bb, segment_perturbations,
-                         (group.images, group.segments, group.fills, z),
-                         jnp.asarray(targets, jnp.int32), z.shape[1], chunk, image_ids)
+                                targets: np.ndarray, chunk: int, image_ids: list,
+                                queries: RenderedQueries | None = None) -> jax.Array:
+    """The black box's target probability on every perturbation z [B, N, S] of the group: [B, N].
+
+    queries: None queries blended images; else `queries.render` makes the black-box inputs.
+    """
+    if queries is None:
+        build, per_image = segment_perturbations, (group.images, group.segments, group.fills, z)
+    else:
+        build = RenderedSegmentPerturbations(queries.render)
+        per_image = (jnp.asarray(queries.sources), group.segments, jnp.asarray(queries.fills), z)
+    return query_targets(device_bb, build, per_image, jnp.asarray(targets, jnp.int32), z.shape[1], chunk,
+                         image_ids)

@@ -1,0 +1,16 @@
+"""Audio: explaining sound classifiers in time and frequency (issue 6).
+
+    import daxjax
+    ax = daxjax.explain_audio(bb, waveforms, sample_rate, method="dax")
+    ax.maps          # [B, frames] in [0, 1]
+    ax.frame_times   # [frames] seconds (frame centres)
+
+Modules: `spectrogram` (STFT / log-mel front end in JAX), `fills` (what removed audio becomes),
+`render` (masks on the spectrogram grid -> waveforms), `explain` (`explain_audio`),
+`metrics` (intervals, 1-D IoU, deletion over time), `viz` (spectrogram and waveform overlays).
+"""
+
+from daxjax.audio.explain import AudioConfig, AudioExplanation, explain_audio
+from daxjax.audio.spectrogram import SpectrogramConfig, log_mel, stft
+
+__all__ = ["AudioConfig", "AudioExplanation", "SpectrogramConfig", "explain_audio", "log_mel", "stft"]
