@@ -14,10 +14,12 @@ from daxjax.inputs import InputError
 from daxjax.kernelshap import KernelSHAPConfig
 from daxjax.lime import LIMEConfig
 from daxjax.occlusion import OcclusionConfig
+from daxjax.pipeline import RunSummary, explain_dataset
 from daxjax.report import write_report, write_results_report
 from daxjax.rise import RISEConfig
+from daxjax.store import Results, load_results
 
 __all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Explanation", "GradientConfig", "InputError",
            "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
-           "OcclusionConfig", "RISEConfig", "SmoothGradConfig", "SpectrogramConfig", "explain", "explain_audio",
-           "metrics", "write_report", "write_results_report"]
+           "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig", "explain",
+           "explain_audio", "explain_dataset", "load_results", "metrics", "write_report", "write_results_report"]

@@ -1,0 +1,141 @@
+"""Choosing the image batch B and the query chunk from a memory budget.
+
+Cost model (bytes; H x W x C the image size, N perturbations per image, D local devices,
+M = B * chunk the images in one black-box call):
+
+  per image on a device   I = 4 H W (2C + 1)                    image, fill, segment map
+                              + N (S + 12)                       keep-vectors (S bytes each), y, pi, ...
+                              + T                                DAX training (below; 0 otherwise)
+  one query call          Q = 4 M H W C * 3                      perturbations on the device, their
+                                                                 host copy, the black box's
+                                                                 normalised copy of them
+  device (each device)    B / D * I + Q / D  <=  device budget
+  host                    (prefetch + 1) * B * 4 H W (2C + 1)    prepared batches waiting + in use
+                              + Q                                the host side of one query call
+                                                             <=  host budget
+
+  T = restarts * (4 * 4 P + 4 b R^2 (c_mask + c_student + C) * 3)   parameters, two Adam moments
+      and the best copy (P parameters), activations of one minibatch of b samples at resolution R
+      with forward and backward (x3).
+
+S (segments per image) is bounded by 256 for quickshift / slic / felzenszwalb on small images
+and is cells^2 for a grid. The black box's own activations are not known from outside: the
+factor 3 in Q leaves room for a model about as large as its input; pass `queries_per_call` for
+heavier models.
+
+`M` aims at `queries_per_call` (256: on 2 CPU cores 1,024-image calls cost 2.6x more per sample
+than 256-image calls with the bundled model, DAXConfig.query_chunk docs) and shrinks when Q alone
+exceeds half of a budget; B is then the largest multiple of D that fits, capped by `max_batch`
+per device (16 on CPU, where rows are looped and larger groups buy nothing; 64 on accelerators)
+and by the number of images. chunk = max(1, M // B).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+_SEGMENTS_BOUND = 256
+_QUERY_COPIES = 3
+_ACTIVATION_COPIES = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the pipeline runs with, and the budgets it was chosen under (bytes)."""
+
+    batch: int          # B, images per step over all local devices (a multiple of `devices`)
+    query_chunk: int    # perturbations per image in one black-box call
+    prefetch: int       # prepared batches waiting in the queue
+    devices: int
+    device_budget: int  # per device
+    host_budget: int
+    device_bytes: int   # the model's estimate per device at this plan
+    host_bytes: int
+
+
+def available_host_memory() -> int:
+    """Bytes of host memory available now (MemAvailable), or total physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def device_memory(device: jax.Device) -> int | None:
+    """The device's memory limit in bytes, None when it shares the host's (CPU)."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def _training_bytes(config) -> int:
+    if type(config).__name__ != "DAXConfig":
+        return 0
+    r, c = config.resolution, 3
+    conv_params = (config.mask_channels * (9 * c + 1) + config.student_channels[0] * (16 * c + 1)
+                   + config.student_channels[1] * (4 * config.student_channels[0] + 1))
+    dense = (config.resolution // 8) ** 2 * config.student_channels[1] * config.student_hidden
+    params = conv_params + dense + config.student_hidden + 1
+    channels = config.mask_channels + sum(config.student_channels) + c
+    activations = 4 * config.batch_size * r * r * channels * _ACTIVATION_COPIES
+    return config.restarts * (16 * params + activations)
+
+
+def _segments(config) -> int:
+    if getattr(config, "segmentation", None) == "grid":
+        cells = (getattr(config, "segmentation_options", None) or {}).get("cells", 8)
+        return cells * cells
+    return _SEGMENTS_BOUND
+
+
+def _num_queries(config, height: int, width: int) -> int:
+    if hasattr(config, "num_queries"):
+        return config.num_queries(height, width)
+    return int(getattr(config, "num_samples", 1))
+
+
+def plan_batches(config, height: int, width: int, channels: int, *, devices: int, num_images: int | None,
+                 device_budget: int | None = None, host_budget: int | None = None,
+                 queries_per_call: int = 256, max_batch: int | None = None, prefetch: int = 2,
+                 batch: int | None = None) -> Plan:
+    """Picks B and the query chunk for images of height x width x channels (see the module doc).
+
+    device_budget: bytes per device (default: half the device's memory; on CPU, where devices
+      share the host's memory, the host budget split over the devices). host_budget: default a
+      quarter of the available host memory. batch: B when it is already fixed (a resumed store,
+      or the caller's choice); only the chunk is then planned.
+    """
+    if batch is not None and int(batch) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch}")
+    host_budget = host_budget or available_host_memory() // 4
+    if device_budget is None:
+        limit = device_memory(jax.local_devices()[0])
+        device_budget = limit // 2 if limit else host_budget // (2 * devices)
+    image_bytes = 4 * height * width * (2 * channels + 1)
+    n = _num_queries(config, height, width)
+    per_image = image_bytes + n * (_segments(config) + 12) + _training_bytes(config)
+    query_image = 4 * height * width * channels * _QUERY_COPIES
+
+    calls = max(1, min(queries_per_call, min(device_budget * devices, host_budget) // (2 * query_image)))
+    if max_batch is None:
+        max_batch = 16 if jax.local_devices()[0].platform == "cpu" else 64
+    per_device = max(1, min(max_batch, (device_budget - calls * query_image // devices) // per_image))
+    host_room = (host_budget - calls * query_image) // ((prefetch + 1) * image_bytes)
+    per_device = max(1, min(per_device, host_room // devices))
+    if num_images is not None:
+        per_device = max(1, min(per_device, -(-num_images // devices)))
+    if batch is not None:
+        per_device = -(-int(batch) // devices)
+    else:
+        batch = per_device * devices
+    chunk = getattr(config, "query_chunk", None) or max(1, calls // (per_device * devices))
+    chunk = min(chunk, n)
+    device_bytes = per_device * per_image + batch * chunk * query_image // devices
+    host_bytes = (prefetch + 1) * batch * image_bytes + batch * chunk * query_image
+    return Plan(batch, chunk, prefetch, devices, device_budget, host_budget, device_bytes, host_bytes)

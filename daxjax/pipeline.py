@@ -1,0 +1,495 @@
+"""`explain_dataset`: explain a whole dataset, streamed, on every local device, resumable.
+
+    stats = daxjax.explain_dataset(bb, "photos/", "out/", method="dax")
+    res = daxjax.load_results("out/")         # .ids, .maps [n, H, W], .targets, .scores, .errors
+
+How a run flows:
+  1. The source (`daxjax.sources`) lists images in input order; they are cut into batches of B
+     (batch k = positions [k B, (k + 1) B)), B chosen from a memory budget (`daxjax.budget`)
+     when the store is created and kept for its lifetime.
+  2. Batches are dealt to processes round robin (batch k to process k mod P, `process_share`):
+     with `jax.distributed` every process takes a disjoint share and the shares cover the
+     dataset exactly once; each process writes its own part of the store (`daxjax.store`).
+  3. Worker processes read, convert, resize and (for segment-based methods) segment and fill the
+     images of the next batches while the devices explain the current one; at most `prefetch`
+     prepared batches wait, so host memory is bounded by prefetch x B images, not the dataset.
+  4. The main process asks the black box for the targets and scores of the unperturbed images,
+     then runs the method's engine on the batch, split over all local devices along the image
+     axis (`daxjax.sharding`, shard_map), and commits the batch to the store.
+  5. A rerun with the same arguments skips committed batches: nothing is recomputed, and since
+     batches have the same composition and each map depends only on (image, target, seed,
+     config), the store ends exactly as an uninterrupted run leaves it.
+
+An image that cannot be read, has no target, or makes the black box fail becomes an error row
+with its reason; the rest of its batch goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import multiprocessing
+import os
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
+from daxjax.budget import Plan, plan_batches
+from daxjax.explain import EXPLAINERS, _resolve_config
+from daxjax.inputs import InputError, image_digest
+from daxjax.querying import device_blackbox
+from daxjax.segmentation import bucket_size
+from daxjax.segments import HostSegments, host_segments
+from daxjax.sharding import image_mesh, shard_images
+from daxjax.sources import ImageReadError, Item, image_shape, open_source, read_image, source_length
+from daxjax.store import ResultStore, config_record, load_results, part_name
+
+__all__ = ["RunSummary", "explain_dataset", "load_results", "process_share"]
+
+#: Methods whose engines take segments made ahead of time (`segmented=`).
+SEGMENT_METHODS = ("dax", "lime", "kernelshap")
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What one `explain_dataset` call did (this process only).
+
+    explained: images explained in this call; errors: error rows written in this call;
+    skipped: images of this process's share already in the store; seconds: wall time of the call;
+    images_per_second: (explained + errors) / seconds; phases: seconds per phase summed over
+    batches ("wait" = the device loop waiting for prepared batches, "targets" = unperturbed
+    queries, then the engine's own phases, "commit" = store writes); plan: the batch plan.
+    """
+
+    out: str
+    explained: int
+    errors: int
+    skipped: int
+    seconds: float
+    images_per_second: float
+    phases: dict
+    plan: Plan
+    process_index: int
+    process_count: int
+
+
+def process_share(batch: int, process_index: int, process_count: int) -> bool:
+    """True when batch number `batch` belongs to this process (round robin over processes)."""
+    return batch % process_count == process_index
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: reading and segmenting a batch (runs in worker processes).
+
+
+@dataclasses.dataclass
+class _Task:
+    batch: int
+    start: int
+    ids: list[str]
+    raws: list[Any]
+    size: tuple[int, int]
+    channels: int
+    segment_config: Any  # the method's config when it segments, else None
+
+
+@dataclasses.dataclass
+class _Prepared:
+    batch: int
+    start: int
+    ids: list[str]
+    valid: list[int]            # positions within the batch of the images that were read
+    images: np.ndarray          # float32 [len(valid), H, W, C]
+    segmented: HostSegments | None
+    errors: dict[int, str]      # position within the batch -> reason
+    host_seconds: np.ndarray    # [len(ids)] read + resize + segment, per image
+
+
+def _prepare(task: _Task) -> _Prepared:
+    """Reads, resizes and segments one batch; failures become per-image errors."""
+    valid, images, segs, errors = [], [], [], {}
+    seconds = np.zeros(len(task.ids), np.float32)
+    for i, (image_id, raw) in enumerate(zip(task.ids, task.raws)):
+        t0 = time.perf_counter()
+        try:
+            image = read_image(raw, task.size, task.channels)
+            if task.segment_config is not None:
+                segs.append(host_segments(image[None], task.segment_config, [image_id]))
+            images.append(image)
+            valid.append(i)
+        except ImageReadError as err:
+            errors[i] = str(err)
+        except Exception as err:  # noqa: BLE001 - a decoder or segmenter failing on one image
+            errors[i] = f"{type(err).__name__}: {err}"
+        seconds[i] = time.perf_counter() - t0
+    segmented = _stack_segments(segs) if task.segment_config is not None and segs else None
+    stacked = np.stack(images) if images else np.zeros((0, *task.size, task.channels), np.float32)
+    return _Prepared(task.batch, task.start, task.ids, valid, stacked, segmented, errors, seconds)
+
+
+def _stack_segments(parts: list[HostSegments]) -> HostSegments:
+    """Per-image segmentations as one group (the same as segmenting the group at once)."""
+    num = np.concatenate([p.num_segments for p in parts]).astype(np.int32)
+    return HostSegments(np.concatenate([p.segments for p in parts]), np.concatenate([p.fills for p in parts]),
+                        num, bucket_size(int(num.max())))
+
+
+class _InProcess(Executor):
+    """`workers=0`: prepare batches in the calling process (debugging; sources that cannot be pickled)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - delivered through the future
+            future.set_exception(err)
+        return future
+
+
+def _worker_pool(workers: int) -> Executor:
+    if workers == 0:
+        return _InProcess()
+    # Not fork: the parent runs JAX's threads. The fork server imports the readers once.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["daxjax.sources", "daxjax.segments"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def default_workers() -> int:
+    """Worker processes for reading and segmenting: half the cores (at least 1, at most 8)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Device side: explaining a prepared batch.
+
+
+class _Run:
+    """The state of one explain_dataset call in this process."""
+
+    def __init__(self, bb, user_bb, method, config, seed, targets, store, devices, batch):
+        self.bb, self.method, self.config, self.seed = bb, method, config, seed
+        self.targets = targets
+        self.store = store
+        self.devices = devices
+        self.padded = -(-batch // len(devices)) * len(devices)
+        self.device_bb = device_blackbox(user_bb, bb, bb.num_classes)
+        self.explain_images = EXPLAINERS[method][1]
+        self.phases: dict[str, float] = collections.defaultdict(float)
+
+    def _target_of(self, image_id: str, position: int, top1: int):
+        given = self.targets
+        if given is None:
+            return top1
+        if isinstance(given, Mapping):
+            if image_id not in given:
+                raise InputError(f"no target given for image {image_id!r}")
+            value = given[image_id]
+        elif np.ndim(given) == 0:
+            value = given
+        else:
+            if position >= len(given):
+                raise InputError(f"no target for image {image_id!r}: targets has {len(given)} entries")
+            value = given[position]
+        if not float(value).is_integer() or not 0 <= int(value) < self.bb.num_classes:
+            raise InputError(f"target {value!r} of image {image_id!r} is not a class in [0, {self.bb.num_classes})")
+        return int(value)
+
+    def explain(self, prep: _Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str], np.ndarray]:
+        """Maps [b, H, W], targets [b], scores [b], errors, device seconds [b] for a whole batch."""
+        b = len(prep.ids)
+        height, width = prep.images.shape[1:3] if len(prep.images) else self.store.meta["size"]
+        maps = np.full((b, height, width), np.nan, np.float32)
+        targets = np.full(b, -1, np.int32)
+        scores = np.full(b, np.nan, np.float32)
+        device_seconds = np.zeros(b, np.float32)
+        errors = dict(prep.errors)
+        rows = list(range(len(prep.valid)))  # indices into prep.images
+
+        t0 = time.perf_counter()
+        probs = self._unperturbed(prep, rows, errors)
+        for r in list(rows):
+            pos = prep.valid[r]
+            try:
+                targets[pos] = self._target_of(prep.ids[pos], prep.start + pos, int(probs[r].argmax()))
+                scores[pos] = probs[r, targets[pos]]
+            except InputError as err:
+                errors[pos] = str(err)
+                rows.remove(r)
+        self.phases["targets"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self._explain_rows(prep, rows, targets, maps, errors)
+        seconds = time.perf_counter() - t0
+        for r in rows:
+            device_seconds[prep.valid[r]] = seconds / max(1, len(rows))
+        return maps, targets, scores, errors, device_seconds
+
+    def _unperturbed(self, prep, rows, errors) -> np.ndarray:
+        """The black box's probabilities on the batch's images [len(valid), K]; bad rows -> errors."""
+        x = prep.images
+        try:
+            return check_probabilities(self.bb(x), len(x), self.bb.num_classes,
+                                       what="black box on the unperturbed images")
+        except BlackBoxError as err:
+            if not err.rows:
+                raise  # the black box itself is unusable (wrong input size, ...): stop the run
+            for r in err.rows:
+                errors[prep.valid[r]] = f"black box on the unperturbed image: {err}"
+                rows.remove(r)
+            probs = np.full((len(x), self.bb.num_classes), np.nan, np.float32)
+            if rows:
+                probs[rows] = check_probabilities(self.bb(x[rows]), len(rows), self.bb.num_classes,
+                                                  what="black box on the unperturbed images")
+            return probs
+
+    def _explain_rows(self, prep, rows, targets, maps, errors) -> None:
+        """Explains images prep.images[rows] (in place into maps); a black-box failure in a group is
+        narrowed down image by image, so that only the images concerned become errors."""
+        if not rows:
+            return
+        positions = [prep.valid[r] for r in rows]
+        try:
+            group_maps, timings = self._run_engine(prep, rows, targets[positions])
+        except BlackBoxError as err:
+            if len(rows) == 1:
+                errors[positions[0]] = f"black box failed on perturbations: {err}"
+                rows.clear()
+                return
+            for r in list(rows):
+                single = [r]
+                self._explain_rows(prep, single, targets, maps, errors)
+                if not single:
+                    rows.remove(r)
+            return
+        maps[positions] = group_maps
+        for phase, seconds in timings.items():
+            self.phases[phase] += seconds
+
+    def _run_engine(self, prep, rows, targets) -> tuple[np.ndarray, dict]:
+        """The method's engine on images[rows], padded to the fixed batch (repeats of the first
+        image: every image's map is independent of the others, so padding changes nothing)."""
+        count = len(rows)
+        take = np.asarray(rows + [rows[0]] * (self.padded - count))
+        images = prep.images[take]
+        ids = [prep.ids[prep.valid[r]] for r in take]
+        targets = np.concatenate([targets, np.repeat(targets[:1], self.padded - count)]).astype(np.int32)
+        digests = np.array([image_digest(img, t) for img, t in zip(images, targets)], np.uint32)
+        kwargs = {}
+        with image_mesh(self.devices) as mesh:
+            if prep.segmented is not None:
+                seg = prep.segmented
+                group = HostSegments(seg.segments[take], seg.fills[take], seg.num_segments[take],
+                                     bucket_size(int(seg.num_segments[take].max())))
+                kwargs["segmented"] = HostSegments(shard_images(mesh, group.segments),
+                                                   shard_images(mesh, group.fills),
+                                                   shard_images(mesh, group.num_segments), group.max_segments)
+            group_maps, timings = self.explain_images(
+                self.device_bb, shard_images(mesh, images) if mesh is not None else images,
+                shard_images(mesh, targets) if mesh is not None else targets,
+                shard_images(mesh, digests) if mesh is not None else digests,
+                self.config, self.seed, ids, **kwargs)
+        return np.asarray(group_maps)[:count], timings
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver.
+
+
+def _batches(items: Iterator[Item], batch: int) -> Iterator[tuple[int, list[Item]]]:
+    for k in range(1 << 62):
+        chunk = list(islice(items, batch))
+        if not chunk:
+            return
+        yield k, chunk
+
+
+def _model_hwc(bb) -> tuple[int | None, int | None, int | None]:
+    hwc = getattr(bb, "expected_hwc", None)
+    return tuple(hwc) if hwc is not None else (None, None, None)  # type: ignore[return-value]
+
+
+def _first_image_shape(src) -> tuple[int, int, int]:
+    """(H, W, C) of the first readable image in input order."""
+    reasons = []
+    for item in src.items():
+        try:
+            return image_shape(item.raw)
+        except ImageReadError as err:
+            reasons.append(f"{item.id}: {err}")
+            if len(reasons) >= 20:
+                break
+    raise InputError("no readable image to take the size from; " + "; ".join(reasons[:3]))
+
+
+def _resolve_size(bb, src, size) -> tuple[tuple[int, int], int]:
+    """(H, W) and C of the store: `size` if given, else the model's fixed input, else the first image's."""
+    model_h, model_w, model_c = _model_hwc(bb)
+    if size is not None:
+        size = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(s) for s in size)
+        if len(size) != 2 or min(size) < 8:
+            raise InputError(f"size must be (H, W) or one side, each at least 8; got {size}")
+        if None not in (model_h, model_w) and size != (model_h, model_w):
+            raise InputError(f"size={size} but the model takes {model_h}x{model_w} images")
+    first = None
+    if size is None:
+        if None not in (model_h, model_w):
+            size = (model_h, model_w)
+        else:
+            first = _first_image_shape(src)
+            size = first[:2]
+    channels = model_c
+    if channels is None:
+        channels = (first or _first_image_shape(src))[2]
+    return size, channels
+
+
+def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int = 0, targets=None, *,
+                    size: int | Sequence[int] | None = None, batch_size: int | None = None,
+                    memory_budget: int | None = None, device_memory_budget: int | None = None,
+                    workers: int | None = None, prefetch: int = 2, progress: bool = True,
+                    devices: Sequence | None = None, process_index: int | None = None,
+                    process_count: int | None = None) -> RunSummary:
+    """Explains every image of `source` and writes the results to the store `out`.
+
+    Args:
+      bb: a black box or callable x [n, H, W, C] float32 in [0, 1] -> probabilities [n, K].
+      source: a directory, glob pattern, .npz file (``FILE.npz`` or ``FILE.npz:KEY``), NumPy array
+        [n, H, W, C] or iterable of images (`daxjax.sources.open_source`).
+      out: the store directory (created; or resumed when it holds a store of the same run).
+      method, config, seed: as in `daxjax.explain`; config's execution fields (image_batch,
+        query_chunk) are chosen here from the memory budget unless query_chunk is set.
+      targets: None (the black box's top-1 class), one int for all, a sequence in input order,
+        or a mapping id -> class (an image without an entry becomes an error row).
+      size: (H, W) or one side every image is resized to (the aspect ratio is not kept); None:
+        the model's fixed input size, else the first readable image's size. Channels follow the
+        model's fixed C, else the first image.
+      batch_size: images per step over all local devices; None: from the memory budget
+        (`daxjax.budget.plan_batches`). Fixed for the store's lifetime once created.
+      memory_budget, device_memory_budget: bytes of host memory / memory per device to plan
+        for (None: a quarter of the available host memory / half of each device's memory).
+      workers: processes reading and segmenting images (None: `default_workers()`; 0: in
+        this process). prefetch: prepared batches allowed to wait.
+      progress: a progress bar (tqdm, on stderr) with images/s and the time left.
+      devices: local devices to split each batch over (None: all of `jax.local_devices()`).
+      process_index, process_count: this process's share (None: from `jax.process_index()` and
+        `jax.process_count()`, i.e. after `jax.distributed.initialize`).
+
+    Returns:
+      A `RunSummary` of this call. Results: `daxjax.load_results(out)`.
+
+    Raises:
+      InputError, SourceError, StoreError: unusable arguments, source or store (a resumed store
+      made with another method, config, seed or image size); BlackBoxError: a black box that
+      fails on every image.
+    """
+    import jax
+
+    start_time = time.perf_counter()
+    config = _resolve_config(method, config)
+    src = open_source(source)
+    num_images = source_length(src)
+    user_bb, bb = bb, as_blackbox(bb)
+    devices = list(devices) if devices is not None else jax.local_devices()
+    pid = jax.process_index() if process_index is None else int(process_index)
+    pcount = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= pid < pcount:
+        raise InputError(f"process_index={pid} is outside [0, process_count={pcount})")
+    out = Path(out)
+
+    identity = {"method": method, "config": config_record(config), "seed": int(seed), "size": None,
+                "channels": None, "batch": batch_size, "num_images": num_images}
+    if size is not None or not (out / "meta.json").exists():
+        hw, channels = _resolve_size(bb, src, size)
+        identity.update(size=list(hw), channels=int(channels))
+    if pid == 0 and not (out / "meta.json").exists():
+        plan = plan_batches(config, *identity["size"], identity["channels"], devices=len(devices),
+                            num_images=None if num_images is None else -(-num_images // pcount),
+                            host_budget=memory_budget, device_budget=device_memory_budget,
+                            batch=batch_size, prefetch=prefetch)
+        identity["batch"] = plan.batch
+    store = ResultStore.open_for_run(out, identity, create=pid == 0)
+    height, width = store.meta["size"]
+    channels = store.meta["channels"]
+    batch = store.meta["batch"]
+    plan = plan_batches(config, height, width, channels, devices=len(devices), num_images=None,
+                        host_budget=memory_budget, device_budget=device_memory_budget, batch=batch,
+                        prefetch=prefetch)
+    if getattr(config, "query_chunk", "absent") is None:
+        config = config.replace(query_chunk=plan.query_chunk)
+    if hasattr(config, "image_batch"):
+        config = config.replace(image_batch=plan.batch)
+
+    run = _Run(bb, user_bb, method, config, seed, targets, store, devices, batch)
+    committed = store.committed()
+    part = part_name(pid)
+    segment_config = config if method in SEGMENT_METHODS else None
+    mine_total = None if num_images is None else sum(
+        min(batch, num_images - k * batch) for k in range(-(-num_images // batch)) if process_share(k, pid, pcount))
+    already = sum(r["stop"] - r["start"] for k, r in committed.items() if process_share(k, pid, pcount))
+    bar = _progress_bar(progress, mine_total, already, f"{method} -> {out.name}")
+    explained = errors_written = skipped = 0
+    seen = 0
+    pending: collections.deque = collections.deque()
+    pool = _worker_pool(default_workers() if workers is None else int(workers))
+
+    def finish(future) -> None:
+        nonlocal explained, errors_written
+        t0 = time.perf_counter()
+        prep = future.result()
+        run.phases["wait"] += time.perf_counter() - t0
+        maps, targets_, scores, errors, device_seconds = run.explain(prep)
+        t0 = time.perf_counter()
+        status = ["error" if i in errors else "ok" for i in range(len(prep.ids))]
+        timings = np.stack([prep.host_seconds, device_seconds], axis=1)
+        store.commit(prep.batch, part, range(prep.start, prep.start + len(prep.ids)), prep.ids, status,
+                     {prep.ids[i]: reason for i, reason in errors.items()}, maps, targets_, scores, timings,
+                     dict(run.phases))
+        run.phases["commit"] += time.perf_counter() - t0
+        explained += status.count("ok")
+        errors_written += len(errors)
+        bar.update(len(prep.ids))
+        bar.set_postfix(errors=errors_written, refresh=False)
+
+    try:
+        for k, chunk in _batches(src.items(), batch):
+            seen += len(chunk)
+            if not process_share(k, pid, pcount):
+                continue
+            ids = [item.id for item in chunk]
+            if k in committed:
+                if committed[k]["ids"] != ids:
+                    raise InputError(
+                        f"the images changed since {out} was written: batch {k} held "
+                        f"{committed[k]['ids'][:3]}..., the source now gives {ids[:3]}...; use a new --out")
+                skipped += len(chunk)
+                continue
+            task = _Task(k, k * batch, ids, [item.raw for item in chunk], (height, width), channels, segment_config)
+            pending.append(pool.submit(_prepare, task))
+            while len(pending) > plan.prefetch:
+                finish(pending.popleft())
+        while pending:
+            finish(pending.popleft())
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    if num_images is None and pid == 0:
+        store.close_count(seen)
+    seconds = time.perf_counter() - start_time
+    return RunSummary(str(out), explained, errors_written, skipped, seconds,
+                      (explained + errors_written) / seconds if seconds > 0 else 0.0, dict(run.phases), plan,
+                      pid, pcount)
+
+
+def _progress_bar(enabled: bool, total: int | None, initial: int, description: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc=description, disable=not enabled,
+                dynamic_ncols=True, smoothing=0.1)

@@ -1,0 +1,317 @@
+"""Where a dataset's images come from, and how one is read: decoded, converted, resized.
+
+`open_source(source)` accepts
+  * a directory: every file with an image extension below it (recursively), in sorted path order,
+    named by its path relative to the directory;
+  * a glob pattern (``"photos/**/*.jpg"``): the matching files, sorted, named by their paths;
+  * a ``.npz`` file: the images of one array (``[n, H, W, C]`` or ``[n, H, W]``, uint8 or floats
+    in [0, 1]), named ``"<array>/<row>"``; rows are read one at a time, never the whole array;
+  * a NumPy array ``[n, H, W, C]`` or any Python iterable of ``[H, W, C]`` / ``[H, W]`` arrays,
+    named by position (``"0"``, ``"1"``, ...).
+
+A source only lists `Item`s (position, id, raw); `read_image(raw, ...)` turns a raw item into a
+float32 [H, W, C] image. It runs in worker processes (`daxjax.pipeline`), so raw items are small
+and picklable (a path, an npz reference, or the array itself for in-memory sources), and an image
+that cannot be read raises `ImageReadError` with the reason, which becomes that image's error row.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+#: File name endings read as images (case-insensitive). Other files in a directory are not
+#: images of the dataset; `DirectorySource.skipped` lists them so that none goes unnoticed.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm", ".pbm", ".npy")
+
+
+class SourceError(ValueError):
+    """A dataset source that cannot be opened as given (a missing path, an empty directory, ...)."""
+
+
+class ImageReadError(ValueError):
+    """One image that cannot be read or is not a valid image; its message is the error row's reason."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a source: its place in input order, its name, and how to read it."""
+
+    position: int
+    id: str
+    raw: Any  # a path (str), an `NpzRow`, or an array [H, W, C] / [H, W]
+
+
+@dataclass(frozen=True)
+class NpzRow:
+    """Row `row` of array `key` in the .npz file `path`."""
+
+    path: str
+    key: str
+    row: int
+
+
+class DirectorySource:
+    """Image files below a directory, sorted by relative path (ids: the relative paths)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        files, skipped = [], []
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.root).as_posix()
+            if any(part.startswith(".") for part in Path(rel).parts):
+                continue  # hidden files and folders (.DS_Store, .git, ...)
+            (files if path.suffix.lower() in IMAGE_EXTENSIONS else skipped).append(rel)
+        if not files:
+            raise SourceError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in directory {self.root}")
+        self.files = files
+        self.skipped = skipped
+        self.description = f"directory {self.root} ({len(files)} images)"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def items(self) -> Iterator[Item]:
+        for i, rel in enumerate(self.files):
+            yield Item(i, rel, str(self.root / rel))
+
+
+class GlobSource:
+    """Files matching a glob pattern (``**`` recurses), sorted; ids: the matched paths."""
+
+    def __init__(self, pattern: str):
+        self.files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        if not self.files:
+            raise SourceError(f"no files match {pattern!r}")
+        self.skipped: list[str] = []
+        self.description = f"glob {pattern!r} ({len(self.files)} files)"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def items(self) -> Iterator[Item]:
+        for i, path in enumerate(self.files):
+            yield Item(i, path, path)
+
+
+class NpzSource:
+    """The images of one array in an .npz file (ids ``"<key>/<row>"``), read row by row."""
+
+    def __init__(self, path: str | os.PathLike, key: str | None = None):
+        self.path = str(path)
+        try:
+            with np.load(self.path) as archive:
+                keys = list(archive.files)
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise SourceError(f"{self.path}: cannot read it as an .npz file: {err}") from err
+        if key is None:
+            if len(keys) != 1:
+                image_like = [k for k in keys if k in ("images", "x", "arr_0")]
+                if len(image_like) != 1:
+                    raise SourceError(f"{self.path} holds arrays {keys}; say which holds the images "
+                                      "(FILE.npz:KEY on the command line, NpzSource(path, key) in Python)")
+                keys = image_like
+            key = keys[0]
+        if key not in keys:
+            raise SourceError(f"{self.path} has no array {key!r}; it holds {keys}")
+        self.key = key
+        shape, dtype = _npz_header(self.path, key)[:2]
+        if len(shape) not in (3, 4):
+            raise SourceError(f"{self.path}:{key} has shape {shape}; expected images [n, H, W, C] or [n, H, W]")
+        self.shape, self.dtype = shape, dtype
+        self.skipped: list[str] = []
+        self.description = f"{self.path}:{key} ({shape[0]} images)"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def items(self) -> Iterator[Item]:
+        for row in range(self.shape[0]):
+            yield Item(row, f"{self.key}/{row}", NpzRow(self.path, self.key, row))
+
+
+class ArraySource:
+    """An in-memory array [n, H, W, C] or [n, H, W], or a Python iterable of images (ids: positions)."""
+
+    def __init__(self, images: Iterable):
+        self.images = images
+        self.skipped: list[str] = []
+        try:
+            self._len: int | None = len(images)  # type: ignore[arg-type]
+        except TypeError:
+            self._len = None
+        what = f"array {getattr(images, 'shape', '')}" if isinstance(images, np.ndarray) else type(images).__name__
+        self.description = f"in-memory {what}".strip()
+
+    def __len__(self) -> int:
+        if self._len is None:
+            raise TypeError("this source's length is not known before it is read")
+        return self._len
+
+    def items(self) -> Iterator[Item]:
+        for i, image in enumerate(self.images):
+            yield Item(i, str(i), image)
+
+
+def source_length(source) -> int | None:
+    """The number of images, or None for an iterable whose length is known only at its end."""
+    try:
+        return len(source)
+    except TypeError:
+        return None
+
+
+def open_source(source) -> DirectorySource | GlobSource | NpzSource | ArraySource:
+    """A source for a directory, glob pattern, .npz file (``FILE.npz`` or ``FILE.npz:KEY``),
+    NumPy array or Python iterable of images; an object with `items()` is returned as it is."""
+    if hasattr(source, "items") and hasattr(source, "description"):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        path, _, key = text.rpartition(":") if ".npz:" in text else (text, "", "")
+        if path.lower().endswith(".npz"):
+            if not os.path.isfile(path):
+                raise SourceError(f"no such .npz file: {path}")
+            return NpzSource(path, key or None)
+        if os.path.isdir(text):
+            return DirectorySource(text)
+        if glob.has_magic(text):
+            return GlobSource(text)
+        if os.path.isfile(text):
+            return GlobSource(glob.escape(text))
+        raise SourceError(f"no such file or directory: {text}")
+    if isinstance(source, np.ndarray):
+        if source.ndim not in (3, 4):
+            raise SourceError(f"an image array must be [n, H, W, C] or [n, H, W]; got shape {source.shape}")
+        return ArraySource(source)
+    if isinstance(source, Iterable):
+        return ArraySource(source)
+    raise SourceError(f"cannot read images from a {type(source).__name__}: give a directory, a glob "
+                      "pattern, an .npz file, an array [n, H, W, C] or an iterable of images")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one image (in worker processes).
+
+
+def read_image(raw: Any, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    """Reads, converts and resizes one image: float32 [H, W, C] in [0, 1].
+
+    size: (H, W) to resize to (bilinear, antialiased when shrinking; the aspect ratio is not
+      kept), None: as stored. channels: 1 or 3 (colour -> grey by luminance, grey -> colour by
+      replication; an alpha channel is dropped), None: as stored.
+    Raises ImageReadError naming what is wrong.
+    """
+    if isinstance(raw, NpzRow):
+        array = _npz_row(raw.path, raw.key, raw.row)
+    elif isinstance(raw, str):
+        array = _decode_file(raw)
+    else:
+        array = np.asarray(raw)
+    return _standardise(array, size, channels)
+
+
+def image_shape(raw: Any) -> tuple[int, int, int]:
+    """(H, W, C) of a raw item as stored (C after dropping alpha: 1 or 3)."""
+    image = read_image(raw, None, None)
+    return image.shape  # type: ignore[return-value]
+
+
+def _decode_file(path: str) -> np.ndarray:
+    if path.lower().endswith(".npy"):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ImageReadError(f"cannot read .npy file: {err}") from err
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA"):
+                converted = image.convert("L")
+            else:
+                converted = image.convert("RGB")
+            return np.asarray(converted)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"cannot decode as an image: {err}") from err
+
+
+def _standardise(array: np.ndarray, size, channels) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ImageReadError(f"not an image: shape {array.shape} (expected [H, W], [H, W, 1|3|4])")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageReadError(f"empty image: shape {array.shape}")
+    if array.shape[-1] == 4:
+        array = array[..., :3]
+    if array.dtype == np.uint8:
+        image = array.astype(np.float32) / np.float32(255)
+    elif np.issubdtype(array.dtype, np.floating):
+        image = array.astype(np.float32)
+        if not np.isfinite(image).all():
+            raise ImageReadError("image has NaN or inf pixels")
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageReadError(f"float image outside [0, 1] (min {low:.4g}, max {high:.4g}); "
+                                 "store uint8 or divide by 255 (nothing is clipped)")
+    else:
+        raise ImageReadError(f"image dtype {array.dtype} is neither uint8 nor float in [0, 1]")
+    if channels is not None and image.shape[-1] != channels:
+        if channels == 1:  # ITU-R 601 luma, as PIL's "L" conversion
+            image = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        else:
+            image = np.repeat(image, 3, axis=-1)
+    if size is not None and tuple(image.shape[:2]) != tuple(size):
+        image = _resize(image, size)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def _resize(image: np.ndarray, size) -> np.ndarray:
+    from skimage.transform import resize
+
+    out = resize(image, (size[0], size[1], image.shape[-1]), order=1, mode="edge",
+                 anti_aliasing=bool(size[0] < image.shape[0] or size[1] < image.shape[1]),
+                 preserve_range=True)
+    # Interpolation stays within the input's range up to round-off; keep [0, 1] exact.
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _npz_header(path: str, key: str):
+    """(shape, dtype, fortran_order, data offset, compressed) of array `key` in an .npz."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise SourceError(f"{path}:{key} uses .npy format {version}; save it with NumPy's default")
+            shape, fortran, dtype = read_header(member)
+            offset = member.tell()
+    if fortran:
+        raise SourceError(f"{path}:{key} is stored in Fortran order; save it C-contiguous")
+    return shape, dtype, fortran, offset, info.compress_type != zipfile.ZIP_STORED
+
+
+def _npz_row(path: str, key: str, row: int) -> np.ndarray:
+    """One row of an .npz array, reading only that row (seeking inside the zip member)."""
+    shape, dtype, _, offset, _ = _npz_header(path, key)
+    row_items = int(np.prod(shape[1:]))
+    with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
+        member.seek(offset + row * row_items * dtype.itemsize)
+        data = member.read(row_items * dtype.itemsize)
+    if len(data) != row_items * dtype.itemsize:
+        raise ImageReadError(f"{path}:{key} row {row} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape[1:])
