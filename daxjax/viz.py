@@ -89,10 +89,11 @@ def _figure_png(fig) -> bytes:
 
 
 def save_grid(path, images: np.ndarray, maps: Mapping[str, np.ndarray], row_titles: Sequence[str],
-              tile_inches: float = 1.9, dpi: int = 90) -> Path:
+              tile_inches: float = 1.9, dpi: int = 90, colours: int | None = None) -> Path:
     """Writes one PNG: a row per image, the input (titled row_titles[i]) then each method's overlay.
 
     images: [B, H, W, C] in [0, 1]; maps: method name -> [B, H, W] maps in [0, 1] (column order).
+    colours: when given, a palette PNG of that many colours (about 4x smaller, e.g. for a README).
     """
     batch = len(images)
     columns = 1 + len(maps)
@@ -109,8 +110,14 @@ def save_grid(path, images: np.ndarray, maps: Mapping[str, np.ndarray], row_titl
     fig.tight_layout(pad=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    if colours is None:
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+    from PIL import Image  # matplotlib's own dependency
+
+    rgb = Image.open(io.BytesIO(_figure_png(fig))).convert("RGB")
+    rgb.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
 
