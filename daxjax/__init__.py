@@ -15,11 +15,11 @@ from daxjax.kernelshap import KernelSHAPConfig
 from daxjax.lime import LIMEConfig
 from daxjax.occlusion import OcclusionConfig
 from daxjax.pipeline import RunSummary, explain_dataset
-from daxjax.report import write_report, write_results_report
+from daxjax.report import write_report, write_store_report
 from daxjax.rise import RISEConfig
 from daxjax.store import Results, load_results
 
 __all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Explanation", "GradientConfig", "InputError",
            "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
            "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig", "explain",
-           "explain_audio", "explain_dataset", "load_results", "metrics", "write_report", "write_results_report"]
+           "explain_audio", "explain_dataset", "load_results", "metrics", "write_report", "write_store_report"]

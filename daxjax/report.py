@@ -10,6 +10,8 @@ What `out_dir` receives:
     report-page2.html ...  further pages of pictures, `per_page` images each
     report_files/          the pictures as PNG files (none with `embed=True`)
 
+`write_store_report(store, source)` does the same for a results store of `daxjax.explain_dataset`.
+
 Per image, a card: the input (and the ground truth, when masks are given) beside, per method, the
 map as a heat-map overlay above its region (map > mean + k·std, the threshold of
 `daxjax.metrics.iou`), with the explained label and the black box's probability of it.
@@ -54,7 +56,7 @@ def write_report(out_dir, images, explanations: Mapping[str, Explanation], *, cl
                  masks=None, bb=None, ids: Sequence | None = None, errors: Mapping | None = None,
                  title: str = "daxjax report", config: Any = None, k: float = 1.0,
                  max_images: int = 200, per_page: int = 50, embed: bool = False,
-                 auc_steps: int = metrics.DEFAULT_STEPS) -> Path:
+                 auc_steps: int = metrics.DEFAULT_STEPS, total_images: int | None = None) -> Path:
     """Writes the report of explanations of the same B images by one or more methods.
 
     Args:
@@ -76,6 +78,8 @@ def write_report(out_dir, images, explanations: Mapping[str, Explanation], *, cl
       per_page: images per HTML page.
       embed: pictures as data URIs inside the pages instead of files in report_files/.
       auc_steps: steps of the deletion/insertion curves (`daxjax.metrics.deletion_auc`).
+      total_images: how many images the run explained in all, when `images` are only the first
+        of them (e.g. a store's report); the page says what it covers.
 
     Returns:
       The path of report.html.
@@ -90,9 +94,9 @@ def write_report(out_dir, images, explanations: Mapping[str, Explanation], *, cl
     masks = None if masks is None else _check_masks(masks, x.shape[:3])
     ids = [str(i) for i in range(batch)] if ids is None else _check_ids(ids, batch)
     labels = _label_function(class_names, explanations)
-    for name, value in (("max_images", max_images), ("per_page", per_page)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    max_images, per_page = _positive("max_images", max_images), _positive("per_page", per_page)
+    if total_images is not None and _positive("total_images", total_images) < batch:
+        raise ValueError(f"total_images={total_images} is fewer than the {batch} images given")
 
     table = compute_metrics(x, explanations, masks=masks, bb=bb, k=k, auc_steps=auc_steps)
     out_dir = Path(out_dir)
@@ -106,30 +110,72 @@ def write_report(out_dir, images, explanations: Mapping[str, Explanation], *, cl
     cards = [_card(i, ids[i], x[i], explanations, regions, None if masks is None else masks[i], table,
                    labels, pictures, k) for i in range(shown)]
     pages = [cards[lo:lo + per_page] for lo in range(0, shown, per_page)]
-    first_page = _first_page_sections(batch, shown, max_images, explanations, table, chart, errors,
-                                      config, masks is not None, bb is not None, k, auc_steps)
+    first_page = _first_page_sections(batch, shown, max_images, total_images, explanations, table, chart,
+                                      errors, config, masks is not None, bb is not None, k, auc_steps)
     pages_html = [_page(title, number, len(pages), shown, batch, per_page, legend, page_cards,
                         first_page if number == 1 else ("", ""), masks is not None)
                   for number, page_cards in enumerate(pages, 1)]
     return _write_pages(out_dir, pages_html, pictures)
 
 
-def write_results_report(out_dir, results, images, *, method: str = "dax", config=None, **options) -> Path:
-    """The report of a results store: `results` as `daxjax.load_results(store)` returns it.
+def write_store_report(store, source, out_dir=None, *, masks=None, max_images: int = 200,
+                       title: str | None = None, **options) -> Path:
+    """The report of a results store written by `daxjax.explain_dataset`.
+
+    A store keeps maps, not pictures, so the images are read again from `source`. The report
+    covers the first `max_images` explained images in input order (pictures, metrics, timings);
+    the store's errors are all listed.
 
     Args:
-      out_dir: where report.html goes (see `write_report`).
-      results: has .ids [n], .maps [n, H, W], .targets [n], .scores [n] and .errors (id -> reason
-        for the images that failed, listed in the report).
-      images: the n explained images, in the order of results.ids (float32 in [0, 1] or uint8,
-        [n, H, W, C]); a store keeps maps, not pictures, so the caller reads them from its source.
-      method, config: what produced the maps (shown on the page).
-      options: passed on to `write_report` (class_names, masks, bb, title, max_images, ...).
+      store: the store directory.
+      source: what the store was made from (directory, glob pattern, .npz file, array: as given to
+        `explain_dataset`); images are matched by id and resized to the store's size.
+      out_dir: where report.html goes; None: the store directory.
+      masks: ground truth [n, H, W] for the source's images in input order (any n that covers them).
+      max_images, title, options: as `write_report` (class_names, bb, per_page, embed, ...).
+
+    Raises:
+      InputError: the store has no explained image, or `source` lacks some of its ids.
     """
-    explanation = Explanation(np.asarray(results.maps), np.asarray(results.targets),
-                              np.asarray(results.scores), method, config)
-    return write_report(out_dir, images, {method: explanation}, ids=list(results.ids),
-                        errors=results.errors, **options)
+    from daxjax.sources import open_source, read_image
+    from daxjax.store import ResultStore, load_results
+
+    results = load_results(store)
+    if not results.ids:
+        raise InputError(f"store {store} has no explained images ({len(results.errors)} error(s)); "
+                         "nothing to draw")
+    count = min(len(results.ids), _positive("max_images", max_images))
+    wanted = results.ids[:count]
+    items = _items_by_id(open_source(source), set(wanted))
+    missing = [image_id for image_id in wanted if image_id not in items]
+    if missing:
+        raise InputError(f"source {source!r} has no image(s) {missing[:5]} of store {store}: "
+                         "give the source the store was made from")
+    meta = ResultStore.open(store).meta
+    images = np.stack([read_image(items[i].raw, tuple(meta["size"]), meta["channels"]) for i in wanted])
+    if masks is not None:
+        masks = np.asarray(masks)[[items[i].position for i in wanted]]
+    per_image = np.asarray(results.timings[:count], np.float64)
+    timings = {f"{field} (sum)": float(total) for field, total in zip(results.timing_fields, per_image.sum(axis=0))}
+    explanation = Explanation(results.maps[:count], results.targets[:count], results.scores[:count],
+                              results.method, results.config, timings)
+    run = {"store": str(Path(store).resolve()), "source": str(source) if isinstance(source, (str, Path)) else
+           type(source).__name__, "seed": results.seed, "complete": results.complete}
+    return write_report(Path(store) if out_dir is None else out_dir, images, {results.method: explanation},
+                        ids=wanted, errors=results.errors, masks=masks, max_images=count,
+                        total_images=len(results.ids), title=title or f"daxjax report: {Path(store).name}",
+                        config=run, **options)
+
+
+def _items_by_id(source, wanted: set[str]) -> dict:
+    """id -> `sources.Item` for the wanted ids, reading the source only until all are found."""
+    found = {}
+    for item in source.items():
+        if item.id in wanted:
+            found[item.id] = item
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def compute_metrics(images, explanations: Mapping[str, Explanation], *, masks=None, bb=None,
@@ -171,6 +217,12 @@ def reference_maps(shape: tuple[int, int, int], seed: int = 0) -> dict[str, np.n
 
 # --------------------------------------------------------------------------------------------
 # Checks
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _check_explanations(explanations, shape: tuple[int, int, int]) -> dict[str, Explanation]:
@@ -287,10 +339,13 @@ def _figure(src: str, alt: str, caption: str, width: int, raw_caption: bool = Fa
 # Page sections
 
 
-def _first_page_sections(batch, shown, max_images, explanations, table, chart, errors, config,
-                         has_masks, has_bb, k, auc_steps) -> tuple[str, str]:
+def _first_page_sections(batch, shown, max_images, total_images, explanations, table, chart, errors,
+                         config, has_masks, has_bb, k, auc_steps) -> tuple[str, str]:
     """(what goes above the pictures, what goes below them) on the first page."""
     parts = []
+    if total_images is not None and total_images > batch:
+        parts.append(f'<p class="note">This report covers the first {batch} of the {total_images} explained '
+                     f"images (max_images={max_images}): pictures, metrics and timings.</p>")
     if shown < batch:
         parts.append(f'<p class="note">Pictures are drawn for the first {shown} of {batch} images '
                      f"(max_images={max_images}); the metrics and timings cover all {batch}.</p>")
@@ -388,7 +443,7 @@ def _defaults(config_type) -> dict[str, Any]:
 
 def _timings_section(explanations: Mapping[str, Explanation], batch: int) -> str:
     if not any(ex.timings for ex in explanations.values()):
-        return ""  # e.g. maps read back from a store, which keeps no timings
+        return ""  # nothing was timed: no empty table
     phases = []
     for ex in explanations.values():
         phases += [p for p in ex.timings if p not in phases and p != "total"]
@@ -396,11 +451,11 @@ def _timings_section(explanations: Mapping[str, Explanation], batch: int) -> str
     rows = []
     for name, ex in explanations.items():
         cells = "".join(f"<td>{ex.timings[p]:.2f}</td>" if p in ex.timings else "<td>–</td>" for p in phases)
-        total = ex.timings.get("total")
-        total_cells = (f"<td>{total:.2f}</td><td>{total / batch:.3f}</td>" if total is not None
-                       else "<td>–</td><td>–</td>")
+        # explain() measures its wall-clock total; a store records phases only, which then add up.
+        total = ex.timings.get("total", sum(ex.timings.values()))
+        total_cells = f"<td>{total:.2f}</td><td>{total / batch:.3f}</td>" if ex.timings else "<td>–</td>" * 2
         rows.append(f"<tr><th>{_e(name)}</th>{cells}{total_cells}</tr>")
-    return (f'<section><h2>Timings <small>(seconds, this run; include one-off compilation)</small></h2>'
+    return (f'<section><h2>Timings <small>(seconds; one-off compilation included)</small></h2>'
             f'<table class="timings"><thead><tr><th></th>{head}<th>total</th><th>per image</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 

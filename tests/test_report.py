@@ -176,14 +176,20 @@ def test_embedded_report_is_one_file(tmp_path):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_SIGNATURE
 
 
-def test_results_store_report_lists_failures(tmp_path):
-    images, ex = _synthetic(2)
-    results = SimpleNamespace(ids=["cat.png", "dog.png"], maps=ex.maps, targets=ex.targets, scores=ex.scores,
-                              errors={"bird.png": "black box returned NaN"})
-    page = daxjax.write_results_report(tmp_path, results, images, method="rise").read_text(encoding="utf-8")
-    assert "cat.png" in page and "dog.png" in page
-    assert "bird.png" in page and "black box returned NaN" in page
-    assert "Timings" not in page  # a store keeps no timings: no empty table
+def test_store_report_reads_pictures_back_and_lists_failures(explained, tmp_path):
+    images, masks = colour_patch_scenes(4, 32, seed=1)
+    images[2, 0, 0, 0] = np.nan  # an error row of the store, listed on the page
+    store = tmp_path / "store"
+    daxjax.explain_dataset(explained.bb, images, store, method="occlusion", workers=0, progress=False)
+    page = daxjax.write_store_report(store, images, masks=masks, max_images=2).read_text(encoding="utf-8")
+    assert page.count('class="card"') == 2 and "first 2 of the 3 explained images" in page
+    assert "1 image(s) could not be explained" in page and "NaN or inf" in page
+    results = daxjax.load_results(store)  # the report beside the store leaves it readable
+    iou = daxjax.metrics.iou(results.maps[:2], masks[:2]).mean()
+    assert re.search(rf"<tr><th>occlusion</th><td[^>]*>{iou:.3f}", page)
+    assert (store / FILES_DIR / "input_1.png").is_file() and "host_seconds (sum)" in page
+    with pytest.raises(daxjax.InputError, match=r"has no image\(s\) \['3'\]"):
+        daxjax.write_store_report(store, images[:3], out_dir=tmp_path / "elsewhere")
 
 
 def test_bad_arguments_are_named(tmp_path):
