@@ -1,0 +1,239 @@
+"""Where in time does the sound classifier listen? The paper's ESC-10 protocol with open sounds.
+
+    bash benchmarks/audio/setup.sh              # once: Debian's sounds, espeak-ng, soundfile
+    python -m benchmarks.audio                  # >= 100 correctly classified held-out clips (~1 hour, 2 CPUs)
+    python -m benchmarks.audio --quick          # 12 clips, N=200: a smoke run of a few minutes
+    python -m benchmarks.audio --ablation       # the fill / resolution study (on other clips)
+
+Clips (`benchmarks/audio/data.py`): a real sound event (sonic-pi samples, espeak-ng and
+pocketsphinx speech) padded at both ends with background noise of random duration at a fixed
+SNR; ground truth = the event's interval. Black box: the committed `sound_cnn.onnx` (waveforms in;
+`MODEL_CARD.md`). Only clips of the test split (recordings the model never heard) that it
+classifies correctly count. Every sampling method gets the same query budget N.
+
+Columns:
+  IoU        mean (std) 1-D IoU of the time map thresholded at mean + 1 std (the paper's threshold)
+             with the event's frames
+  del        deletion AUC over time: frames removed in descending saliency, 2 % per step, removed
+             frames hear the clip's noise floor (lower is better); del/p0: divided by the
+             unperturbed probability
+  s/clip     wall-clock seconds per clip (2 CPU cores; one process, methods in turn)
+References: a random map and a centred window as long as the mean event (no explainer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.results import RESULTS, write_section
+
+SECTION = "## Audio: explaining a sound classifier in time (issue 6)"
+MODEL = Path(__file__).parent / "sound_cnn.onnx"
+EVAL_SEED, ABLATION_SEED = 123, 321
+
+
+def black_box():
+    from blackbox_adapters import OnnxWaveformBlackBox
+
+    from .data import SAMPLE_RATE
+
+    return OnnxWaveformBlackBox(MODEL, sample_rate=SAMPLE_RATE, intra_op_threads=2)
+
+
+def correct_clips(bb, count: int, seed: int, keep: int | None):
+    """Test-split clips the black box classifies correctly (the first `keep` of them)."""
+    from .data import make_clips
+
+    drawn = make_clips(count, seed=seed, split="test")
+    right = np.flatnonzero(bb(drawn.waveforms).argmax(axis=1) == drawn.labels)[:keep]
+    return drawn, dataclasses.replace(drawn, waveforms=drawn.waveforms[right], labels=drawn.labels[right],
+                                      intervals=drawn.intervals[right], sources=[drawn.sources[i] for i in right])
+
+
+def audio_config(explainer=None, **changes):
+    import daxjax.audio
+
+    from .data import SAMPLE_RATE
+
+    spec = daxjax.audio.SpectrogramConfig(sample_rate=SAMPLE_RATE)
+    return daxjax.audio.AudioConfig(explainer=explainer, spectrogram=spec, **changes)
+
+
+def methods(budget: int) -> dict:
+    """Row name -> (method, AudioConfig), every sampling method at the same query budget N."""
+    import daxjax
+
+    return {
+        "DAX (ours)": ("dax", audio_config(daxjax.DAXConfig(num_samples=budget))),
+        "RISE": ("rise", audio_config(daxjax.RISEConfig(num_samples=budget, cells=16))),
+        "LIME": ("lime", audio_config(daxjax.LIMEConfig(num_samples=budget))),
+        "KernelSHAP": ("kernelshap", audio_config(daxjax.KernelSHAPConfig(num_samples=budget))),
+        "Occlusion": ("occlusion", audio_config(daxjax.OcclusionConfig(window=8, stride=4))),
+    }
+
+
+def reference_maps(count: int, frame_times: np.ndarray, mean_duration: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    centre = (frame_times[0] + frame_times[-1]) / 2
+    window = (np.abs(frame_times - centre) < mean_duration / 2).astype(np.float32)
+    return {"random map": rng.uniform(size=(count, frame_times.size)).astype(np.float32),
+            "centred window": np.repeat(window[None], count, axis=0)}
+
+
+def score(bb, clips, maps, truth, config, seconds=None) -> dict:
+    from daxjax.audio import metrics
+
+    from .data import SAMPLE_RATE
+
+    deletion = metrics.deletion_auc(bb, clips.waveforms, maps, clips.labels, SAMPLE_RATE, config)
+    p0 = bb(clips.waveforms)[np.arange(len(clips)), clips.labels]
+    return {"iou": metrics.iou(maps, truth), "deletion": deletion, "deletion_norm": deletion / p0,
+            "seconds": seconds}
+
+
+def row(name: str, s: dict) -> str:
+    secs = "—" if s["seconds"] is None else f"{s['seconds']:.2f}"
+    return (f"| {name} | {s['iou'].mean():.3f} ({s['iou'].std():.3f}) | {s['deletion'].mean():.3f} | "
+            f"{s['deletion_norm'].mean():.3f} | {secs} |")
+
+
+HEADER = ["| method | IoU mean (std) | del | del/p0 | s/clip |", "|---|---|---|---|---|"]
+
+
+def explain_rows(bb, clips, truth, rows: dict, emit) -> dict:
+    import daxjax
+
+    from .data import SAMPLE_RATE
+
+    scores = {}
+    for name, (method, config) in rows.items():
+        start = time.perf_counter()
+        ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method=method,
+                                  config=config, seed=0)
+        seconds = (time.perf_counter() - start) / len(clips)
+        scores[name] = score(bb, clips, ex.maps, truth, config, seconds)
+        emit(row(name, scores[name]))
+    return scores
+
+
+def ablation(bb, budget: int, count: int, emit) -> None:
+    """Fills and time resolution per method, on clips of another seed than the main table."""
+    import daxjax
+    from daxjax.audio.metrics import interval_masks
+
+    from .data import SAMPLE_RATE
+
+    _, clips = correct_clips(bb, count, ABLATION_SEED, None)
+    spec = audio_config().spectrogram
+    truth = interval_masks(clips.intervals, spec.frame_times(clips.waveforms.shape[1], SAMPLE_RATE))
+    emit(f"Ablation on {len(clips)} correctly classified held-out clips of another seed "
+         f"(`make_clips({count}, seed={ABLATION_SEED}, split=\"test\")`), N={budget}; one change at a time.")
+    emit()
+    emit("| method | change | IoU mean (std) | del | del/p0 | s/clip |")
+    emit("|---|---|---|---|---|---|")
+    base = {"DAX": ("dax", daxjax.DAXConfig(num_samples=budget)),
+            "RISE": ("rise", daxjax.RISEConfig(num_samples=budget, cells=16)),
+            "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget))}
+    changes = {"default (noise_floor fill, 4-frame segments)": {},
+               "fill=white_noise": {"fill": "white_noise"}, "fill=silence": {"fill": "silence"},
+               "segment_frames=2": {"segment_frames": 2}, "segment_frames=8": {"segment_frames": 8}}
+    for name, (method, explainer) in base.items():
+        for change, fields in changes.items():
+            if method == "rise" and "segment_frames" in fields:
+                continue  # RISE draws its own smooth masks; its resolution is `cells`
+            config = audio_config(explainer, **fields)
+            start = time.perf_counter()
+            ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method=method,
+                                      config=config, seed=0)
+            s = score(bb, clips, ex.maps, truth, config, (time.perf_counter() - start) / len(clips))
+            emit(row(f"{name} | {change}", s))
+    for cells in (8, 32):
+        config = audio_config(daxjax.RISEConfig(num_samples=budget, cells=cells))
+        start = time.perf_counter()
+        ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method="rise",
+                                  config=config, seed=0)
+        emit(row(f"RISE | cells={cells} (16 above)", score(bb, clips, ex.maps, truth, config,
+                                                            (time.perf_counter() - start) / len(clips))))
+    dax_variants = {"epochs=16": daxjax.DAXConfig(num_samples=budget, epochs=16),
+                    "restarts=3": daxjax.DAXConfig(num_samples=budget, restarts=3),
+                    "lambda_area=0.3": daxjax.DAXConfig(num_samples=budget, lambda_area=0.3),
+                    "the paper's DAX-V2 (DAXConfig.paper_v2)": daxjax.DAXConfig.paper_v2(num_samples=budget)}
+    for name, explainer in dax_variants.items():
+        config = audio_config(explainer)
+        start = time.perf_counter()
+        ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method="dax",
+                                  config=config, seed=0)
+        emit(row(f"DAX | {name}", score(bb, clips, ex.maps, truth, config,
+                                         (time.perf_counter() - start) / len(clips))))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="12 clips, N=200: a smoke run")
+    parser.add_argument("--clips", type=int, default=None, help="clips to draw (default 130, quick 14)")
+    parser.add_argument("--keep", type=int, default=None, help="correct clips to explain (default 100, quick 12)")
+    parser.add_argument("--budget", type=int, default=None, help="queries per clip (default 1000, quick 200)")
+    parser.add_argument("--ablation", action="store_true", help="also run the fill / resolution ablation")
+    parser.add_argument("--ablation-clips", type=int, default=40)
+    parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
+    args = parser.parse_args(argv)
+
+    from daxjax.audio.metrics import interval_masks
+
+    from .data import CLASSES, SAMPLE_RATE, available
+
+    reason = available()
+    if reason:
+        raise SystemExit(reason)
+    count = args.clips or (14 if args.quick else 130)
+    keep = args.keep or (12 if args.quick else 100)
+    budget = args.budget or (200 if args.quick else 1000)
+    bb = black_box()
+    drawn, clips = correct_clips(bb, count, EVAL_SEED, keep)
+    spec = audio_config().spectrogram
+    frame_times = spec.frame_times(clips.waveforms.shape[1], SAMPLE_RATE)
+    truth = interval_masks(clips.intervals, frame_times)
+    durations = clips.intervals[:, 1] - clips.intervals[:, 0]
+    lines = []
+
+    def emit(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    per_class = ", ".join(f"{name} {int((clips.labels == i).sum())}" for i, name in enumerate(CLASSES))
+    emit(f"{len(clips)} correctly classified held-out clips (the first of {count} drawn with "
+         f"`make_clips({count}, seed={EVAL_SEED}, split=\"test\")`; per class: {per_class}); "
+         f"events {durations.min():.2f}-{durations.max():.2f} s (mean {durations.mean():.2f} s, "
+         f"{100 * truth.mean():.0f} % of the frames) in 3 s clips; query budget N={budget} per clip; "
+         f"black box `{MODEL.name}` on {', '.join(bb.providers)}; front end n_fft {spec.n_fft}, hop "
+         f"{spec.hop_length} ({1000 * spec.hop_length / SAMPLE_RATE:g} ms frames), {spec.n_mels} mel bands; "
+         "segments of 4 frames; removed audio hears the clip's noise floor.")
+    emit()
+    for line in HEADER:
+        emit(line)
+    base_config = audio_config()
+    for name, maps in reference_maps(len(clips), frame_times, float(durations.mean()), seed=0).items():
+        emit(row(name, score(bb, clips, maps, truth, base_config)))
+    explain_rows(bb, clips, truth, methods(budget), emit)
+    if args.ablation:
+        emit()
+        ablation(bb, budget, args.ablation_clips, emit)
+
+    if not args.no_write:
+        command = "python -m benchmarks.audio" + (" " + " ".join(argv if argv is not None else [])).rstrip()
+        if argv is None:
+            import sys
+
+            command = "python -m benchmarks.audio" + ("".join(" " + a for a in sys.argv[1:]))
+        header = [SECTION, "", f"Command: `{command}` — 2 CPU cores (x86-64, shared), {time.strftime('%Y-%m-%d')}.",
+                  "Columns: see the docstring of `benchmarks/audio/__main__.py`.", ""]
+        write_section(SECTION, "\n".join(header + lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
