@@ -14,9 +14,12 @@ M = B * chunk the images in one black-box call):
                               + Q                                the host side of one query call
                                                              <=  host budget
 
-  T = restarts * (4 * 4 P + 4 b R^2 (c_mask + c_student + C) * 3)   parameters, two Adam moments
-      and the best copy (P parameters), activations of one minibatch of b samples at resolution R
-      with forward and backward (x3).
+  T = restarts * (4 * 4 P + 4 * 3 * (2 b (R^2 C + (R/4)^2 c1 + (R/8)^2 c2) + R^2 c_mask))
+      parameters, two Adam moments and the best copy (P parameters); activations of one
+      minibatch of b samples through the student (twice: masked and complement) and of the mask
+      net on the image, forward and backward (x3). An upper bound on CPU, where rows are looped.
+
+If one image does not fit (B = 1 over budget) the plan is refused with the numbers.
 
 S (segments per image) is bounded by 256 for quickshift / slic / felzenszwalb on small images
 and is cells^2 for a grid. The black box's own activations are not known from outside: the
@@ -77,13 +80,13 @@ def device_memory(device: jax.Device) -> int | None:
 def _training_bytes(config) -> int:
     if type(config).__name__ != "DAXConfig":
         return 0
-    r, c = config.resolution, 3
-    conv_params = (config.mask_channels * (9 * c + 1) + config.student_channels[0] * (16 * c + 1)
-                   + config.student_channels[1] * (4 * config.student_channels[0] + 1))
-    dense = (config.resolution // 8) ** 2 * config.student_channels[1] * config.student_hidden
-    params = conv_params + dense + config.student_hidden + 1
-    channels = config.mask_channels + sum(config.student_channels) + c
-    activations = 4 * config.batch_size * r * r * channels * _ACTIVATION_COPIES
+    r, c, b = config.resolution, 3, config.batch_size
+    c1, c2 = config.student_channels
+    params = (config.mask_channels * (9 * c + 1) + c1 * (16 * c + 1) + c2 * (4 * c1 + 1)
+              + (r // 8) ** 2 * c2 * config.student_hidden + config.student_hidden + 1)
+    # The student sees b samples twice (masked and complement, V2); the mask net one image.
+    student = b * (r * r * c + (r // 4) ** 2 * c1 + (r // 8) ** 2 * c2)
+    activations = 4 * _ACTIVATION_COPIES * (2 * student + r * r * config.mask_channels)
     return config.restarts * (16 * params + activations)
 
 
@@ -136,6 +139,12 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
         batch = per_device * devices
     chunk = getattr(config, "query_chunk", None) or max(1, calls // (per_device * devices))
     chunk = min(chunk, n)
-    device_bytes = per_device * per_image + batch * chunk * query_image // devices
+    device_bytes = per_device * per_image + per_device * chunk * query_image
     host_bytes = (prefetch + 1) * batch * image_bytes + batch * chunk * query_image
+    if device_bytes > device_budget or host_bytes > host_budget:
+        raise ValueError(
+            f"memory budget too small: {per_device} image(s) of {height}x{width}x{channels} per device need "
+            f"~{device_bytes / 2**20:.0f} MiB per device (budget {device_budget / 2**20:.0f} MiB) and "
+            f"~{host_bytes / 2**20:.0f} MiB of host memory (budget {host_budget / 2**20:.0f} MiB); "
+            "raise the budget, lower batch_size or query_chunk, or use a smaller config")
     return Plan(batch, chunk, prefetch, devices, device_budget, host_budget, device_bytes, host_bytes)

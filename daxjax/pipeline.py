@@ -178,7 +178,8 @@ class _Run:
         self.store = store
         self.devices = devices
         self.padded = -(-batch // len(devices)) * len(devices)
-        self.device_bb = device_blackbox(user_bb, bb, bb.num_classes)
+        self.user_bb = user_bb
+        self.device_bb = None  # made at the first answer: a plain callable's K is known only then
         self.explain_images = EXPLAINERS[method][1]
         self.phases: dict[str, float] = collections.defaultdict(float)
 
@@ -233,6 +234,8 @@ class _Run:
     def _unperturbed(self, prep, rows, errors) -> np.ndarray:
         """The black box's probabilities on the batch's images [len(valid), K]; bad rows -> errors."""
         x = prep.images
+        if not len(x):
+            return np.zeros((0, 1), np.float32)
         try:
             return check_probabilities(self.bb(x), len(x), self.bb.num_classes,
                                        what="black box on the unperturbed images")
@@ -274,6 +277,8 @@ class _Run:
     def _run_engine(self, prep, rows, targets) -> tuple[np.ndarray, dict]:
         """The method's engine on images[rows], padded to the fixed batch (repeats of the first
         image: every image's map is independent of the others, so padding changes nothing)."""
+        if self.device_bb is None:
+            self.device_bb = device_blackbox(self.user_bb, self.bb, self.bb.num_classes)
         count = len(rows)
         take = np.asarray(rows + [rows[0]] * (self.padded - count))
         images = prep.images[take]
