@@ -105,7 +105,8 @@ def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Arr
         complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
     y_bar = complement_nets.student(student_in(x_p * (1.0 - mask) + hidden * mask))
     return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
-                          lambda_area=config.lambda_area, normalize=config.normalize_loss)
+                          lambda_area=config.lambda_area, normalize=config.normalize_loss,
+                          bounded_q=config.bounded_q)
 
 
 def train_step(params, opt_state, batch: Batch, *, graphdef, config: DAXConfig,

@@ -57,10 +57,14 @@ class MaskNet(nnx.Module):
     the mask grid (the reference code pools to 16 x 16), then a sigmoid (the paper).
     """
 
-    def __init__(self, in_channels: int, channels: int, cells: int, *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, channels: int, cells: int, *, grid_bias: bool = False,
+                 rngs: nnx.Rngs):
         self.cells = cells
         self.conv1 = PatchConv(in_channels, channels, 3, rngs=rngs)
         self.conv2 = PatchConv(channels, 1, 3, rngs=rngs)
+        # A learnable logit per mask cell: the convolutions see 5 x 5 pixels and can only mark
+        # what looks locally different; the grid lets the mask mark where the evidence is.
+        self.grid = nnx.Param(jnp.zeros((cells, cells))) if grid_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jax.nn.leaky_relu(self.conv1(x))
@@ -68,6 +72,8 @@ class MaskNet(nnx.Module):
         side = logits.shape[-1]
         pool = side // self.cells
         pooled = logits.reshape(logits.shape[:-2] + (self.cells, pool, self.cells, pool)).mean((-3, -1))
+        if self.grid is not None:
+            pooled = pooled + self.grid[...]
         return jax.nn.sigmoid(pooled)
 
 
@@ -120,7 +126,8 @@ class DaxNets(nnx.Module):
     """The pair trained jointly for one image."""
 
     def __init__(self, config: DAXConfig, in_channels: int, *, rngs: nnx.Rngs):
-        self.mask = MaskNet(in_channels, config.mask_channels, config.mask_cells, rngs=rngs)
+        self.mask = MaskNet(in_channels, config.mask_channels, config.mask_cells,
+                            grid_bias=config.mask_grid_bias, rngs=rngs)
         self.student = StudentNet(in_channels, tuple(config.student_channels), config.student_hidden,
                                   config.resolution, rngs=rngs)
 

@@ -122,7 +122,8 @@ def _grid(image: np.ndarray, *, cells: int) -> np.ndarray:
 
 
 # Method name -> (function of one [H, W, C] image in [0, 1], default keyword arguments).
-# quickshift uses LIME's settings; `rng` is fixed so that ties break the same way every call.
+# quickshift uses LIME's settings (for images of REFERENCE_SIDE px, see `_scaled_defaults`);
+# `rng` is fixed so that ties break the same way every call.
 _METHODS: dict[str, tuple[Callable[..., np.ndarray], dict[str, Any]]] = {
     "quickshift": (_quickshift, dict(kernel_size=4, max_dist=200, ratio=0.2, sigma=0, rng=42)),
     "slic": (_slic, dict(n_segments=50, compactness=10, start_label=0)),
@@ -131,6 +132,26 @@ _METHODS: dict[str, tuple[Callable[..., np.ndarray], dict[str, Any]]] = {
 }
 
 SEGMENTATION_METHODS = tuple(_METHODS)
+
+#: The image side LIME's quickshift settings were made for (ImageNet crops).
+REFERENCE_SIDE = 224
+
+
+def _scaled_defaults(method: str, height: int, width: int) -> dict[str, Any]:
+    """The method's default options for images of this size.
+
+    quickshift's kernel_size and max_dist are distances in pixels: LIME's values give 31-50
+    segments at 224 px but 2-6 on 64 px scenes (Fashion-MNIST benchmark), too coarse to separate
+    an object from its background (the best union of segments reached IoU 0.20 with the object).
+    Scaled by side / 224 they give 21-41 segments at 64 px (best union IoU 0.78) and leave
+    224 px images unchanged.
+    """
+    defaults = dict(_METHODS[method][1])
+    if method == "quickshift":
+        scale = min(height, width) / REFERENCE_SIDE
+        defaults["kernel_size"] = defaults["kernel_size"] * scale
+        defaults["max_dist"] = defaults["max_dist"] * scale
+    return defaults
 
 
 def segment_images(
@@ -146,8 +167,8 @@ def segment_images(
 
     Args:
         images: float32 [B, H, W, C] in [0, 1] or uint8 [B, H, W, C]; C in {1, 3}.
-        method: "quickshift" (LIME's kernel_size=4, max_dist=200, ratio=0.2; grayscale is
-            replicated to RGB), "slic" (n_segments=50, compactness=10), "felzenszwalb"
+        method: "quickshift" (LIME's kernel_size=4, max_dist=200, ratio=0.2 at 224 px, distances
+            scaled by min(H, W) / 224 for other sizes; grayscale is replicated to RGB), "slic" (n_segments=50, compactness=10), "felzenszwalb"
             (scale=100, sigma=0.5, min_size=50) or "grid" (grid_cells × grid_cells cells).
         grid_cells: cells per side for "grid" and for the single-segment fallback.
         options: keyword arguments overriding the method's defaults (for "grid": `cells`).
@@ -162,7 +183,8 @@ def segment_images(
         valid = ", ".join(SEGMENTATION_METHODS)
         raise ValueError(f"unknown segmentation method {method!r}; valid: {valid}")
     unit_images = as_unit_float_images(images)
-    function, defaults = _METHODS[method]
+    function = _METHODS[method][0]
+    defaults = _scaled_defaults(method, *unit_images.shape[1:3])
     if method == "grid":
         defaults = {"cells": grid_cells}
     kwargs = {**defaults, **(options or {})}

@@ -64,6 +64,17 @@ def test_quickshift_lime_settings_segment_count():
     _assert_well_formed(seg, 1, 224, 224)
 
 
+def test_quickshift_scales_with_image_size():
+    # LIME's settings unscaled give 3 segments on chelsea at 64 px; scaled by 64/224 about as
+    # many as at 224 px. Explicit options still win.
+    counts = {side: segment_images(_resized(data.chelsea(), side)[None], "quickshift").num_segments[0]
+              for side in (64, 224)}
+    assert 0.5 * counts[224] <= counts[64] <= 2 * counts[224]
+    unscaled = segment_images(_resized(data.chelsea(), 64)[None], "quickshift",
+                              options=dict(kernel_size=4, max_dist=200))
+    assert unscaled.num_segments[0] < 0.3 * counts[64]
+
+
 def test_rejects_0_to_255_floats_and_bad_shapes(astronaut64):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         segment_images(astronaut64[None] * 255, "quickshift")
