@@ -14,7 +14,8 @@ Accuracy is reported on held-out *observational* images (the distribution the ex
     python -m daxjax.glance.classifier             # regenerates daxjax/glance/models/*.onnx + MODEL_CARD.md
     python -m daxjax.glance.classifier --steps 200 --out /tmp/m   # a quick try elsewhere
 
-The ONNX models take NHWC float32 [B, 32, 32, 1] in [0, 1] and return logits [B, 2]:
+The ONNX models take NHWC float32 [B, 32, 32, 1] in [0, 1] and return logits [B, 2] (divided by
+TEMPERATURE):
 ``classifier_blackbox("thickness_slant")`` wraps one in an ``OnnxBlackBox``.
 Deterministic: images are functions of their seeds, initialisation and batch order of the seed.
 """
@@ -38,6 +39,10 @@ TASKS = {"thickness_slant": ms.label_thickness_slant, "intensity_slant": ms.labe
 CAUSES = {"thickness_slant": ("thickness", "slant"), "intensity_slant": ("intensity", "slant")}
 """Task name -> the concepts that cause its label (the planted ground truth of an explanation)."""
 TRAIN_SEED, TEST_SEED = 101, 102
+TEMPERATURE = 10.0
+"""The exported logits are the trained ones divided by this (folded into the last layer): the same
+decisions, but trained logits reach +-100 and their float32 softmax probabilities then hit exactly
+0 or 1, where log-odds are lost; divided, they stay within about +-10."""
 WIDTHS = (16, 32, 32, 64)
 STRIDES = (1, 2, 2, 2)
 
@@ -155,12 +160,18 @@ def predict_logits(model, images: np.ndarray, batch: int = 500) -> np.ndarray:
 
 
 def export(model, path: Path, check_images: np.ndarray) -> float:
-    """Writes `model` to ONNX (symbolic batch); returns max |ONNX Runtime - JAX| logit on check_images."""
+    """Writes `model` to ONNX (symbolic batch; logits divided by TEMPERATURE); returns
+    max |ONNX Runtime - JAX / TEMPERATURE| logit on check_images."""
     import onnx
     import onnxruntime as ort
     from jax2onnx import to_onnx
 
-    onnx_model = to_onnx(model, [("B", 32, 32, 1)])
+    import copy
+
+    tempered = copy.deepcopy(model)
+    tempered.head.kernel[...] = model.head.kernel[...] / TEMPERATURE
+    tempered.head.bias[...] = model.head.bias[...] / TEMPERATURE
+    onnx_model = to_onnx(tempered, [("B", 32, 32, 1)])
     onnx.checker.check_model(onnx_model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(onnx_model, str(path))
@@ -168,7 +179,7 @@ def export(model, path: Path, check_images: np.ndarray) -> float:
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: check_images.astype(np.float32)})[0]
-    return float(np.max(np.abs(got - predict_logits(model, check_images))))
+    return float(np.max(np.abs(got - predict_logits(model, check_images) / TEMPERATURE)))
 
 
 def _card(reports: list[dict], config: TrainConfig, out: Path, command: str) -> str:
@@ -183,7 +194,9 @@ def _card(reports: list[dict], config: TrainConfig, out: Path, command: str) -> 
 Written by `{command}`; every number below was measured by that run (2-core shared CPU).
 
 - Input NHWC float32 `[B, 32, 32, 1]` in [0, 1]; output logits `[B, 2]` (class 1: the label below
-  is 1). Load with `daxjax.glance.classifier.classifier_blackbox(task)`.
+  is 1), the trained logits divided by a temperature of {TEMPERATURE:g} (folded into the last layer;
+  same decisions, finite float32 log-odds). Load with
+  `daxjax.glance.classifier.classifier_blackbox(task)`.
 - Architecture: 3x3 convolutions with channels {WIDTHS}, strides {STRIDES}, ReLU, mean over
   space, dense 64 + ReLU, dense 2. AdamW (weight decay 1e-4), peak lr {config.lr:g}, warm-up then
   cosine decay, {config.steps} steps of {config.batch}, seed {config.seed}.
