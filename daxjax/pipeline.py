@@ -46,7 +46,7 @@ from daxjax.querying import device_blackbox
 from daxjax.segmentation import bucket_size
 from daxjax.segments import HostSegments, host_segments
 from daxjax.sharding import image_mesh, shard_images
-from daxjax.sources import ImageReadError, Item, image_shape, open_source, read_image, source_length
+from daxjax.sources import ImageReadError, Item, first_items, image_shape, open_source, read_image, source_length
 from daxjax.store import ResultStore, config_record, load_results, part_name
 
 __all__ = ["RunSummary", "explain_dataset", "load_results", "process_share"]
@@ -322,13 +322,11 @@ def _model_hwc(bb) -> tuple[int | None, int | None, int | None]:
 def _first_image_shape(src) -> tuple[int, int, int]:
     """(H, W, C) of the first readable image in input order."""
     reasons = []
-    for item in src.items():
+    for item in first_items(src, 20):
         try:
             return image_shape(item.raw)
         except ImageReadError as err:
             reasons.append(f"{item.id}: {err}")
-            if len(reasons) >= 20:
-                break
     raise InputError("no readable image to take the size from; " + "; ".join(reasons[:3]))
 
 

@@ -22,6 +22,7 @@ import glob
 import os
 import zipfile
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -148,6 +149,10 @@ class ArraySource:
             self._len: int | None = len(images)  # type: ignore[arg-type]
         except TypeError:
             self._len = None
+        # A one-shot iterator (a generator) can be read once: images looked at before the main
+        # pass (`first_items`) are kept here and replayed by `items`.
+        self._one_shot = iter(images) is images
+        self._head: list[Item] = []
         what = f"array {getattr(images, 'shape', '')}" if isinstance(images, np.ndarray) else type(images).__name__
         self.description = f"in-memory {what}".strip()
 
@@ -157,8 +162,28 @@ class ArraySource:
         return self._len
 
     def items(self) -> Iterator[Item]:
-        for i, image in enumerate(self.images):
+        if not self._one_shot:
+            for i, image in enumerate(self.images):
+                yield Item(i, str(i), image)
+            return
+        head, self._head = self._head, []
+        yield from head
+        for i, image in enumerate(self.images, start=len(head)):
             yield Item(i, str(i), image)
+
+    def first_items(self, limit: int) -> list[Item]:
+        if not self._one_shot:
+            return list(islice(self.items(), limit))
+        for i, image in enumerate(islice(self.images, max(0, limit - len(self._head))), start=len(self._head)):
+            self._head.append(Item(i, str(i), image))
+        return self._head[:limit]
+
+
+def first_items(source, limit: int) -> list[Item]:
+    """The first `limit` items of a source, without using up a one-shot iterator."""
+    if hasattr(source, "first_items"):
+        return source.first_items(limit)
+    return list(islice(source.items(), limit))
 
 
 def source_length(source) -> int | None:

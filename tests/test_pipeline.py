@@ -211,3 +211,12 @@ def test_batch_plan_follows_the_memory_budget():
                         device_budget=1 << 30).batch == 3
     with pytest.raises(ValueError, match="memory budget too small"):
         plan_batches(config, 224, 224, 3, devices=1, num_images=None, host_budget=1 << 30, device_budget=1 << 20)
+
+
+def test_a_generator_of_unknown_length_is_streamed_and_its_count_recorded(tmp_path):
+    bb = OnnxBlackBox(bundled_model_path("colour_nchw"))
+    images = scenes(5)
+    daxjax.explain_dataset(bb, (image for image in images), tmp_path / "out", method="rise",
+                           config=daxjax.RISEConfig(**RISE_SMALL), batch_size=2, workers=0, progress=False)
+    res = daxjax.load_results(tmp_path / "out")
+    assert res.complete and res.ids == ["0", "1", "2", "3", "4"] and res.maps.shape == (5, 32, 32)
