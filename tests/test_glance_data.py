@@ -62,11 +62,8 @@ def test_morphometrics_recover_the_planted_concepts(data):
     sample, measured = data
     assert np.isfinite(measured).all()
     corr = [np.corrcoef(measured[:, col], sample.concepts[:, j])[0, 1] for j, col in enumerate(OBSERVED)]
-    # Frozen at calibration (measured 0.98, 0.98, 0.93, 0.88 on these 300 images).
-    assert corr[0] >= 0.9, corr
-    assert corr[1] >= 0.9, corr
-    assert corr[2] >= 0.9, corr
-    assert corr[3] >= 0.8, corr
+    # Frozen at calibration (measured 0.97, 0.98, 0.94, 0.95 on these 300 images).
+    assert min(corr) >= 0.9, corr
     # Absolute scale: thickness in pixels of stroke diameter, slant in radians of shear.
     params = ms.drawing_parameters(sample.concepts)
     assert np.median(np.abs(measured[:, 0] - params["diameter"])) < 0.25

@@ -66,7 +66,7 @@ class SCMConfig:
     thickness_scale: float = 0.35
     brightness_mean: float = 0.62
     brightness_per_sd: float = 0.08
-    slant_per_sd: float = 0.2
+    slant_per_sd: float = 0.25
     width_per_sd: float = 0.2
     digit_height: float = 19.0
     jitter: float = 0.06
@@ -224,11 +224,20 @@ def _templates() -> list[list[np.ndarray]]:
     ]
 
 
+TEMPLATE_WIDTH = 0.85
+"""Horizontal extent of every template (height is 2), before the planted stretch."""
+
+
 def _segments() -> np.ndarray:
     """float64 [10, S_max, 2 (ends), 2 (x, y)]; shorter digits padded by repeating a segment
     (a repeated segment leaves the distance to the stroke unchanged)."""
     per_digit = []
     for strokes in _templates():
+        # Every template gets the same horizontal extent, centred: the digit's identity would
+        # otherwise be the largest cause of measured width and drown the planted W.
+        xs = np.concatenate(strokes)[:, 0]
+        centre, extent = 0.5 * (xs.min() + xs.max()), xs.max() - xs.min()
+        strokes = [np.c_[(st[:, 0] - centre) * TEMPLATE_WIDTH / extent, st[:, 1]] for st in strokes]
         segs = np.concatenate([np.stack([s[:-1], s[1:]], axis=1) for s in strokes])
         per_digit.append(segs)
     s_max = max(len(s) for s in per_digit)
