@@ -1,0 +1,429 @@
+"""The twin surrogate: an encoder E and a StyleGAN2-style generator G that imitate the classifier.
+
+E maps an image to a code z = [aligned | free]: the first k coordinates are trained to equal the
+standardised context features (concepts), the rest carry what else the image needs, decorrelated
+from the aligned block and whitened. G draws an image from a code. Training (AE mode, the CPU
+default) minimises
+
+    recon     |G(E(x)) - x|^2                       the image comes back
+    align     |E(x)[:k] - c|^2                      aligned coordinates are the concepts
+    distill   KL(f(x) || s(G(E(x))))                the classifier's answer comes back
+    cycle     |E(G(z'))[:k] - z'[:k]|^2             codes with swapped concepts are drawn as such
+    decor     sum corr(E(x)[:k], E(x)[k:])^2        free coordinates carry no concept (linearly)
+    whiten    |cov(E(x)[k:]) - I|^2 + |mean|^2       free coordinates are standardised
+
+where z' takes each concept from a different image of the batch (so concepts vary independently,
+as under interventions) and keeps the free block of the image. The classifier f is
+only *queried*: its answers are distilled into a small differentiable student s (a CNN), through
+which the KL term's gradient flows. The student is first fitted to f's answers on the training
+images, then (by default) keeps learning from f's answers on each batch of reconstructions: what
+matters is f's behaviour on G's images, which real images alone do not show. When f's
+penultimate features are available they can be handed to E as extra input.
+
+The adversarial mode (opt-in, for GPUs) adds a discriminator with the non-saturating loss on
+G(E(x)) and on G(z'), and a lazy R1 penalty on real images every `r1_every` steps.
+
+The generator follows StyleGAN2's synthesis network, scaled down: a mapping MLP z -> w, a learned
+4x4 constant, modulated 3x3 convolutions with weight demodulation at 4, 8, 16, 32 px, and skip
+connections of 1x1 "to image" layers. The modulated convolution is written in the NON-fused form
+(scale the input channels by the per-sample style, run one convolution shared by the batch,
+multiply the output channels by the per-sample demodulation factor): the fused form (per-sample
+weights through a vmapped convolution) took 105 s to compile and > 15 s per step on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogateConfig:
+    """Surrogate networks and training (defaults: AE mode, sized for 2 CPU cores).
+
+    Attributes:
+        latent_dim: size of the code z (aligned + free).
+        w_dim: size of the mapped style vector w.
+        channels: generator channels at 8, 16, 32 px (the 4 px block uses the first).
+        encoder_channels: encoder convolution channels (stride 2 each).
+        steps, batch, lr: Adam training of E and G (cosine decay to 5 % of lr).
+        recon, align, distill, cycle, decor, whiten: loss weights (see the module docstring).
+        student_steps, student_lr: pre-training of the differentiable student of f (distill > 0).
+        query_reconstructions: also query f on every batch of reconstructions during training and
+            keep training the student on those answers (one extra batch of queries per step).
+        adversarial: add a discriminator (non-saturating loss, lazy R1); opt-in, GPU-sized.
+        adv_weight, r1_gamma, r1_every: its generator-loss weight, R1 weight and period.
+        seed: initialisation and batch order.
+        log_every: print the losses every this many steps (0: silent).
+    """
+
+    latent_dim: int = 12
+    w_dim: int = 64
+    channels: tuple[int, int, int] = (32, 32, 16)
+    encoder_channels: tuple[int, int, int] = (32, 48, 32)
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 2e-3
+    recon: float = 10.0
+    align: float = 3.0
+    distill: float = 1.0
+    cycle: float = 1.0
+    decor: float = 1.0
+    whiten: float = 0.1
+    student_steps: int = 600
+    student_lr: float = 3e-3
+    query_reconstructions: bool = True
+    adversarial: bool = False
+    adv_weight: float = 0.05
+    r1_gamma: float = 1.0
+    r1_every: int = 16
+    seed: int = 0
+    log_every: int = 250
+
+
+# ---------------------------------------------------------------- networks
+
+
+class ModulatedConv(nnx.Module):
+    """3x3 (or 1x1) convolution modulated by a per-sample style, non-fused form.
+
+    x [B, H, W, Cin], w [B, w_dim] -> [B, H, W, Cout]. With demodulate, each output channel is
+    rescaled so that its expected magnitude does not depend on the style (StyleGAN2's weight
+    demodulation), computed from the style and the shared weights without per-sample kernels.
+    """
+
+    def __init__(self, c_in: int, c_out: int, w_dim: int, kernel: int, demodulate: bool, rngs: nnx.Rngs):
+        self.style = nnx.Linear(w_dim, c_in, bias_init=nnx.initializers.ones, rngs=rngs)
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (kernel, kernel, c_in, c_out)))
+        self.bias = nnx.Param(jnp.zeros((c_out,)))
+        self.demodulate = demodulate
+        self.gain = 1.0 / np.sqrt(kernel * kernel * c_in)  # equalised learning rate
+
+    def __call__(self, x, w):
+        s = self.style(w)  # [B, Cin]
+        k = self.kernel[...] * self.gain
+        y = jax.lax.conv_general_dilated(x * s[:, None, None, :], k, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.demodulate:
+            energy = (s * s) @ jnp.sum(k * k, axis=(0, 1))  # [B, Cout]
+            y = y * jax.lax.rsqrt(energy + 1e-8)[:, None, None, :]
+        return y + self.bias[...]
+
+
+def _upsample(x):
+    b, h, w, c = x.shape
+    return jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear")
+
+
+class Generator(nnx.Module):
+    """z [B, latent_dim] -> image [B, 32, 32, 1] in (0, 1): mapping MLP, 4x4 constant, modulated
+    convolutions at 4/8/16/32 px, skip "to image" outputs summed over resolutions, sigmoid."""
+
+    def __init__(self, config: SurrogateConfig, rngs: nnx.Rngs, out_channels: int = 1):
+        c8, c16, c32 = config.channels
+        wd = config.w_dim
+        self.mapping = nnx.List([nnx.Linear(config.latent_dim, wd, rngs=rngs), nnx.Linear(wd, wd, rngs=rngs)])
+        self.const = nnx.Param(jax.random.normal(rngs.params(), (1, 4, 4, c8)))
+        ins = (c8, c8, c8, c16, c32)
+        outs = (c8, c8, c16, c32, c32)
+        self.convs = nnx.List([ModulatedConv(i, o, wd, 3, True, rngs) for i, o in zip(ins, outs)])
+        # Conv 0 at 4 px, 1 at 8, 2 at 16, 3 and 4 at 32; an image output after 0, 1, 2, 4.
+        self.to_image = nnx.List([ModulatedConv(c, out_channels, wd, 1, False, rngs) for c in (c8, c8, c16, c32)])
+
+    def __call__(self, z):
+        w = z
+        for layer in self.mapping:
+            w = nnx.leaky_relu(layer(w), 0.2)
+        x = jnp.broadcast_to(self.const[...], (z.shape[0],) + self.const.shape[1:])
+        act = lambda v: nnx.leaky_relu(v, 0.2)  # noqa: E731
+        x = act(self.convs[0](x, w))
+        img = self.to_image[0](x, w)
+        for conv, out in ((1, 1), (2, 2)):
+            x = act(self.convs[conv](_upsample(x), w))
+            img = _upsample(img) + self.to_image[out](x, w)
+        x = act(self.convs[3](_upsample(x), w))
+        x = act(self.convs[4](x, w))
+        img = _upsample(img) + self.to_image[3](x, w)
+        return nnx.sigmoid(img)
+
+
+class Encoder(nnx.Module):
+    """image [B, 32, 32, C] (+ optional features [B, F]) -> code z [B, latent_dim]."""
+
+    def __init__(self, config: SurrogateConfig, rngs: nnx.Rngs, in_channels: int = 1, feature_dim: int = 0):
+        chans = (in_channels,) + tuple(config.encoder_channels)
+        self.convs = nnx.List([nnx.Conv(chans[i], chans[i + 1], (3, 3), strides=(2, 2), padding="SAME", rngs=rngs)
+                               for i in range(3)])
+        self.hidden = nnx.Linear(16 * chans[-1] + feature_dim, 96, rngs=rngs)
+        self.out = nnx.Linear(96, config.latent_dim, rngs=rngs)
+
+    def __call__(self, x, features=None):
+        for conv in self.convs:
+            x = nnx.leaky_relu(conv(x), 0.2)
+        h = x.reshape(x.shape[0], -1)
+        if features is not None:
+            h = jnp.concatenate([h, features], axis=1)
+        return self.out(nnx.leaky_relu(self.hidden(h), 0.2))
+
+
+class Student(nnx.Module):
+    """A small differentiable stand-in for the queried classifier: image -> logit [B]."""
+
+    def __init__(self, rngs: nnx.Rngs, in_channels: int = 1):
+        chans = (in_channels, 16, 32, 64)
+        self.convs = nnx.List([nnx.Conv(chans[i], chans[i + 1], (3, 3), strides=(2, 2), padding="SAME", rngs=rngs)
+                               for i in range(3)])
+        self.hidden = nnx.Linear(64, 64, rngs=rngs)
+        self.out = nnx.Linear(64, 1, rngs=rngs)
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = nnx.relu(conv(x))
+        return self.out(nnx.relu(self.hidden(jnp.mean(x, axis=(1, 2)))))[:, 0]
+
+
+class Discriminator(nnx.Module):
+    """image [B, 32, 32, C] -> realness score [B] (adversarial mode only)."""
+
+    def __init__(self, rngs: nnx.Rngs, in_channels: int = 1):
+        chans = (in_channels, 32, 64, 64)
+        self.convs = nnx.List([nnx.Conv(chans[i], chans[i + 1], (3, 3), strides=(2, 2), padding="SAME", rngs=rngs)
+                               for i in range(3)])
+        self.out = nnx.Linear(16 * 64, 1, rngs=rngs)
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = nnx.leaky_relu(conv(x), 0.2)
+        return self.out(x.reshape(x.shape[0], -1))[:, 0]
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _correlation(a, b):
+    """Batch correlation matrix [da, db] between the columns of a [B, da] and b [B, db]."""
+    a = (a - a.mean(0)) / (a.std(0) + 1e-6)
+    b = (b - b.mean(0)) / (b.std(0) + 1e-6)
+    return a.T @ b / a.shape[0]
+
+
+def _binary_kl(p_logit, q_logit):
+    """KL(Bernoulli(sigmoid p) || Bernoulli(sigmoid q)), elementwise."""
+    p = nnx.sigmoid(p_logit)
+    return (p * (jax.nn.log_sigmoid(p_logit) - jax.nn.log_sigmoid(q_logit))
+            + (1 - p) * (jax.nn.log_sigmoid(-p_logit) - jax.nn.log_sigmoid(-q_logit)))
+
+
+def _mix(z, perm):
+    """Aligned codes [B, k] with concept j taken from image perm[j, b] for row b."""
+    return jnp.stack([z[perm[j], j] for j in range(perm.shape[0])], axis=1)
+
+
+def surrogate_losses(encoder, generator, student, x, c, y, features, perm, config: SurrogateConfig):
+    """The AE-mode loss terms (dict of scalars) for a batch.
+
+    x [B, H, W, C] images, c [B, k] standardised concepts, y [B] f's logits, features [B, F] or
+    None, perm [k, B] one permutation of the batch per concept: the cycle term's codes take each
+    concept from a different image, so that the concepts vary independently in them (as under an
+    intervention) and G must draw each one on its own, not in the pairs the data show.
+    """
+    k = c.shape[1]
+    z = encoder(x, features)
+    recon = generator(z)
+    terms = {
+        "recon": jnp.mean((recon - x) ** 2),
+        "align": jnp.mean((z[:, :k] - c) ** 2),
+        "decor": jnp.sum(_correlation(z[:, :k], z[:, k:]) ** 2) / k,
+    }
+    free = z[:, k:]
+    cov = (free - free.mean(0)).T @ (free - free.mean(0)) / free.shape[0]
+    terms["whiten"] = jnp.mean((cov - jnp.eye(free.shape[1])) ** 2) + jnp.mean(free.mean(0) ** 2)
+    if student is not None:
+        terms["distill"] = jnp.mean(_binary_kl(y, student(recon)))
+    mixed = jnp.concatenate([_mix(z, perm), jax.lax.stop_gradient(z[:, k:])], axis=1)
+    mixed_image = generator(mixed)
+    terms["cycle"] = jnp.mean((encoder(mixed_image, features)[:, :k] - mixed[:, :k]) ** 2)
+    return terms, (recon, mixed_image)
+
+
+def _total(terms, config: SurrogateConfig):
+    return sum(getattr(config, name) * value for name, value in terms.items())
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class Surrogate:
+    """Trained surrogate: encoder, generator and (if distilled) the student; history of losses."""
+
+    encoder: Encoder
+    generator: Generator
+    student: Student | None
+    config: SurrogateConfig
+    history: dict
+    seconds: dict
+
+    def encode(self, images: np.ndarray, features: np.ndarray | None = None, batch: int = 256) -> np.ndarray:
+        """images [n, H, W, C] -> codes float32 [n, latent_dim], in batches."""
+        return _batched(lambda e, x, f: e(x, f), self.encoder, images, features, batch)
+
+    def decode(self, codes: np.ndarray, batch: int = 256) -> np.ndarray:
+        """codes [n, latent_dim] -> images float32 [n, H, W, C] in (0, 1), in batches."""
+        return _batched(lambda g, z, _: g(z), self.generator, codes, None, batch)
+
+
+_FORWARD = nnx.jit(lambda fn, module, x, f: fn(module, x, f), static_argnums=0)
+
+
+def _batched(fn, module, x, features, batch):
+    out = [np.asarray(_FORWARD(fn, module, jnp.asarray(x[i:i + batch]),
+                               None if features is None else jnp.asarray(features[i:i + batch])))
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def train_student(images: np.ndarray, logits: np.ndarray, config: SurrogateConfig) -> Student:
+    """Fits the student to f's logits on the training images (MSE on logits), then freezes it."""
+    student = Student(nnx.Rngs(config.seed + 1), in_channels=images.shape[-1])
+    schedule = optax.cosine_decay_schedule(config.student_lr, config.student_steps, alpha=0.05)
+    optimizer = nnx.Optimizer(student, optax.adam(schedule), wrt=nnx.Param)
+    scale = float(np.std(logits)) + 1e-6  # fit standardised logits; the scale is restored below
+
+    rng = np.random.default_rng(config.seed + 1)
+    for _ in range(config.student_steps):
+        idx = rng.integers(0, len(images), 64)
+        _student_step(student, optimizer, jnp.asarray(images[idx]), jnp.asarray(logits[idx] / scale))
+    student.out.kernel[...] = student.out.kernel[...] * scale
+    student.out.bias[...] = student.out.bias[...] * scale
+    return student
+
+
+@nnx.jit
+def _student_step(student, optimizer, x, y):
+    def loss_fn(s):
+        return jnp.mean((s(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(student)
+    optimizer.update(student, grads)
+    return loss
+
+
+# Module-level jitted steps with the configuration static: one compilation per configuration,
+# shared by every fit in the process.
+@nnx.jit(static_argnames="config")
+def _surrogate_step(models, opt, student, disc, x, c, y, f, perm, *, config: SurrogateConfig):
+    def loss_fn(models):
+        enc, gen = models
+        terms, (recon, mixed) = surrogate_losses(enc, gen, student, x, c, y, f, perm, config)
+        total = _total(terms, config)
+        if disc is not None:
+            terms["adv"] = jnp.mean(nnx.softplus(-disc(recon))) + jnp.mean(nnx.softplus(-disc(mixed)))
+            total = total + config.adv_weight * terms["adv"]
+        return total, (terms, recon)
+
+    (_, (terms, recon)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(models)
+    opt.update(models, grads)
+    return terms, recon
+
+
+@nnx.jit(static_argnames=("k", "r1", "config"))
+def _discriminator_step(disc, d_opt, models, x, f, perm, *, k: int, r1: bool, config: SurrogateConfig):
+    enc, gen = models
+    z = enc(x, f)
+    mixed = jnp.concatenate([_mix(z, perm), z[:, k:]], axis=1)
+    fake = jax.lax.stop_gradient(jnp.concatenate([gen(z), gen(mixed)]))
+
+    def loss_fn(disc):
+        loss = jnp.mean(nnx.softplus(disc(fake))) + jnp.mean(nnx.softplus(-disc(x)))
+        if r1:  # lazy R1: every r1_every steps, scaled up by r1_every
+            grad = jax.grad(lambda xr: jnp.sum(disc(xr)))(x)
+            loss = loss + 0.5 * config.r1_gamma * config.r1_every * jnp.mean(jnp.sum(grad**2, axis=(1, 2, 3)))
+        return loss
+
+    loss, grads = nnx.value_and_grad(loss_fn)(disc)
+    d_opt.update(disc, grads)
+    return loss
+
+
+def train_surrogate(images: np.ndarray, concepts: np.ndarray, logits: np.ndarray, config: SurrogateConfig,
+                    features: np.ndarray | None = None,
+                    query: Callable[[np.ndarray], np.ndarray] | None = None) -> Surrogate:
+    """Trains E and G (and the student) on images [n, H, W, C], standardised concepts [n, k],
+    f's logits [n] and optional penultimate features [n, F]. Deterministic in config.seed.
+
+    query: f's log-odds of images [b, H, W, C] -> [b] (forward queries). When given, f is also
+    asked about every batch of reconstructions and the student keeps learning from those answers
+    (f's behaviour on G's images, not only on real ones, is what the distillation needs).
+    """
+    n, _, _, channels = images.shape
+    k = concepts.shape[1]
+    if k >= config.latent_dim:
+        raise ValueError(f"latent_dim ({config.latent_dim}) must exceed the number of concepts ({k})")
+    seconds = {}
+    t0 = time.perf_counter()
+    student = train_student(images, logits, config) if config.distill > 0 else None
+    seconds["student"] = time.perf_counter() - t0
+    student_opt = None
+    if student is not None and query is not None and config.query_reconstructions:
+        student_opt = nnx.Optimizer(student, optax.adam(config.student_lr * 0.3), wrt=nnx.Param)
+    rngs = nnx.Rngs(config.seed)
+    encoder = Encoder(config, rngs, channels, 0 if features is None else features.shape[1])
+    generator = Generator(config, rngs, channels)
+    schedule = optax.cosine_decay_schedule(config.lr, config.steps, alpha=0.05)
+    opt = nnx.Optimizer((encoder, generator), optax.adam(schedule, b1=0.5, b2=0.99), wrt=nnx.Param)
+    disc = Discriminator(rngs, channels) if config.adversarial else None
+    d_opt = nnx.Optimizer(disc, optax.adam(schedule, b1=0.0, b2=0.99), wrt=nnx.Param) if disc is not None else None
+
+    rng = np.random.default_rng(config.seed)
+    history: dict[str, list] = {}
+    order, cursor = rng.permutation(n), 0
+    t0 = time.perf_counter()
+    for i in range(config.steps):
+        if cursor + config.batch > n:
+            order, cursor = rng.permutation(n), 0
+        idx = order[cursor:cursor + config.batch]
+        cursor += config.batch
+        perm = jnp.asarray(np.stack([rng.permutation(config.batch) for _ in range(k)]))
+        x, f = jnp.asarray(images[idx]), None if features is None else jnp.asarray(features[idx])
+        if disc is not None:
+            history.setdefault("disc", []).append(float(_discriminator_step(
+                disc, d_opt, (encoder, generator), x, f, perm, k=k, r1=(i % config.r1_every) == 0, config=config)))
+        y = jnp.asarray(logits[idx], jnp.float32)
+        terms, recon = _surrogate_step((encoder, generator), opt, student, disc, x,
+                                       jnp.asarray(concepts[idx], jnp.float32), y, f, perm, config=config)
+        if student_opt is not None:  # f's answers on G's images teach the student where it matters
+            y_recon = jnp.asarray(query(np.asarray(recon)), jnp.float32)
+            terms["student"] = _student_step(student, student_opt, jnp.concatenate([x, recon]),
+                                             jnp.concatenate([y, y_recon]))
+        for name, value in terms.items():
+            history.setdefault(name, []).append(float(value))
+        if config.log_every and ((i + 1) % config.log_every == 0 or i + 1 == config.steps):
+            recent = {t: np.mean(v[-config.log_every:]) for t, v in history.items()}
+            print(f"surrogate step {i + 1}/{config.steps} " + " ".join(f"{t} {v:.4f}" for t, v in recent.items())
+                  + f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    seconds["surrogate"] = time.perf_counter() - t0
+    return Surrogate(encoder, generator, student, config, history, seconds)
+
+
+def logits_from_probabilities(probs: np.ndarray, target: int) -> np.ndarray:
+    """Log-odds of class `target` from probabilities [n, K]: log p_target - log(sum of the others).
+
+    Raises ValueError naming the rows where a probability of exactly 0 or 1 makes it infinite.
+    """
+    p = np.asarray(probs, np.float64)
+    other = p.sum(axis=1) - p[:, target]
+    bad = (p[:, target] <= 0) | (other <= 0)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"the black box's probability of class {target} is exactly 0 or 1 for image(s) "
+                         f"{rows[:8].tolist()}{' ...' if rows.size > 8 else ''}: its log-odds are infinite")
+    return np.log(p[:, target]) - np.log(other)
+

@@ -1,0 +1,143 @@
+"""daxjax.glance.fit / GlanceModel: input checks, a tiny fit end to end, determinism, save/load."""
+
+import numpy as np
+import pytest
+
+from daxjax import glance
+from daxjax.glance import classifier as cl
+from daxjax.glance import evaluation as ev
+from daxjax.glance import morphosynth as ms
+from daxjax.glance import plots
+from daxjax.inputs import InputError
+
+# Just enough training to exercise every part; quality is checked in test_glance_acceptance.py.
+TINY = glance.GlanceConfig(surrogate=glance.SurrogateConfig(steps=6, batch=16, student_steps=4, log_every=0))
+
+
+@pytest.fixture(scope="module")
+def data():
+    sample = ms.sample(96, seed=21)
+    return sample, ev.context_features(sample.images)
+
+
+@pytest.fixture(scope="module")
+def bb():
+    return cl.classifier_blackbox("thickness_slant")
+
+
+@pytest.fixture(scope="module")
+def model(bb, data):
+    sample, context = data
+    return glance.fit(bb, sample.images, context, TINY)
+
+
+def test_context_with_nan_or_wrong_count_is_named(bb, data):
+    sample, context = data
+    bad = context.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(InputError, match=r"NaN or inf in row\(s\) 7 \(column\(s\) \['slant'\]\)"):
+        glance.fit(bb, sample.images, bad, TINY)
+    with pytest.raises(InputError, match="3 columns but config.concept_names names 4"):
+        glance.fit(bb, sample.images, context[:, :3], TINY)
+    with pytest.raises(InputError, match="95 rows but there are 96 images"):
+        glance.fit(bb, sample.images, context[:95], TINY)
+    with pytest.raises(InputError, match="shape"):
+        glance.fit(bb, sample.images, context[:, 0], TINY)
+    const = context.copy()
+    const[:, 1] = 0.5
+    with pytest.raises(InputError, match=r"\['intensity'\] are constant"):
+        glance.fit(bb, sample.images, const, TINY)
+
+
+def test_images_of_another_size_than_f_expects(bb, data):
+    sample, context = data
+    small = sample.images[:, 2:30, 2:30]
+    with pytest.raises(InputError, match="28x28x1 .* but the black box expects 32x32x1"):
+        glance.fit(bb, small, context, TINY)
+    # A plain callable declares no size: the generator's own size is still enforced.
+    with pytest.raises(InputError, match="draws 32x32 images"):
+        glance.fit(lambda x: np.full((len(x), 2), 0.5, np.float32), small, context, TINY)
+    with pytest.raises(InputError, match="NaN or inf"):
+        glance.fit(bb, np.full_like(sample.images, np.nan), context, TINY)
+    with pytest.raises(InputError, match=r"target_class 2 is outside \[0, 2\)"):
+        glance.fit(bb, sample.images, context, glance.GlanceConfig(target_class=2))
+    with pytest.raises(InputError, match="backend"):
+        glance.fit(bb, sample.images, context, glance.GlanceConfig(backend="lingam"))
+
+
+def test_fit_and_explain_shapes(model, data):
+    sample, _ = data
+    k = len(ms.CONCEPTS)
+    latent = model.config.surrogate.latent_dim
+    assert model.graph.names == ms.CONCEPTS + tuple(f"latent_{j}" for j in range(latent - k)) + ("logit",)
+    assert not model.graph.adjacency[-1].any(), "the log-odds node must be a sink"
+    assert model.concept_graph.names == ms.CONCEPTS + ("logit",)
+    ex = model.explain(sample.images[:5])
+    assert ex.concepts == ms.CONCEPTS
+    assert ex.importances.shape == ex.total_effects.shape == ex.direct_effects.shape == (5, k)
+    np.testing.assert_array_equal(ex.importances, np.abs(ex.total_effects))
+    assert ex.counterfactuals.shape == (5, k, 2, 32, 32, 1)
+    assert ex.reconstructions.shape == (5, 32, 32, 1) and ex.codes.shape == (5, latent)
+    assert np.isfinite(ex.total_effects).all() and np.isfinite(ex.direct_effects).all()
+    assert ex.counterfactuals.min() >= 0 and ex.counterfactuals.max() <= 1
+    np.testing.assert_allclose(ex.logits, model.log_odds(sample.images[:5]), rtol=1e-6)
+    with pytest.raises(InputError, match="black box expects 32x32x1"):
+        model.explain(sample.images[:2, :28, :28])
+    with pytest.raises(InputError, match="features were given"):
+        model.explain(sample.images[:2], features=np.zeros((2, 3)))
+
+
+def test_explanation_depends_only_on_the_image(model, data):
+    sample, _ = data
+    batch = model.explain(sample.images[:6])
+    alone = model.explain(sample.images[4:5])
+    np.testing.assert_allclose(alone.total_effects[0], batch.total_effects[4], atol=1e-4)
+    np.testing.assert_allclose(alone.counterfactuals[0], batch.counterfactuals[4], atol=1e-5)
+
+
+def test_interventions_follow_the_graph(model):
+    """A total intervention moves exactly the concept's descendants; a direct one only the concept."""
+    from daxjax.glance.local import interventions
+
+    plan = interventions(model.graph, model.concepts, model.latent_names, 1.0)
+    effects = model.graph.total_effects()
+    for c, name in enumerate(model.concepts):
+        direct = plan.deltas[plan.index("direct", c, +1)]
+        assert np.flatnonzero(direct).tolist() == [c]
+        np.testing.assert_allclose(plan.deltas[plan.index("direct", c, -1)], -direct)
+        total = plan.deltas[plan.index("total", c, +1)]
+        reach = effects[c, :-1] != 0
+        assert np.array_equal(total != 0, reach), name
+
+
+def test_fit_is_deterministic_and_save_load_round_trip(bb, model, data, tmp_path):
+    sample, context = data
+    again = glance.fit(bb, sample.images, context, TINY)
+    np.testing.assert_array_equal(again.encode(sample.images[:8]), model.encode(sample.images[:8]))
+    np.testing.assert_array_equal(again.graph.adjacency, model.graph.adjacency)
+    path = model.save(tmp_path / "m.npz")
+    loaded = glance.load(path, bb)
+    assert loaded.config == model.config and loaded.graph.names == model.graph.names
+    a, b = model.explain(sample.images[:3]), loaded.explain(sample.images[:3])
+    np.testing.assert_array_equal(a.total_effects, b.total_effects)
+    np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
+
+
+def test_adversarial_mode_runs(bb, data):
+    """The opt-in GAN mode (discriminator, lazy R1) trains and returns finite losses."""
+    sample, context = data
+    config = glance.GlanceConfig(surrogate=glance.SurrogateConfig(
+        steps=3, batch=16, student_steps=2, adversarial=True, r1_every=2, log_every=0))
+    m = glance.fit(bb, sample.images, context, config)
+    assert len(m.surrogate.history["disc"]) == 3 and np.isfinite(m.surrogate.history["disc"]).all()
+    assert np.isfinite(m.surrogate.history["adv"]).all()
+
+
+def test_report_pictures(model, data, tmp_path):
+    sample, _ = data
+    ex = model.explain(sample.images[:2])
+    page = plots.write_glance_report(tmp_path, model, ex, sample.images[:2], indices=(0, 1),
+                                     truth=ev.planted_adjacency("thickness_slant")[1], true_effects=ex.total_effects)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"glance.html", "graph.png", "importances_0.png", "counterfactuals_1.png"} <= names
+    assert "counterfactuals_1.png" in page.read_text()
