@@ -10,7 +10,10 @@ not from their code:
   lookup table on every call and took 10x longer);
 - **thickness**: twice the mean of the distance map sampled on the skeleton, over scale (the mean
   stroke diameter in pixels);
-- **intensity**: the median of the upsampled image over the foreground (DeepSCM's definition);
+- **intensity**: the median of the upsampled image over the skeleton, i.e. along the stroke's
+  centre line (DeepSCM takes the median over the whole foreground; on MorphoSynth the anti-aliased
+  edges of thin strokes then made it depend on thickness: a regression of the measure on planted
+  intensity and thickness gave thickness 0.32 of intensity's coefficient, on the skeleton 0.01);
 - **slant**: arctan(-mu11 / mu02) of the binary image's central moments (radians, positive when
   the digit leans right);
 - **width**: the side of the bounding parallelogram sheared by that slant, after discarding 1 % of
@@ -62,7 +65,7 @@ def measure(image: np.ndarray, scale: int = 4, trim: float = 0.01) -> np.ndarray
     distance = ndimage.distance_transform_edt(binary)
     skeleton = skeletonize(binary)
     thickness = 2.0 * distance[skeleton].mean() / scale
-    intensity = float(np.median(up[binary]))
+    intensity = float(np.median(up[skeleton]))
     rows, cols = np.nonzero(binary)
     rows = rows.astype(np.float64)
     cols = cols.astype(np.float64)
