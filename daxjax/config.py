@@ -83,6 +83,8 @@ class DAXConfig:
 
     Optimisation (Adam; the paper's batch size and epochs were lost in extraction):
       epochs, batch_size, learning_rate: Adam steps = epochs * floor(0.9 N / batch_size).
+        About 110 steps is best with the centred student (Fashion-MNIST scenes: N=2000 IoU 0.654
+        at 4 epochs vs 0.583 at 8; N=1000 at 8 epochs 0.667): longer, the mask over-fits.
       mask_learning_rate: the mask net's own rate. A mask that starts at 0.5 everywhere moves too
         little in a few hundred steps at the student's rate (measured: min-max maps of noise);
         3e-2 with the grid bias (Fashion-MNIST scenes, N=1000: IoU 0.63 at 1e-2, 0.67 at 3e-2,
@@ -94,6 +96,7 @@ class DAXConfig:
       restarts: independently initialised (mask net, student) pairs per image, trained side by
         side in the same vmap on the same samples; their maps are averaged (a single pair can
         lock onto the background; see DESIGN.md). Costs restarts x the training, no extra queries.
+        Fashion-MNIST scenes, N=2000, 4 epochs: IoU 0.654 (std 0.185) with 1, 0.720 (0.115) with 3.
 
     Execution (no effect on the result, only on speed and memory):
       query_chunk: perturbations per image in one black-box call (host memory ~ B * chunk * H*W*C);
@@ -131,13 +134,13 @@ class DAXConfig:
     normalize_loss: bool = True
     bounded_q: bool = True
 
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 64
     learning_rate: float = 3e-3
     mask_learning_rate: float = 3e-2
     validation_fraction: float = 0.1
     student_warmup: float = 0.25
-    restarts: int = 1
+    restarts: int = 3
 
     query_chunk: int | None = None
     image_batch: int = 16
