@@ -1,6 +1,9 @@
 """The `daxjax` command line.
 
     daxjax explain --model model.onnx --images photos/ --out results/
+    daxjax evaluate results/ --masks masks.npz
+    daxjax report results/ --source photos/
+    daxjax demo
     daxjax explain --help
 
 Commands are entries of COMMANDS: name -> Command(help, add_arguments, run, epilog). To add one
@@ -19,6 +22,8 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Callable, NamedTuple
+
+import numpy as np
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -85,12 +90,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
                      help="resize every image to H x W (or one number for square); default: the "
                           "model's fixed input size, else the first image's size")
 
-    model = parser.add_argument_group("the ONNX model's input and output")
-    model.add_argument("--layout", help="NCHW (default) or NHWC")
-    model.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels in [0, 1] (per channel)")
-    model.add_argument("--std", metavar="S[,S,S]", help="pixels are divided by it after --mean (per channel)")
-    model.add_argument("--output", help="logits (default; a softmax is applied) or probs")
-    model.add_argument("--ort-threads", type=int, metavar="T", help="ONNX Runtime intra-op threads (default 1)")
+    add_model_io_arguments(parser)
 
     run = parser.add_argument_group("resources")
     run.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: from the memory budget)")
@@ -101,6 +101,16 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator (several processes)")
     run.add_argument("--num-processes", type=int, metavar="P", help="number of processes (with --coordinator)")
     run.add_argument("--process-id", type=int, metavar="I", help="this process's index (with --coordinator)")
+
+
+def add_model_io_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the ONNX model takes images and gives classes (shared by explain and evaluate)."""
+    model = parser.add_argument_group("the ONNX model's input and output")
+    model.add_argument("--layout", help="NCHW (default) or NHWC")
+    model.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels in [0, 1] (per channel)")
+    model.add_argument("--std", metavar="S[,S,S]", help="pixels are divided by it after --mean (per channel)")
+    model.add_argument("--output", help="logits (default; a softmax is applied) or probs")
+    model.add_argument("--ort-threads", type=int, metavar="T", help="ONNX Runtime intra-op threads (default 1)")
 
 
 def _numbers(text, what: str, kind=float) -> list:
@@ -188,6 +198,23 @@ def _method_config(method: str, fields: dict):
         raise UsageError(str(err)) from None
 
 
+def _onnx_blackbox(options: dict):
+    """The ONNX black box of the model options (model, layout, mean, std, output, ort_threads)."""
+    from blackbox_adapters import OnnxBlackBox
+
+    model = Path(options["model"])
+    if not model.is_file():
+        raise UsageError(f"--model: no such file: {model}")
+    if options["layout"] not in ("NCHW", "NHWC"):
+        raise UsageError(f"--layout must be NCHW or NHWC; got {options['layout']!r}")
+    if options["output"] not in ("logits", "probs"):
+        raise UsageError(f"--output must be logits or probs; got {options['output']!r}")
+    return OnnxBlackBox(model, layout=options["layout"],
+                        mean=None if options["mean"] is None else _numbers(options["mean"], "--mean"),
+                        std=None if options["std"] is None else _numbers(options["std"], "--std"),
+                        output=options["output"], intra_op_threads=int(options["ort_threads"]))
+
+
 def run_explain(args: argparse.Namespace) -> int:
     options, config_fields = _merged_options(args)
     config = _method_config(options["method"], config_fields)
@@ -198,20 +225,9 @@ def run_explain(args: argparse.Namespace) -> int:
 
         jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
-    from blackbox_adapters import OnnxBlackBox
     from daxjax.pipeline import explain_dataset
 
-    model = Path(options["model"])
-    if not model.is_file():
-        raise UsageError(f"--model: no such file: {model}")
-    if options["layout"] not in ("NCHW", "NHWC"):
-        raise UsageError(f"--layout must be NCHW or NHWC; got {options['layout']!r}")
-    if options["output"] not in ("logits", "probs"):
-        raise UsageError(f"--output must be logits or probs; got {options['output']!r}")
-    bb = OnnxBlackBox(model, layout=options["layout"],
-                      mean=None if options["mean"] is None else _numbers(options["mean"], "--mean"),
-                      std=None if options["std"] is None else _numbers(options["std"], "--std"),
-                      output=options["output"], intra_op_threads=int(options["ort_threads"]))
+    bb = _onnx_blackbox(options)
     size = None if options["size"] is None else _numbers(options["size"], "--size", int)
     if size is not None and len(size) not in (1, 2):
         raise UsageError(f"--size must be H,W or one number; got {options['size']!r}")
@@ -228,11 +244,332 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reading a store back: its images and ground truth ----------------------------------------
+
+_SOURCE_HELP = ("the images the store was made from (the --images given to explain: a directory, "
+                "a quoted glob pattern or FILE.npz[:ARRAY]); the store keeps maps, not images")
+
+
+def _store_meta(out: str) -> dict:
+    from daxjax.store import ResultStore
+
+    if not Path(out).is_dir():
+        raise UsageError(f"no such store directory: {out}")
+    return ResultStore.open(out).meta
+
+
+def _explained_positions(out: str) -> dict[str, int]:
+    """id -> position in input order of each explained image of the store (from its index)."""
+    from daxjax.store import ResultStore
+
+    positions = {}
+    for record in ResultStore.open(out).committed().values():
+        for i, (image_id, status) in enumerate(zip(record["ids"], record["status"])):
+            if status == "ok":
+                positions[image_id] = record["start"] + i
+    return positions
+
+
+def _source_or_meta(args: argparse.Namespace, meta: dict) -> str:
+    """--source, else the source recorded in the store's meta (stores that record one)."""
+    source = args.source or meta.get("source")
+    if source is None:
+        raise UsageError(f"--source is required: store {args.out} does not record which images it was made "
+                         "from; give the --images of the explain run")
+    return source
+
+
+def _store_images(source: str, ids: list[str], meta: dict) -> np.ndarray:
+    """The store's images, read again from `source` as the run read them: float32 [n, H, W, C]."""
+    from daxjax.inputs import InputError
+    from daxjax.sources import open_source, read_image
+
+    wanted, found = set(ids), {}
+    for item in open_source(source).items():
+        if item.id in wanted:
+            found[item.id] = item
+            if len(found) == len(wanted):
+                break
+    missing = [image_id for image_id in ids if image_id not in found]
+    if missing:
+        raise InputError(f"--source {source} has no image(s) {missing[:5]} of the store: give the images "
+                         "the store was made from")
+    return np.stack([read_image(found[i].raw, tuple(meta["size"]), meta["channels"]) for i in ids])
+
+
+def read_masks(path: str, ids: list[str], positions: dict[str, int], size: tuple[int, int]) -> np.ndarray:
+    """Ground truth for the store's explained images, bool [n, H, W] in the order of `ids`.
+
+    The .npz file holds either one array [N, H, W] with a mask per image of the source in input
+    order (N >= the last explained position), or one array [H, W] per image named by its id in
+    the store (e.g. 'scene0.png'). Masks must have the store's image size H x W: the CLI never
+    resizes ground truth.
+    """
+    if not Path(path).is_file():
+        raise UsageError(f"--masks: no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError) as err:
+        raise UsageError(f"--masks {path}: not a readable .npz file ({err})") from None
+    if not arrays:
+        raise UsageError(f"--masks {path}: the file holds no arrays")
+    (first_name, first), = list(arrays.items())[:1]
+    if len(arrays) == 1 and first.ndim == 3:
+        needed = max(positions[i] for i in ids) + 1
+        if first.shape[0] < needed:
+            raise UsageError(f"--masks {path}: array {first_name!r} has {first.shape[0]} masks, but the store's "
+                             f"images reach position {needed - 1} in input order (needs >= {needed})")
+        masks = first[[positions[i] for i in ids]]
+    else:
+        missing = [i for i in ids if i not in arrays]
+        if missing:
+            raise UsageError(f"--masks {path}: no mask for image(s) {missing[:5]} of the store (give one array "
+                             f"[N, H, W] in input order, or one [H, W] array per image id)")
+        wrong = [f"{i!r} {arrays[i].shape}" for i in ids if arrays[i].ndim != 2]
+        if wrong:
+            raise UsageError(f"--masks {path}: masks keyed by id must be [H, W]; got {', '.join(wrong[:3])}")
+        masks = np.stack([arrays[i] for i in ids]) if len({arrays[i].shape for i in ids}) == 1 else None
+        if masks is None:
+            raise UsageError(f"--masks {path}: masks of different sizes "
+                             f"{sorted({arrays[i].shape for i in ids})}; the store's images are {size[0]}x{size[1]}")
+    if tuple(masks.shape[1:]) != tuple(size):
+        raise UsageError(f"--masks {path}: masks are {masks.shape[1]}x{masks.shape[2]} but the store's maps are "
+                         f"{size[0]}x{size[1]} (the images' size in the explain run); give masks of that size")
+    if masks.dtype != bool and not np.isin(masks, (0, 1)).all():
+        raise UsageError(f"--masks {path}: masks must be bool or 0/1; got values other than 0 and 1")
+    return masks.astype(bool)
+
+
+# -- report -----------------------------------------------------------------------------------
+
+_REPORT_EPILOG = """\
+examples:
+  daxjax report results/ --source photos/                 # writes results/report.html
+  daxjax report results/ --source photos/ --out-dir share/ --max-images 50
+
+The page shows, per image, the input, the map as a heat-map overlay, its thresholded region, the
+explained class and the black box's probability of it; then the run's config and timings, and the
+images that could not be explained. Pictures are PNG files in report_files/ beside the page: copy
+or zip the whole folder to share it.
+"""
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="the result store of a 'daxjax explain' run (its --out)")
+    parser.add_argument("--source", metavar="SOURCE", help=_SOURCE_HELP)
+    parser.add_argument("--out-dir", metavar="DIR", help="where report.html goes (default: inside OUT)")
+    parser.add_argument("--max-images", type=int, default=200, metavar="N",
+                        help="draw the first N explained images, in input order (default 200)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from daxjax.report import write_store_report
+
+    meta = _store_meta(args.out)
+    source = _source_or_meta(args, meta)
+    if args.max_images < 1:
+        raise UsageError(f"--max-images must be at least 1; got {args.max_images}")
+    path = write_store_report(args.out, source, args.out_dir, max_images=args.max_images)
+    print(f"Report: {path.resolve()}  (open it in a browser)")
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+_EVALUATE_EPILOG = """\
+examples:
+  daxjax evaluate results/ --masks masks.npz
+  daxjax evaluate results/ --masks masks.npz --model model.onnx --source photos/ --json metrics.json
+
+Metrics, per image and their mean (higher is better unless marked lower):
+  IoU            the map's region (map > mean + k*std) against the ground-truth mask
+  pointing game  1 when the map's maximum lies in the mask (within --tolerance pixels), else 0
+  deletion AUC   (lower) the model's probability of the class while the most important pixels are
+                 removed; needs --model and --source
+  insertion AUC  the probability while they are put back onto a blurred image; same needs
+Two reference rows show what a metric gives for free: a random map and a centred Gaussian.
+
+MASKS.npz holds either one bool (or 0/1) array [N, H, W]: a mask per image of the source in input
+order (the order explain read them: sorted paths, or the rows of an .npz); or one array [H, W]
+per image, named by its id in the store (e.g. np.savez("masks.npz", **{"cat.png": mask})). Masks
+must have the store's image size (explain's --size), they are never resized.
+"""
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="the result store of a 'daxjax explain' run (its --out)")
+    parser.add_argument("--masks", metavar="MASKS.npz", required=True,
+                        help="ground-truth masks (see below for the two layouts)")
+    parser.add_argument("--json", metavar="FILE", help="also write every number (per image and means) as JSON")
+    parser.add_argument("-k", type=float, default=1.0,
+                        help="IoU threshold: a map's region is map > mean + k*std (default 1)")
+    parser.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
+                        help="pointing game: a hit may miss the mask by this many pixels (default 0)")
+    faithful = parser.add_argument_group("deletion / insertion AUC (only with --model)")
+    faithful.add_argument("--model", metavar="MODEL.onnx", help="the classifier that was explained, an ONNX file")
+    faithful.add_argument("--source", metavar="SOURCE", help=_SOURCE_HELP)
+    faithful.add_argument("--auc-steps", type=int, metavar="S",
+                          help="curve steps; each costs 2 queries per image and row (default 100)")
+    add_model_io_arguments(parser)
+
+
+def evaluate_store(out: str, masks_path: str, *, k: float = 1.0, tolerance: float = 0.0, bb=None,
+                   source: str | None = None, auc_steps: int | None = None) -> dict:
+    """Metrics of a store's maps against ground truth (and the black box when `bb` is given).
+
+    Returns {"ids": [n], "method": str, "rows": {row: {metric: float32 [n]}}}: rows are the
+    store's method, then the reference maps of `daxjax.report.reference_maps`.
+    """
+    from daxjax import metrics
+    from daxjax.report import reference_maps
+    from daxjax.store import load_results
+
+    meta = _store_meta(out)
+    results = load_results(out)
+    if not results.ids:
+        raise UsageError(f"store {out} has no explained images ({len(results.errors)} error(s)); nothing to evaluate")
+    masks = read_masks(masks_path, results.ids, _explained_positions(out), tuple(meta["size"]))
+    rows = {results.method: results.maps, **reference_maps(results.maps.shape)}
+    images = None if bb is None else _store_images(source, results.ids, meta)
+    steps = {} if auc_steps is None else {"steps": auc_steps}
+    table: dict[str, dict[str, np.ndarray]] = {}
+    for name, maps in rows.items():
+        table[name] = {"IoU": metrics.iou(maps, masks, k=k),
+                       "pointing game": metrics.pointing_game(maps, masks, tolerance=tolerance)}
+        if bb is not None:
+            table[name]["deletion AUC"] = metrics.deletion_auc(bb, images, maps, results.targets, **steps)
+            table[name]["insertion AUC"] = metrics.insertion_auc(bb, images, maps, results.targets, **steps)
+    return {"ids": results.ids, "method": results.method, "rows": table}
+
+
+def _metrics_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
+    names = list(next(iter(rows.values())))
+    width = max(len(row) for row in rows) + 2
+    lines = ["".ljust(width) + "".join(f"{name:>16}" for name in names)]
+    for row, values in rows.items():
+        lines.append(row.ljust(width) + "".join(f"{float(np.mean(values[name])):>16.3f}" for name in names))
+    return "\n".join(lines)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    if args.auc_steps is not None and args.auc_steps < 1:
+        raise UsageError(f"--auc-steps must be at least 1; got {args.auc_steps}")
+    bb = None
+    if args.model is not None:
+        source = _source_or_meta(args, _store_meta(args.out))
+        options = {name: getattr(args, name) if getattr(args, name) is not None else _EXPLAIN_DEFAULTS[name]
+                   for name in ("model", "layout", "mean", "std", "output", "ort_threads")}
+        bb = _onnx_blackbox(options)
+    else:
+        source = None
+        if args.source is not None or args.auc_steps is not None:
+            raise UsageError("--source and --auc-steps are for deletion/insertion AUC, which need --model too")
+    evaluation = evaluate_store(args.out, args.masks, k=args.k, tolerance=args.tolerance, bb=bb, source=source,
+                                auc_steps=args.auc_steps)
+    rows = evaluation["rows"]
+    print(f"{args.out}: {len(evaluation['ids'])} images, method {evaluation['method']}; means over images")
+    print(_metrics_table(rows))
+    if args.json:
+        import json
+
+        record = {"store": str(Path(args.out).resolve()), "masks": str(Path(args.masks).resolve()),
+                  "method": evaluation["method"], "ids": evaluation["ids"], "k": args.k,
+                  "tolerance": args.tolerance,
+                  "mean": {row: {name: float(np.mean(v)) for name, v in values.items()} for row, values in rows.items()},
+                  "per_image": {row: {name: [float(x) for x in v] for name, v in values.items()}
+                                for row, values in rows.items()}}
+        Path(args.json).write_text(json.dumps(record, indent=1))
+        print(f"Metrics: {Path(args.json).resolve()}")
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+_DEMO_EPILOG = """\
+examples:
+  daxjax demo                       # writes out/report.html; a few minutes on 2 CPU cores
+  daxjax demo --out demo/ --photos chelsea,coffee --num-samples 500
+
+Explains scikit-image's bundled photos (no download) with the bundled EfficientNet-Lite0 ImageNet
+classifier: DAX and RISE side by side on each photo's top-1 class. Writes report.html (open it in
+a browser), overlay_<photo>.png per photo, demo.png (all photos) and maps.npz to --out.
+"""
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from daxjax import demo
+
+    parser.add_argument("--out", default="out", metavar="DIR", help="output folder (default: out)")
+    parser.add_argument("--photos", default=",".join(demo.PHOTOS), metavar="NAMES",
+                        help=f"comma-separated photos of skimage.data (default: {','.join(demo.PHOTOS)}; "
+                             f"bundled: {', '.join(demo.BUNDLED_PHOTOS)})")
+    parser.add_argument("--num-samples", type=int, default=demo.DEFAULT_SAMPLES, metavar="N",
+                        help=f"perturbations (model queries) per photo and method (default {demo.DEFAULT_SAMPLES}); "
+                             "more: steadier maps, longer run")
+    parser.add_argument("--auc-steps", type=int, default=demo.DEFAULT_AUC_STEPS, metavar="S",
+                        help=f"steps of the deletion/insertion curves in the report (default {demo.DEFAULT_AUC_STEPS})")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from daxjax import demo
+
+    names = [name.strip() for name in args.photos.split(",") if name.strip()]
+    unknown = [name for name in names if name not in demo.BUNDLED_PHOTOS]
+    if unknown or not names:
+        raise UsageError(f"--photos: {', '.join(map(repr, unknown)) or 'none given'}; "
+                         f"choose from {', '.join(demo.BUNDLED_PHOTOS)}")
+    for option, value in (("--num-samples", args.num_samples), ("--auc-steps", args.auc_steps)):
+        if value < 1:
+            raise UsageError(f"{option} must be at least 1; got {value}")
+    demo.main(["--out", args.out, "--photos", ",".join(names), "--num-samples", str(args.num_samples),
+               "--auc-steps", str(args.auc_steps)])
+    return 0
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+_BENCH_EPILOG = """\
+examples:
+  daxjax bench --quick --no-write    # a smoke run, about 2 minutes on 2 CPU cores
+  daxjax bench                       # the full table (over 30 minutes); updates benchmarks/RESULTS.md
+
+Measures where DAX's time goes: a Python loop over single images against the batched engine, at
+several image sizes and batch sizes (benchmarks/throughput.py). It needs a source checkout of
+daxjax: run it from the repository's root folder.
+"""
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small sizes and N: a smoke run of a few minutes")
+    parser.add_argument("--no-write", action="store_true", help="print the table only; do not update RESULTS.md")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks import throughput
+    except ModuleNotFoundError as err:
+        if err.name not in ("benchmarks", "benchmarks.throughput"):
+            raise
+        raise UsageError("the benchmarks are not installed with the package: run 'daxjax bench' from the root "
+                         "folder of a source checkout of daxjax (git clone ...; cd daxjax)") from None
+    throughput.main(["--quick"] * args.quick + ["--no-write"] * args.no_write)
+    return 0
+
+
 # -- the command table ------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
     "explain": Command("explain every image of a dataset with a black-box model; results to a store",
                        add_explain_arguments, run_explain, _EXPLAIN_EPILOG),
+    "evaluate": Command("score a store's maps against ground-truth masks (IoU, pointing game, deletion/insertion AUC)",
+                        add_evaluate_arguments, run_evaluate, _EVALUATE_EPILOG),
+    "report": Command("write the HTML report of a store: each image with its map, region, label and score",
+                      add_report_arguments, run_report, _REPORT_EPILOG),
+    "demo": Command("explain a few bundled photos with a real ImageNet model and write a report (no download)",
+                    add_demo_arguments, run_demo, _DEMO_EPILOG),
+    "bench": Command("measure explanation throughput: per-image loop against the batched engine",
+                     add_bench_arguments, run_bench, _BENCH_EPILOG),
 }
 
 
