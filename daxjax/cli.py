@@ -430,6 +430,9 @@ def evaluate_store(out: str, masks_path: str, *, k: float = 1.0, tolerance: floa
     if not results.ids:
         raise UsageError(f"store {out} has no explained images ({len(results.errors)} error(s)); nothing to evaluate")
     masks = read_masks(masks_path, results.ids, _explained_positions(out), tuple(meta["size"]))
+    empty = [image_id for image_id, mask in zip(results.ids, masks) if not mask.any()]
+    if empty:
+        raise UsageError(f"--masks {masks_path}: empty mask (no object, IoU undefined) for image(s) {empty[:5]}")
     rows = {results.method: results.maps, **reference_maps(results.maps.shape)}
     images = None if bb is None else _store_images(source, results.ids, meta)
     steps = {} if auc_steps is None else {"steps": auc_steps}

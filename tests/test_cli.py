@@ -176,6 +176,7 @@ def test_evaluate_with_the_model_adds_deletion_and_insertion_auc(store, image_di
     (["evaluate", "{store}", "--masks", "{tmp}/small.npz"], "masks are 16x16 but the store's maps are 32x32"),
     (["evaluate", "{store}", "--masks", "{tmp}/few.npz"], "has 2 masks"),
     (["evaluate", "{store}", "--masks", "{tmp}/keyed.npz"], "no mask for image(s) ['scene2.png']"),
+    (["evaluate", "{store}", "--masks", "{tmp}/empty.npz"], "empty mask (no object, IoU undefined) for image(s) ['scene1.png']"),
     (["evaluate", "{store}", "--masks", "{tmp}/small.npz", "--source", "{images}"], "need --model too"),
     (["evaluate", "{store}", "--masks", "{tmp}/few.npz", "--model", "{images}/scene0.png", "--source", "{images}"],
      "cannot load it as a model"),
@@ -188,6 +189,7 @@ def test_new_commands_report_user_errors_in_one_line_with_exit_code_2(argv, mess
     (tmp_path / "empty").mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "other" / "another.png")
     np.savez(tmp_path / "few.npz", m=np.ones((2, 32, 32), bool))
+    np.savez(tmp_path / "empty.npz", m=np.ones((3, 32, 32), bool) * np.array([1, 0, 1], bool)[:, None, None])
     np.savez(tmp_path / "keyed.npz", **{"scene0.png": np.ones((32, 32), bool), "scene1.png": np.ones((32, 32), bool)})
     argv = [a.replace("{store}", str(store)).replace("{images}", str(image_dir)).replace("{tmp}", str(tmp_path))
             for a in argv]
