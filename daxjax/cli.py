@@ -314,7 +314,7 @@ def read_masks(path: str, ids: list[str], positions: dict[str, int], size: tuple
         raise UsageError(f"--masks {path}: not a readable .npz file ({err})") from None
     if not arrays:
         raise UsageError(f"--masks {path}: the file holds no arrays")
-    (first_name, first), = list(arrays.items())[:1]
+    first_name, first = next(iter(arrays.items()))
     if len(arrays) == 1 and first.ndim == 3:
         needed = max(positions[i] for i in ids) + 1
         if first.shape[0] < needed:
@@ -329,10 +329,11 @@ def read_masks(path: str, ids: list[str], positions: dict[str, int], size: tuple
         wrong = [f"{i!r} {arrays[i].shape}" for i in ids if arrays[i].ndim != 2]
         if wrong:
             raise UsageError(f"--masks {path}: masks keyed by id must be [H, W]; got {', '.join(wrong[:3])}")
-        masks = np.stack([arrays[i] for i in ids]) if len({arrays[i].shape for i in ids}) == 1 else None
-        if masks is None:
-            raise UsageError(f"--masks {path}: masks of different sizes "
-                             f"{sorted({arrays[i].shape for i in ids})}; the store's images are {size[0]}x{size[1]}")
+        shapes = {arrays[i].shape for i in ids}
+        if len(shapes) > 1:
+            raise UsageError(f"--masks {path}: masks of different sizes {sorted(shapes)}; "
+                             f"the store's images are {size[0]}x{size[1]}")
+        masks = np.stack([arrays[i] for i in ids])
     if tuple(masks.shape[1:]) != tuple(size):
         raise UsageError(f"--masks {path}: masks are {masks.shape[1]}x{masks.shape[2]} but the store's maps are "
                          f"{size[0]}x{size[1]} (the images' size in the explain run); give masks of that size")
