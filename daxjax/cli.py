@@ -303,7 +303,7 @@ def read_masks(path: str, ids: list[str], positions: dict[str, int], size: tuple
     The .npz file holds either one array [N, H, W] with a mask per image of the source in input
     order (N >= the last explained position), or one array [H, W] per image named by its id in
     the store (e.g. 'scene0.png'). Masks must have the store's image size H x W: the CLI never
-    resizes ground truth.
+    resizes ground truth. Every mask must mark some pixels (IoU is undefined on an empty one).
     """
     if not Path(path).is_file():
         raise UsageError(f"--masks: no such file: {path}")
@@ -339,7 +339,11 @@ def read_masks(path: str, ids: list[str], positions: dict[str, int], size: tuple
                          f"{size[0]}x{size[1]} (the images' size in the explain run); give masks of that size")
     if masks.dtype != bool and not np.isin(masks, (0, 1)).all():
         raise UsageError(f"--masks {path}: masks must be bool or 0/1; got values other than 0 and 1")
-    return masks.astype(bool)
+    masks = masks.astype(bool)
+    empty = [image_id for image_id, mask in zip(ids, masks) if not mask.any()]
+    if empty:
+        raise UsageError(f"--masks {path}: empty mask (no object, IoU undefined) for image(s) {empty[:5]}")
+    return masks
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -362,16 +366,33 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", metavar="DIR", help="where report.html goes (default: inside OUT)")
     parser.add_argument("--max-images", type=int, default=200, metavar="N",
                         help="draw the first N explained images, in input order (default 200)")
+    parser.add_argument("--masks", metavar="MASKS.npz",
+                        help="ground truth: adds each image's mask and the IoU table (layouts: daxjax evaluate --help)")
+
+
+def _masks_in_input_order(path: str, out: str, ids: list[str], size: tuple[int, int]) -> np.ndarray:
+    """The masks of `ids` placed at their input positions: bool [last position + 1, H, W]."""
+    positions = _explained_positions(out)
+    masks = read_masks(path, ids, positions, size)
+    placed = np.zeros((max(positions[i] for i in ids) + 1, *size), bool)
+    placed[[positions[i] for i in ids]] = masks
+    return placed
 
 
 def run_report(args: argparse.Namespace) -> int:
     from daxjax.report import write_store_report
+    from daxjax.store import load_results
 
     meta = _store_meta(args.out)
     source = _source_or_meta(args, meta)
     if args.max_images < 1:
         raise UsageError(f"--max-images must be at least 1; got {args.max_images}")
-    path = write_store_report(args.out, source, args.out_dir, max_images=args.max_images)
+    masks = None
+    if args.masks is not None:
+        shown = load_results(args.out).ids[:args.max_images]
+        if shown:
+            masks = _masks_in_input_order(args.masks, args.out, shown, tuple(meta["size"]))
+    path = write_store_report(args.out, source, args.out_dir, max_images=args.max_images, masks=masks)
     print(f"Report: {path.resolve()}  (open it in a browser)")
     return 0
 
@@ -431,9 +452,6 @@ def evaluate_store(out: str, masks_path: str, *, k: float = 1.0, tolerance: floa
     if not results.ids:
         raise UsageError(f"store {out} has no explained images ({len(results.errors)} error(s)); nothing to evaluate")
     masks = read_masks(masks_path, results.ids, _explained_positions(out), tuple(meta["size"]))
-    empty = [image_id for image_id, mask in zip(results.ids, masks) if not mask.any()]
-    if empty:
-        raise UsageError(f"--masks {masks_path}: empty mask (no object, IoU undefined) for image(s) {empty[:5]}")
     rows = {results.method: results.maps, **reference_maps(results.maps.shape)}
     images = None if bb is None else _store_images(source, results.ids, meta)
     steps = {} if auc_steps is None else {"steps": auc_steps}

@@ -127,6 +127,16 @@ def test_report_of_a_store_draws_every_explained_image(store, image_dir, tmp_pat
         assert (tmp_path / "rep" / src).is_file(), src
 
 
+def test_report_with_masks_shows_the_iou_of_the_stores_maps(store, image_dir, red_masks, tmp_path, capsys):
+    np.savez(tmp_path / "masks.npz", red=red_masks)
+    code = main(["report", str(store), "--source", str(image_dir), "--out-dir", str(tmp_path / "rep"),
+                 "--masks", str(tmp_path / "masks.npz")])
+    assert code == 0, capsys.readouterr().err
+    page = (tmp_path / "rep" / "report.html").read_text()
+    mean_iou = float(np.mean(daxjax.metrics.iou(daxjax.load_results(store).maps, red_masks)))
+    assert "IoU" in page and f"{mean_iou:.3f}" in page
+
+
 def test_evaluate_equals_the_metrics_on_the_same_maps(store, red_masks, tmp_path, capsys):
     np.savez(tmp_path / "masks.npz", red=red_masks)
     code = main(["evaluate", str(store), "--masks", str(tmp_path / "masks.npz"), "--json", str(tmp_path / "m.json"),
@@ -180,6 +190,7 @@ def test_evaluate_with_the_model_adds_deletion_and_insertion_auc(store, image_di
     (["evaluate", "{store}", "--masks", "{tmp}/small.npz", "--source", "{images}"], "need --model too"),
     (["evaluate", "{store}", "--masks", "{tmp}/few.npz", "--model", "{images}/scene0.png", "--source", "{images}"],
      "cannot load it as a model"),
+    (["report", "{store}", "--source", "{images}", "--masks", "{tmp}/small.npz"], "masks are 16x16"),
     (["demo", "--photos", "chelsea,nope"], "--photos: 'nope'"),
 ])
 def test_new_commands_report_user_errors_in_one_line_with_exit_code_2(argv, message, store, image_dir, tmp_path,
