@@ -3,7 +3,7 @@
     bash benchmarks/audio/setup.sh              # once: Debian's sounds, espeak-ng, soundfile
     python -m benchmarks.audio                  # >= 100 correctly classified held-out clips (~1 hour, 2 CPUs)
     python -m benchmarks.audio --quick          # 12 clips, N=200: a smoke run of a few minutes
-    python -m benchmarks.audio --ablation       # the fill / resolution study (on other clips)
+    python -m benchmarks.audio --ablation       # fills, keep_prob, resolution (other clips; own section)
 
 Clips (`benchmarks/audio/data.py`): a real sound event (sonic-pi samples, espeak-ng and
 pocketsphinx speech) padded at both ends with background noise of random duration at a fixed
@@ -33,6 +33,7 @@ import numpy as np
 from benchmarks.results import RESULTS, write_section
 
 SECTION = "## Audio: explaining a sound classifier in time (issue 6)"
+ABLATION_SECTION = "## Audio: fills, keep probability and resolution (issue 6 ablation)"
 MODEL = Path(__file__).parent / "sound_cnn.onnx"
 EVAL_SEED, ABLATION_SEED = 123, 321
 
@@ -69,8 +70,8 @@ def methods(budget: int) -> dict:
     import daxjax
 
     return {
-        "DAX (ours)": ("dax", audio_config(daxjax.DAXConfig(num_samples=budget))),
-        "RISE": ("rise", audio_config(daxjax.RISEConfig(num_samples=budget, cells=16))),
+        "DAX (ours)": ("dax", audio_config(daxjax.DAXConfig(num_samples=budget, keep_prob=0.3))),
+        "RISE": ("rise", audio_config(daxjax.RISEConfig(num_samples=budget, cells=16, keep_prob=0.3))),
         "LIME": ("lime", audio_config(daxjax.LIMEConfig(num_samples=budget))),
         "KernelSHAP": ("kernelshap", audio_config(daxjax.KernelSHAPConfig(num_samples=budget))),
         "Occlusion": ("occlusion", audio_config(daxjax.OcclusionConfig(window=8, stride=4))),
@@ -122,7 +123,7 @@ def explain_rows(bb, clips, truth, rows: dict, emit) -> dict:
 
 
 def ablation(bb, budget: int, count: int, emit) -> None:
-    """Fills and time resolution per method, on clips of another seed than the main table."""
+    """One change at a time from each method's setting in the main table, on clips of another seed."""
     import daxjax
     from daxjax.audio.metrics import interval_masks
 
@@ -131,55 +132,47 @@ def ablation(bb, budget: int, count: int, emit) -> None:
     _, clips = correct_clips(bb, count, ABLATION_SEED, None)
     spec = audio_config().spectrogram
     truth = interval_masks(clips.intervals, spec.frame_times(clips.waveforms.shape[1], SAMPLE_RATE))
-    emit(f"Ablation on {len(clips)} correctly classified held-out clips of another seed "
+    emit(f"{len(clips)} correctly classified held-out clips of another seed than the main table "
          f"(`make_clips({count}, seed={ABLATION_SEED}, split=\"test\")`), N={budget}; one change at a time.")
     emit()
     emit("| method | change | IoU mean (std) | del | del/p0 | s/clip |")
     emit("|---|---|---|---|---|---|")
-    base = {"DAX": ("dax", daxjax.DAXConfig(num_samples=budget)),
-            "RISE": ("rise", daxjax.RISEConfig(num_samples=budget, cells=16)),
-            "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget))}
-    changes = {"default (noise_floor fill, 4-frame segments)": {},
-               "fill=white_noise": {"fill": "white_noise"}, "fill=silence": {"fill": "silence"},
-               "segment_frames=2": {"segment_frames": 2}, "segment_frames=8": {"segment_frames": 8}}
-    for name, (method, explainer) in base.items():
-        for change, fields in changes.items():
-            if method == "rise" and "segment_frames" in fields:
-                continue  # RISE draws its own smooth masks; its resolution is `cells`
-            config = audio_config(explainer, **fields)
-            start = time.perf_counter()
-            ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method=method,
-                                      config=config, seed=0)
-            s = score(bb, clips, ex.maps, truth, config, (time.perf_counter() - start) / len(clips))
-            emit(row(f"{name} | {change}", s))
-    for cells in (8, 32):
-        config = audio_config(daxjax.RISEConfig(num_samples=budget, cells=cells))
+    dax = daxjax.DAXConfig(num_samples=budget, keep_prob=0.3)
+    rise = daxjax.RISEConfig(num_samples=budget, cells=16, keep_prob=0.3)
+    lime = daxjax.LIMEConfig(num_samples=budget)
+    rows = {
+        "DAX | as in the table": ("dax", audio_config(dax)),
+        "DAX | keep_prob=0.5 (image default)": ("dax", audio_config(dax.replace(keep_prob=0.5))),
+        "DAX | restarts=3": ("dax", audio_config(dax.replace(restarts=3))),
+        "DAX | segment_frames=8": ("dax", audio_config(dax, segment_frames=8)),
+        "DAX | fill=silence": ("dax", audio_config(dax, fill="silence")),
+        "DAX | fill=white_noise": ("dax", audio_config(dax, fill="white_noise")),
+        "RISE | as in the table": ("rise", audio_config(rise)),
+        "RISE | keep_prob=0.5": ("rise", audio_config(dataclasses.replace(rise, keep_prob=0.5))),
+        "RISE | fill=silence": ("rise", audio_config(rise, fill="silence")),
+        "LIME | as in the table": ("lime", audio_config(lime)),
+        "LIME | keep_prob=0.3": ("lime", audio_config(lime.replace(keep_prob=0.3))),
+        "LIME | fill=silence": ("lime", audio_config(lime, fill="silence")),
+        "LIME | segment_frames=8": ("lime", audio_config(lime, segment_frames=8)),
+    }
+    for name, (method, config) in rows.items():
         start = time.perf_counter()
-        ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method="rise",
+        ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method=method,
                                   config=config, seed=0)
-        emit(row(f"RISE | cells={cells} (16 above)", score(bb, clips, ex.maps, truth, config,
-                                                            (time.perf_counter() - start) / len(clips))))
-    dax_variants = {"epochs=16": daxjax.DAXConfig(num_samples=budget, epochs=16),
-                    "restarts=3": daxjax.DAXConfig(num_samples=budget, restarts=3),
-                    "lambda_area=0.3": daxjax.DAXConfig(num_samples=budget, lambda_area=0.3),
-                    "the paper's DAX-V2 (DAXConfig.paper_v2)": daxjax.DAXConfig.paper_v2(num_samples=budget)}
-    for name, explainer in dax_variants.items():
-        config = audio_config(explainer)
-        start = time.perf_counter()
-        ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method="dax",
-                                  config=config, seed=0)
-        emit(row(f"DAX | {name}", score(bb, clips, ex.maps, truth, config,
-                                         (time.perf_counter() - start) / len(clips))))
+        emit(row(name, score(bb, clips, ex.maps, truth, config, (time.perf_counter() - start) / len(clips))))
 
 
 def main(argv=None) -> None:
+    import sys
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="12 clips, N=200: a smoke run")
     parser.add_argument("--clips", type=int, default=None, help="clips to draw (default 130, quick 14)")
     parser.add_argument("--keep", type=int, default=None, help="correct clips to explain (default 100, quick 12)")
     parser.add_argument("--budget", type=int, default=None, help="queries per clip (default 1000, quick 200)")
-    parser.add_argument("--ablation", action="store_true", help="also run the fill / resolution ablation")
-    parser.add_argument("--ablation-clips", type=int, default=40)
+    parser.add_argument("--ablation", action="store_true",
+                        help="run the ablation (fills, keep_prob, resolution) instead, into its own section")
+    parser.add_argument("--ablation-clips", type=int, default=30, help="clips drawn for the ablation")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
     args = parser.parse_args(argv)
 
@@ -194,17 +187,38 @@ def main(argv=None) -> None:
     keep = args.keep or (12 if args.quick else 100)
     budget = args.budget or (200 if args.quick else 1000)
     bb = black_box()
-    drawn, clips = correct_clips(bb, count, EVAL_SEED, keep)
-    spec = audio_config().spectrogram
-    frame_times = spec.frame_times(clips.waveforms.shape[1], SAMPLE_RATE)
-    truth = interval_masks(clips.intervals, frame_times)
-    durations = clips.intervals[:, 1] - clips.intervals[:, 0]
     lines = []
 
     def emit(line=""):
         print(line, flush=True)
         lines.append(line)
 
+    if args.ablation:
+        section = ABLATION_SECTION
+        ablation(bb, budget, args.ablation_clips, emit)
+    else:
+        section = SECTION
+        table(bb, count, keep, budget, emit)
+
+    if not args.no_write:
+        arguments = argv if argv is not None else sys.argv[1:]
+        command = "python -m benchmarks.audio" + "".join(" " + a for a in arguments)
+        header = [section, "", f"Command: `{command}` — 2 CPU cores (x86-64, shared), {time.strftime('%Y-%m-%d')}.",
+                  "Columns: see the docstring of `benchmarks/audio/__main__.py`.", ""]
+        write_section(section, "\n".join(header + lines) + "\n")
+
+
+def table(bb, count: int, keep: int, budget: int, emit) -> None:
+    """The main table: reference maps and every method on the evaluation clips."""
+    from daxjax.audio.metrics import interval_masks
+
+    from .data import CLASSES, SAMPLE_RATE
+
+    _, clips = correct_clips(bb, count, EVAL_SEED, keep)
+    spec = audio_config().spectrogram
+    frame_times = spec.frame_times(clips.waveforms.shape[1], SAMPLE_RATE)
+    truth = interval_masks(clips.intervals, frame_times)
+    durations = clips.intervals[:, 1] - clips.intervals[:, 0]
     per_class = ", ".join(f"{name} {int((clips.labels == i).sum())}" for i, name in enumerate(CLASSES))
     emit(f"{len(clips)} correctly classified held-out clips (the first of {count} drawn with "
          f"`make_clips({count}, seed={EVAL_SEED}, split=\"test\")`; per class: {per_class}); "
@@ -212,7 +226,8 @@ def main(argv=None) -> None:
          f"{100 * truth.mean():.0f} % of the frames) in 3 s clips; query budget N={budget} per clip; "
          f"black box `{MODEL.name}` on {', '.join(bb.providers)}; front end n_fft {spec.n_fft}, hop "
          f"{spec.hop_length} ({1000 * spec.hop_length / SAMPLE_RATE:g} ms frames), {spec.n_mels} mel bands; "
-         "segments of 4 frames; removed audio hears the clip's noise floor.")
+         "segments of 4 frames; removed audio hears the clip's noise floor; DAX and RISE keep 30 % of "
+         "the segments per perturbation, LIME 50 % (`daxjax.audio.explain.AUDIO_DEFAULTS`).")
     emit()
     for line in HEADER:
         emit(line)
@@ -220,19 +235,6 @@ def main(argv=None) -> None:
     for name, maps in reference_maps(len(clips), frame_times, float(durations.mean()), seed=0).items():
         emit(row(name, score(bb, clips, maps, truth, base_config)))
     explain_rows(bb, clips, truth, methods(budget), emit)
-    if args.ablation:
-        emit()
-        ablation(bb, budget, args.ablation_clips, emit)
-
-    if not args.no_write:
-        command = "python -m benchmarks.audio" + (" " + " ".join(argv if argv is not None else [])).rstrip()
-        if argv is None:
-            import sys
-
-            command = "python -m benchmarks.audio" + ("".join(" " + a for a in sys.argv[1:]))
-        header = [SECTION, "", f"Command: `{command}` — 2 CPU cores (x86-64, shared), {time.strftime('%Y-%m-%d')}.",
-                  "Columns: see the docstring of `benchmarks/audio/__main__.py`.", ""]
-        write_section(SECTION, "\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

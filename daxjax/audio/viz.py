@@ -59,12 +59,10 @@ def plot_waveform_intervals(ax, waveform: np.ndarray, sample_rate: int,
     times = np.arange(waveform.shape[-1]) / sample_rate
     peak = float(np.max(np.abs(waveform))) or 1.0
     ax.plot(times, waveform / peak, color="#333333", linewidth=0.4)
-    for start, end in truth:
-        ax.axvspan(start, end, ymin=0.5, ymax=1.0, color="#2ca02c", alpha=0.3,
-                   label="ground truth" if (start, end) == tuple(truth[0]) else None)
-    for start, end in explained:
-        ax.axvspan(start, end, ymin=0.0, ymax=0.5, color="#d62728", alpha=0.3,
-                   label="explained" if (start, end) == tuple(explained[0]) else None)
+    for i, (start, end) in enumerate(truth):
+        ax.axvspan(start, end, ymin=0.5, ymax=1.0, color="#2ca02c", alpha=0.3, label=None if i else "ground truth")
+    for i, (start, end) in enumerate(explained):
+        ax.axvspan(start, end, ymin=0.0, ymax=0.5, color="#d62728", alpha=0.3, label=None if i else "explained")
     ax.set_xlim(0, times[-1] if len(times) else 1)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("time (s)")
