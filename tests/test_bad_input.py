@@ -12,7 +12,7 @@ from daxjax import DAXConfig, InputError
 from planted import red_fraction_box
 
 TINY = DAXConfig(num_samples=96, epochs=1, batch_size=32, resolution=16, mask_cells=4,
-                 segmentation="grid", query_chunk=32)
+                 segmentation="grid", query_chunk=32, restarts=1)
 
 
 def images(n=3, size=16, seed=0):

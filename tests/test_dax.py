@@ -12,7 +12,7 @@ from daxjax import DAXConfig
 from planted import red_and_distractor_scene, red_fraction_box
 
 SMALL = DAXConfig(num_samples=256, epochs=2, batch_size=32, resolution=32, mask_cells=8,
-                  segmentation="grid", query_chunk=64)
+                  segmentation="grid", query_chunk=64, restarts=1)
 
 
 def scenes(seeds, size=64):
