@@ -136,7 +136,8 @@ def test_noise_floor_fill_sounds_like_the_background_and_is_deterministic():
 
 def test_dax_time_map_finds_the_planted_span():
     x = planted_clips(3)
-    ex = explain_audio(planted_box, x, RATE, method="dax", config=AudioConfig(spectrogram=SPEC), seed=0)
+    config = AudioConfig(spectrogram=SPEC, explainer=DAXConfig(num_samples=1000))
+    ex = explain_audio(planted_box, x, RATE, method="dax", config=config, seed=0)
     frames = SPEC.num_frames(x.shape[1])
     assert ex.maps.shape == (3, frames) and ex.maps.dtype == np.float32
     assert ex.maps.min() >= 0.0 and ex.maps.max() <= 1.0
@@ -148,7 +149,7 @@ def test_dax_time_map_finds_the_planted_span():
 
 
 @pytest.mark.parametrize("method, config", [
-    ("rise", RISEConfig(num_samples=500, cells=16)),
+    ("rise", RISEConfig(num_samples=300, cells=16)),
     ("lime", LIMEConfig(num_samples=300)),
     ("kernelshap", daxjax.KernelSHAPConfig(num_samples=300)),
     ("occlusion", OcclusionConfig(window=8, stride=4)),
@@ -187,7 +188,7 @@ def test_time_frequency_tiles_point_at_the_planted_band():
 
 def test_explanations_do_not_depend_on_the_batch():
     x = planted_clips(3, seed=5)
-    config = AudioConfig(spectrogram=SPEC, explainer=LIMEConfig(num_samples=200))
+    config = AudioConfig(spectrogram=SPEC, explainer=LIMEConfig(num_samples=100))
     together = explain_audio(planted_box, x, RATE, method="lime", config=config).maps
     alone = explain_audio(planted_box, x[2:], RATE, method="lime", config=config).maps
     np.testing.assert_allclose(together[2], alone[0], atol=1e-6)
