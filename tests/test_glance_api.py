@@ -123,6 +123,7 @@ def test_fit_is_deterministic_and_save_load_round_trip(bb, model, data, tmp_path
     np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
 
 
+@pytest.mark.slow
 def test_adversarial_mode_runs(bb, data):
     """The opt-in GAN mode (discriminator, lazy R1) trains and returns finite losses."""
     sample, context = data

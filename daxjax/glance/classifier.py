@@ -28,7 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
 from daxjax.glance import morphosynth as ms
 
@@ -62,9 +65,6 @@ def classifier_blackbox(task: str = "thickness_slant", threads: int = 1):
 def build_model(seed: int):
     """The CNN: 32x32x1 -> 3x3 convolutions (channels WIDTHS, strides STRIDES, ReLU) -> mean over
     space -> dense 64 + ReLU (the penultimate features) -> dense 2 (logits)."""
-    import jax.numpy as jnp
-    from flax import nnx
-
     class DigitCNN(nnx.Module):
         def __init__(self, rngs: nnx.Rngs):
             chans = (1,) + WIDTHS
@@ -108,10 +108,6 @@ class TrainConfig:
 
 def train(task: str, config: TrainConfig, train_set: ms.Sample | None = None, test_set: ms.Sample | None = None):
     """Trains the classifier of `task`; returns (model, report dict). Samples are rendered if not given."""
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
     label = TASKS[task]
     if train_set is None:
         train_set = ms.sample(config.train_images, TRAIN_SEED, decorrelate=("intensity", "width"))
@@ -125,15 +121,6 @@ def train(task: str, config: TrainConfig, train_set: ms.Sample | None = None, te
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr, config.steps // 20, config.steps)
     optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=1e-4), wrt=nnx.Param)
 
-    @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            return optax.softmax_cross_entropy(model(x), y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
     rng = np.random.default_rng(config.seed)
     n = len(train_set)
     t0 = time.perf_counter()
@@ -143,7 +130,7 @@ def train(task: str, config: TrainConfig, train_set: ms.Sample | None = None, te
             order, cursor = rng.permutation(n), 0
         idx = order[cursor:cursor + config.batch]
         cursor += config.batch
-        loss = step(model, optimizer, jnp.asarray(train_set.images[idx]), jnp.asarray(targets[idx]))
+        loss = _train_step(model, optimizer, jnp.asarray(train_set.images[idx]), jnp.asarray(targets[idx]))
         if (i + 1) % 500 == 0:
             print(f"[{task}] step {i + 1}/{config.steps} loss {float(loss):.4f} {time.perf_counter() - t0:.0f} s",
                   flush=True)
@@ -158,12 +145,23 @@ def train(task: str, config: TrainConfig, train_set: ms.Sample | None = None, te
     return model, report
 
 
+@nnx.jit
+def _train_step(model, optimizer, x, y):
+    """One AdamW step on the soft-target cross-entropy."""
+    def loss_fn(model):
+        return optax.softmax_cross_entropy(model(x), y).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 def predict_logits(model, images: np.ndarray, batch: int = 500) -> np.ndarray:
     """The JAX model's logits [n, 2] (float32), in batches."""
-    from flax import nnx
+    return np.concatenate([np.asarray(_forward(model, images[i:i + batch])) for i in range(0, len(images), batch)])
 
-    forward = nnx.jit(lambda m, x: m(x))
-    return np.concatenate([np.asarray(forward(model, images[i:i + batch])) for i in range(0, len(images), batch)])
+
+_forward = nnx.jit(lambda model, x: model(x))
 
 
 def export(model, path: Path, check_images: np.ndarray) -> float:

@@ -56,7 +56,8 @@ def plot_graph(graph: CausalGraph, ax=None, *, title: str = "", truth: np.ndarra
         ax.annotate("", xy=pos[j], xytext=pos[i],
                     arrowprops=dict(arrowstyle="-" if undirected else "-|>", color="tab:red" if wrong else "0.2",
                                     shrinkA=18, shrinkB=18, lw=1.5))
-        mx, my = (pos[i][0] + pos[j][0]) / 2, (pos[i][1] + pos[j][1]) / 2
+        # a third of the way along, so that crossing edges keep their labels apart
+        mx, my = pos[i][0] + (pos[j][0] - pos[i][0]) / 3, pos[i][1] + (pos[j][1] - pos[i][1]) / 3
         ax.text(mx, my + 0.08, f"{graph.weights[i, j]:+.2f}", ha="center", fontsize=7, color="0.3")
     if truth is not None:
         for i, j in zip(*np.nonzero(truth & ~adj & ~adj.T)):

@@ -68,13 +68,13 @@ class SurrogateConfig:
     w_dim: int = 64
     channels: tuple[int, int, int] = (32, 32, 16)
     encoder_channels: tuple[int, int, int] = (32, 48, 32)
-    steps: int = 1500
+    steps: int = 2000
     batch: int = 32
     lr: float = 2e-3
     recon: float = 10.0
     align: float = 3.0
     distill: float = 1.0
-    cycle: float = 1.0
+    cycle: float = 3.0
     decor: float = 1.0
     whiten: float = 0.1
     student_steps: int = 600
@@ -284,9 +284,17 @@ _FORWARD = nnx.jit(lambda fn, module, x, f: fn(module, x, f), static_argnums=0)
 
 
 def _batched(fn, module, x, features, batch):
-    out = [np.asarray(_FORWARD(fn, module, jnp.asarray(x[i:i + batch]),
-                               None if features is None else jnp.asarray(features[i:i + batch])))
-           for i in range(0, len(x), batch)]
+    """fn(module, chunk, features chunk) over x in chunks of one size (the last one zero-padded),
+    a power of two up to `batch`: any number of rows reuses a few compiled programs."""
+    n = len(x)
+    size = min(batch, 1 << max(0, int(np.ceil(np.log2(max(n, 1))))))
+    out = []
+    for i in range(0, n, size):
+        chunk = [x[i:i + size]] + ([] if features is None else [features[i:i + size]])
+        rows = len(chunk[0])
+        chunk = [np.concatenate([c, np.zeros((size - rows,) + c.shape[1:], c.dtype)]) for c in chunk]
+        f = None if features is None else jnp.asarray(chunk[1])
+        out.append(np.asarray(_FORWARD(fn, module, jnp.asarray(chunk[0]), f))[:rows])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 

