@@ -20,6 +20,10 @@ Pictures are PNG files next to the page by default, not data URIs: a page that e
 pictures becomes a multi-megabyte file that browsers parse slowly, while separate files keep each
 page small and are reusable on their own. Zip the folder to share it, or pass `embed=True` for a
 single self-contained file (sensible for a few dozen images).
+
+The page machinery here (pictures, checks, card heading and captions, metrics table and chart,
+configuration, timings, paging, writing) is shared with `daxjax.audio.report`, which lays out
+its own cards for sound clips.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ _PAGE_PATTERN = re.compile(r"report-page\d+\.html")
 # Reference rows of the metrics table (DESIGN.md: always report them beside the explainers).
 RANDOM_MAP = "random map"
 CENTRED_GAUSSIAN = "centred Gaussian"
+REFERENCE_ROWS = (RANDOM_MAP, CENTRED_GAUSSIAN)
 # metric name -> which direction is better.
 BETTER = {"IoU": "higher", "deletion AUC": "lower", "insertion AUC": "higher"}
 _SHORT = {"IoU": "IoU", "deletion AUC": "del", "insertion AUC": "ins"}  # in picture captions
@@ -90,32 +95,29 @@ def write_report(out_dir, images, explanations: Mapping[str, Explanation], *, cl
     """
     x = as_float_images(images)
     batch = x.shape[0]
-    explanations = _check_explanations(explanations, x.shape[:3])
+    explanations = check_explanations(explanations, Explanation, x.shape[:3], "[B, H, W]", "image",
+                                      REFERENCE_ROWS)
     masks = None if masks is None else _check_masks(masks, x.shape[:3])
-    ids = [str(i) for i in range(batch)] if ids is None else _check_ids(ids, batch)
-    labels = _label_function(class_names, explanations)
-    max_images, per_page = _positive("max_images", max_images), _positive("per_page", per_page)
-    if total_images is not None and _positive("total_images", total_images) < batch:
+    ids = [str(i) for i in range(batch)] if ids is None else check_ids(ids, batch)
+    labels = label_function(class_names, explanations)
+    max_images, per_page = positive("max_images", max_images), positive("per_page", per_page)
+    if total_images is not None and positive("total_images", total_images) < batch:
         raise ValueError(f"total_images={total_images} is fewer than the {batch} images given")
 
     table = compute_metrics(x, explanations, masks=masks, bb=bb, k=k, auc_steps=auc_steps)
-    out_dir = Path(out_dir)
-    pictures = _Pictures(embed)
+    pictures = Pictures(embed)
     legend = pictures.add("colour_bar.png", viz.colour_bar_png())
-    chart = (pictures.add("metrics.png", viz.metrics_chart_png(table, _present_metrics(table),
-                                                               (RANDOM_MAP, CENTRED_GAUSSIAN)))
-             if table else None)
+    chart = metrics_chart(pictures, table, BETTER, REFERENCE_ROWS)
     shown = min(batch, max_images)
     regions = {name: metrics.binarize(ex.maps[:shown], k=k) for name, ex in explanations.items()}
     cards = [_card(i, ids[i], x[i], explanations, regions, None if masks is None else masks[i], table,
                    labels, pictures, k) for i in range(shown)]
-    pages = [cards[lo:lo + per_page] for lo in range(0, shown, per_page)]
     first_page = _first_page_sections(batch, shown, max_images, total_images, explanations, table, chart,
                                       errors, config, masks is not None, bb is not None, k, auc_steps)
-    pages_html = [_page(title, number, len(pages), shown, batch, per_page, legend, page_cards,
-                        first_page if number == 1 else ("", ""), masks is not None)
-                  for number, page_cards in enumerate(pages, 1)]
-    return _write_pages(out_dir, pages_html, pictures)
+    card_note = (f"Each card: the input{', the ground truth' if masks is not None else ''} and, per method, "
+                 "the map as a heat-map\noverlay (above) and its region (below).")
+    pages_html = render_pages(title, cards, per_page, batch, "image", card_note, legend, first_page)
+    return write_pages(Path(out_dir), pages_html, pictures)
 
 
 def write_store_report(store, source, out_dir=None, *, masks=None, max_images: int = 200,
@@ -144,7 +146,7 @@ def write_store_report(store, source, out_dir=None, *, masks=None, max_images: i
     if not results.ids:
         raise InputError(f"store {store} has no explained images ({len(results.errors)} error(s)); "
                          "nothing to draw")
-    count = min(len(results.ids), _positive("max_images", max_images))
+    count = min(len(results.ids), positive("max_images", max_images))
     wanted = results.ids[:count]
     items = _items_by_id(open_source(source), set(wanted))
     missing = [image_id for image_id in wanted if image_id not in items]
@@ -219,27 +221,36 @@ def reference_maps(shape: tuple[int, int, int], seed: int = 0) -> dict[str, np.n
 # Checks
 
 
-def _positive(name: str, value) -> int:
+def positive(name: str, value) -> int:
+    """`value` as an int, or a ValueError naming the argument `name` when it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _check_explanations(explanations, shape: tuple[int, int, int]) -> dict[str, Explanation]:
+def check_explanations(explanations, kind: type, maps_shape: tuple[int, ...], axes: str, noun: str,
+                       reserved: Sequence[str]) -> dict:
+    """The explanations as a dict, after checking each against the explained inputs.
+
+    explanations: display name -> an explanation of type `kind` with .maps, .targets, .scores.
+    maps_shape: the shape every .maps must have (B first), named `axes` in errors (e.g. "[B, H, W]");
+      .targets and .scores must have shape (B,). noun: what the B inputs are ("image", "clip").
+    reserved: names of the report's reference rows, which no explanation may take.
+    """
     if not isinstance(explanations, Mapping) or not explanations:
-        raise InputError("explanations must be a non-empty mapping of display name -> Explanation; "
+        raise InputError(f"explanations must be a non-empty mapping of display name -> {kind.__name__}; "
                          f"got {type(explanations).__name__}")
     for name, ex in explanations.items():
-        if not isinstance(ex, Explanation):
-            raise InputError(f"explanations[{name!r}] must be a daxjax.Explanation; got {type(ex).__name__}")
-        if np.shape(ex.maps) != shape:
-            raise InputError(f"explanations[{name!r}].maps has shape {np.shape(ex.maps)}; the images "
-                             f"need {shape} ([B, H, W])")
+        if not isinstance(ex, kind):
+            raise InputError(f"explanations[{name!r}] must be a daxjax.{kind.__name__}; got {type(ex).__name__}")
+        if np.shape(ex.maps) != maps_shape:
+            raise InputError(f"explanations[{name!r}].maps has shape {np.shape(ex.maps)}; the {noun}s "
+                             f"need {maps_shape} ({axes})")
         for field in ("targets", "scores"):
-            if np.shape(getattr(ex, field)) != shape[:1]:
+            if np.shape(getattr(ex, field)) != maps_shape[:1]:
                 raise InputError(f"explanations[{name!r}].{field} has shape {np.shape(getattr(ex, field))}; "
-                                 f"expected ({shape[0]},), one per image")
-    for name in (RANDOM_MAP, CENTRED_GAUSSIAN):
+                                 f"expected ({maps_shape[0]},), one per {noun}")
+    for name in reserved:
         if name in explanations:
             raise InputError(f"explanations may not be named {name!r}: that is a reference row of the report")
     return dict(explanations)
@@ -252,15 +263,16 @@ def _check_masks(masks, shape: tuple[int, int, int]) -> np.ndarray:
     return masks != 0
 
 
-def _check_ids(ids, batch: int) -> list[str]:
+def check_ids(ids, batch: int, noun: str = "image") -> list[str]:
+    """The B ids as strings; an InputError when there are not `batch` of them."""
     ids = [str(i) for i in ids]
     if len(ids) != batch:
-        raise InputError(f"ids has {len(ids)} entries for {batch} images")
+        raise InputError(f"ids has {len(ids)} entries for {batch} {noun}s")
     return ids
 
 
-def _label_function(class_names, explanations: Mapping[str, Explanation]):
-    """index -> display label; checks that class_names covers every target."""
+def label_function(class_names, explanations: Mapping):
+    """index -> display label; checks that class_names covers every target of the explanations."""
     if class_names is None:
         return lambda target: f"class {int(target)}"
     names = [str(n) for n in class_names]
@@ -277,7 +289,7 @@ def _label_function(class_names, explanations: Mapping[str, Explanation]):
 # Pictures
 
 
-class _Pictures:
+class Pictures:
     """Collects the report's PNGs; `add` returns the `src` that a page uses for one."""
 
     def __init__(self, embed: bool):
@@ -292,46 +304,64 @@ class _Pictures:
 
 
 def _card(i: int, image_id: str, image: np.ndarray, explanations: Mapping[str, Explanation],
-          regions: Mapping[str, np.ndarray], mask: np.ndarray | None, table, labels, pictures: _Pictures,
+          regions: Mapping[str, np.ndarray], mask: np.ndarray | None, table, labels, pictures: Pictures,
           k: float) -> str:
     """One image's card: input (+ ground truth) and, per method, map overlay above region."""
-    targets = {name: int(ex.targets[i]) for name, ex in explanations.items()}
-    scores = {name: float(ex.scores[i]) for name, ex in explanations.items()}
-    same_target = len(set(targets.values())) == 1
-    first = next(iter(explanations))
-    header = f'<span class="num">#{i}</span> <span class="id">{_e(image_id)}</span>'
-    if same_target:
-        header += (f' <span class="label">{_e(labels(targets[first]))}</span>'
-                   f' <span class="score">p = {scores[first]:.3f}</span>')
-    top = [_figure(pictures.add(f"input_{i}.png", viz.png_bytes(viz.as_rgb(image))), f"input #{i}",
-                   "input", image.shape[1])]
-    bottom = [_figure(pictures.add(f"truth_{i}.png", viz.png_bytes(viz.region_view(image, mask))),
-                      f"ground truth #{i}", "ground truth", image.shape[1])
+    header, same_target = card_header(i, image_id, explanations, labels)
+    top = [figure_html(pictures.add(f"input_{i}.png", viz.png_bytes(viz.as_rgb(image))), f"input #{i}",
+                       "input", image.shape[1])]
+    bottom = [figure_html(pictures.add(f"truth_{i}.png", viz.png_bytes(viz.region_view(image, mask))),
+                          f"ground truth #{i}", "ground truth", image.shape[1])
               if mask is not None else '<div class="blank"></div>']
     for j, (name, ex) in enumerate(explanations.items()):
         saliency = np.asarray(ex.maps[i], np.float32)
         region = regions[name][i]
-        caption = f"<b>{_e(name)}</b>"
-        if not same_target:
-            caption += f" · {_e(labels(targets[name]))} p = {scores[name]:.3f}"
-        values = [f"{_SHORT[metric]} {v[i]:.2f}" for metric, v in table.get(name, {}).items()]
-        if values:
-            caption += f'<br><span class="values">{_e(" · ".join(values))}</span>'
-        top.append(_figure(pictures.add(f"m{j}_map_{i}.png", viz.png_bytes(viz.overlay(image, saliency))),
-                           f"{name} map #{i}", caption, image.shape[1], raw_caption=True))
-        bottom.append(_figure(pictures.add(f"m{j}_region_{i}.png", viz.png_bytes(viz.region_view(image, region))),
-                              f"{name} region #{i}",
-                              f"region > mean+{k:g}σ · {100 * region.mean():.0f}% of image", image.shape[1]))
+        caption = method_caption(i, name, ex, same_target, labels, table, _SHORT)
+        top.append(figure_html(pictures.add(f"m{j}_map_{i}.png", viz.png_bytes(viz.overlay(image, saliency))),
+                               f"{name} map #{i}", caption, image.shape[1], raw_caption=True))
+        bottom.append(figure_html(pictures.add(f"m{j}_region_{i}.png",
+                                               viz.png_bytes(viz.region_view(image, region))),
+                                  f"{name} region #{i}",
+                                  f"region > mean+{k:g}σ · {100 * region.mean():.0f}% of image", image.shape[1]))
     cells = "".join(top) + "".join(bottom)
     return (f'<section class="card" id="image-{i}"><h3>{header}</h3>'
             f'<div class="grid" style="--cols:{1 + len(explanations)}">{cells}</div></section>')
 
 
-def _figure(src: str, alt: str, caption: str, width: int, raw_caption: bool = False) -> str:
+def card_header(i: int, item_id: str, explanations: Mapping, labels) -> tuple[str, bool]:
+    """(the card's heading, whether all methods explain one target).
+
+    The heading numbers input i and names it; when every method explains the same class, the
+    label and the black box's probability go there once, else each method's caption says its own.
+    """
+    targets = [int(ex.targets[i]) for ex in explanations.values()]
+    same_target = len(set(targets)) == 1
+    header = f'<span class="num">#{i}</span> <span class="id">{escape(item_id)}</span>'
+    if same_target:
+        first = next(iter(explanations.values()))
+        header += (f' <span class="label">{escape(labels(targets[0]))}</span>'
+                   f' <span class="score">p = {float(first.scores[i]):.3f}</span>')
+    return header, same_target
+
+
+def method_caption(i: int, name: str, ex, same_target: bool, labels, table, short: Mapping[str, str]) -> str:
+    """HTML caption of method `name`'s picture of input i: its name, its target when the methods
+    differ, and its metric values on this input (table row -> metric -> [B]; `short` names them)."""
+    caption = f"<b>{escape(name)}</b>"
+    if not same_target:
+        caption += f" · {escape(labels(ex.targets[i]))} p = {float(ex.scores[i]):.3f}"
+    values = [f"{short[metric]} {v[i]:.2f}" for metric, v in table.get(name, {}).items()]
+    if values:
+        caption += f'<br><span class="values">{escape(" · ".join(values))}</span>'
+    return caption
+
+
+def figure_html(src: str, alt: str, caption: str, width: int, raw_caption: bool = False) -> str:
+    """A picture with its caption; `width` is the picture's own width in pixels."""
     # Small images are enlarged with visible pixels rather than blurred.
     pixelated = ' class="pixelated"' if width < 160 else ""
-    text = caption if raw_caption else _e(caption)
-    return (f'<figure><img src="{_e(src)}" alt="{_e(alt)}"{pixelated}>'
+    text = caption if raw_caption else escape(caption)
+    return (f'<figure><img src="{escape(src)}" alt="{escape(alt)}"{pixelated}>'
             f"<figcaption>{text}</figcaption></figure>")
 
 
@@ -346,33 +376,26 @@ def _first_page_sections(batch, shown, max_images, total_images, explanations, t
     if total_images is not None and total_images > batch:
         parts.append(f'<p class="note">This report covers the first {batch} of the {total_images} explained '
                      f"images (max_images={max_images}): pictures, metrics and timings.</p>")
-    if shown < batch:
-        parts.append(f'<p class="note">Pictures are drawn for the first {shown} of {batch} images '
-                     f"(max_images={max_images}); the metrics and timings cover all {batch}.</p>")
+    parts.append(capped_note(shown, batch, "image", "max_images"))
     if errors:
-        items = "".join(f"<li><code>{_e(image_id)}</code>: {_e(reason)}</li>" for image_id, reason in errors.items())
+        items = "".join(f"<li><code>{escape(image_id)}</code>: {escape(reason)}</li>"
+                        for image_id, reason in errors.items())
         parts.append(f'<section class="errors"><h2>{len(errors)} image(s) could not be explained</h2>'
                      f"<ul>{items}</ul></section>")
     if table:
         parts.append(_metrics_section(table, chart, has_masks, has_bb, k, auc_steps, batch))
-    return "".join(parts), _config_section(explanations, config) + _timings_section(explanations, batch)
+    return "".join(parts), config_section(explanations, config) + timings_section(explanations, batch)
+
+
+def capped_note(shown: int, batch: int, noun: str, option: str) -> str:
+    """The note that pictures cover only the first `shown` of `batch` inputs (capped by `option`); "" if all."""
+    if shown == batch:
+        return ""
+    return (f'<p class="note">Pictures are drawn for the first {shown} of {batch} {noun}s '
+            f"({option}={shown}); the metrics and timings cover all {batch}.</p>")
 
 
 def _metrics_section(table, chart, has_masks, has_bb, k, auc_steps, batch) -> str:
-    metric_names = _present_metrics(table)
-    methods = [row for row in table if row not in (RANDOM_MAP, CENTRED_GAUSSIAN)]
-    best = {m: (max if BETTER[m] == "higher" else min)(methods, key=lambda r: table[r][m].mean())
-            for m in metric_names}
-    head = "".join(f"<th>{_e(m)} <small>({_e(BETTER[m])} is better)</small></th>" for m in metric_names)
-    body = []
-    for row, values in table.items():
-        reference = row not in methods
-        cells = []
-        for m in metric_names:
-            v = values[m]
-            mark = ' class="best"' if not reference and best[m] == row and len(methods) > 1 else ""
-            cells.append(f"<td{mark}>{v.mean():.3f} <small>± {v.std():.3f}</small></td>")
-        body.append(f'<tr{" class=reference" if reference else ""}><th>{_e(row)}</th>{"".join(cells)}</tr>')
     notes = []
     if has_masks:
         notes.append(f"IoU of the region above mean + {k:g}·std of each map with the ground-truth mask.")
@@ -382,18 +405,52 @@ def _metrics_section(table, chart, has_masks, has_bb, k, auc_steps, batch) -> st
                      f"blurred image ({auc_steps} steps, daxjax.metrics).")
     notes.append(f"Mean ± std over {batch} images; the reference rows explain nothing and show what a "
                  "metric gives for free.")
-    chart_html = f'<img class="chart" src="{_e(chart)}" alt="metrics chart">' if chart else ""
+    return metrics_section(table, BETTER, REFERENCE_ROWS, " ".join(notes), chart)
+
+
+def metrics_section(table, better: Mapping[str, str], references: Sequence[str], note: str,
+                    chart: str | None) -> str:
+    """The metrics table: a row per method and reference, mean ± std of each metric present.
+
+    table: row name -> metric name -> per-input values [B]; better: metric name -> "higher" |
+    "lower", in column order; references: rows that are reference maps (greyed, never marked
+    best); note: the text under the table; chart: `src` of the chart picture, or None.
+    """
+    metric_names = present_metrics(table, better)
+    methods = [row for row in table if row not in references]
+    best = {m: (max if better[m] == "higher" else min)(methods, key=lambda r: table[r][m].mean())
+            for m in metric_names}
+    head = "".join(f"<th>{escape(m)} <small>({escape(better[m])} is better)</small></th>" for m in metric_names)
+    body = []
+    for row, values in table.items():
+        reference = row not in methods
+        cells = []
+        for m in metric_names:
+            v = values[m]
+            mark = ' class="best"' if not reference and best[m] == row and len(methods) > 1 else ""
+            cells.append(f"<td{mark}>{v.mean():.3f} <small>± {v.std():.3f}</small></td>")
+        body.append(f'<tr{" class=reference" if reference else ""}><th>{escape(row)}</th>{"".join(cells)}</tr>')
+    chart_html = f'<img class="chart" src="{escape(chart)}" alt="metrics chart">' if chart else ""
     return (f'<section><h2>Metrics</h2><table class="metrics"><thead><tr><th></th>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table><p class="note">{_e(" ".join(notes))}</p>'
+            f'<tbody>{"".join(body)}</tbody></table><p class="note">{escape(note)}</p>'
             f"{chart_html}</section>")
 
 
-def _present_metrics(table) -> dict[str, str]:
+def metrics_chart(pictures: Pictures, table, better: Mapping[str, str], references: Sequence[str]) -> str | None:
+    """`src` of the chart of the metrics table (`viz.metrics_chart_png`), None for an empty table."""
+    if not table:
+        return None
+    return pictures.add("metrics.png", viz.metrics_chart_png(table, present_metrics(table, better), references))
+
+
+def present_metrics(table, better: Mapping[str, str]) -> dict[str, str]:
+    """The entries of `better` (metric -> direction) for the metrics the table has, in `better`'s order."""
     present = {m for values in table.values() for m in values}
-    return {m: better for m, better in BETTER.items() if m in present}
+    return {m: direction for m, direction in better.items() if m in present}
 
 
-def _config_section(explanations: Mapping[str, Explanation], config) -> str:
+def config_section(explanations: Mapping, config) -> str:
+    """The configuration: the run's own settings (`config`, when given), then each method's config."""
     blocks = []
     if config is not None:
         blocks.append(_settings_block("run", config, open_=True))
@@ -418,10 +475,11 @@ def _settings_block(heading: str, settings, open_: bool = False) -> str:
     summary = (", ".join(f"{n}={items[n]!r}" for n in changed) + " (others default)" if changed
                else ("all defaults" if defaults else f"{len(items)} setting(s)"))
     kind = f" ({kind})" if kind else ""
-    rows = "".join(f'<tr{" class=changed" if n in changed else ""}><th>{_e(n)}</th><td>{_e(repr(v))}</td>'
-                   f'<td>{_e(repr(defaults[n])) if n in defaults else ""}</td></tr>' for n, v in items.items())
+    rows = "".join(f'<tr{" class=changed" if n in changed else ""}><th>{escape(n)}</th><td>{escape(repr(v))}</td>'
+                   f'<td>{escape(repr(defaults[n])) if n in defaults else ""}</td></tr>' for n, v in items.items())
     head = "<tr><th>field</th><th>value</th><th>default</th></tr>" if defaults else ""
-    return (f"<details{' open' if open_ else ''}><summary><b>{_e(heading)}</b>{_e(kind)}: {_e(summary)}</summary>"
+    return (f"<details{' open' if open_ else ''}><summary><b>{escape(heading)}</b>{escape(kind)}: "
+            f"{escape(summary)}</summary>"
             f'<table class="settings">{head}{rows}</table></details>')
 
 
@@ -441,27 +499,43 @@ def _defaults(config_type) -> dict[str, Any]:
     return {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
 
 
-def _timings_section(explanations: Mapping[str, Explanation], batch: int) -> str:
+def timings_section(explanations: Mapping, batch: int, noun: str = "image") -> str:
+    """Seconds per phase of each method (`.timings`), its total and the total per input; "" if untimed."""
     if not any(ex.timings for ex in explanations.values()):
         return ""  # nothing was timed: no empty table
     phases = []
     for ex in explanations.values():
         phases += [p for p in ex.timings if p not in phases and p != "total"]
-    head = "".join(f"<th>{_e(p)}</th>" for p in phases)
+    head = "".join(f"<th>{escape(p)}</th>" for p in phases)
     rows = []
     for name, ex in explanations.items():
         cells = "".join(f"<td>{ex.timings[p]:.2f}</td>" if p in ex.timings else "<td>–</td>" for p in phases)
         # explain() measures its wall-clock total; a store records phases only, which then add up.
         total = ex.timings.get("total", sum(ex.timings.values()))
         total_cells = f"<td>{total:.2f}</td><td>{total / batch:.3f}</td>" if ex.timings else "<td>–</td>" * 2
-        rows.append(f"<tr><th>{_e(name)}</th>{cells}{total_cells}</tr>")
+        rows.append(f"<tr><th>{escape(name)}</th>{cells}{total_cells}</tr>")
     return (f'<section><h2>Timings <small>(seconds; one-off compilation included)</small></h2>'
-            f'<table class="timings"><thead><tr><th></th>{head}<th>total</th><th>per image</th></tr></thead>'
+            f'<table class="timings"><thead><tr><th></th>{head}<th>total</th><th>per {noun}</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
+def render_pages(title: str, cards: Sequence[str], per_page: int, batch: int, noun: str, card_note: str,
+                 legend: str, first_page: tuple[str, str]) -> list[str]:
+    """The HTML of each page: `per_page` cards a page, with links between the pages.
+
+    batch: how many inputs (`noun`s: "image", "clip") were explained, of which the cards show the
+    first; card_note: the header's sentence on what a card shows; legend: `src` of the colour bar;
+    first_page: (sections above, sections below) the cards, on the first page only.
+    """
+    shown = len(cards)
+    pages = [cards[lo:lo + per_page] for lo in range(0, shown, per_page)]
+    return [_page(title, number, len(pages), shown, batch, per_page, legend, page_cards,
+                  first_page if number == 1 else ("", ""), noun, card_note)
+            for number, page_cards in enumerate(pages, 1)]
+
+
 def _page(title, number, num_pages, shown, batch, per_page, legend, cards, extra: tuple[str, str],
-          has_masks: bool) -> str:
+          noun: str, card_note: str) -> str:
     """One HTML page; `extra` = (sections above, sections below) the pictures."""
     lo = (number - 1) * per_page + 1
     hi = min(shown, number * per_page)
@@ -473,20 +547,19 @@ def _page(title, number, num_pages, shown, batch, per_page, legend, cards, extra
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}{f" — page {number}" if num_pages > 1 else ""}</title>
+<title>{escape(title)}{f" — page {number}" if num_pages > 1 else ""}</title>
 <style>{_CSS}</style></head>
 <body data-images-loaded="pending">
-<header><h1>{_e(title)}</h1>
-<p>{batch} image(s) explained{f"; pictures of images {lo}–{hi} of {shown} shown on this page" if shown else ""}.
-Each card: the input{", the ground truth" if has_masks else ""} and, per method, the map as a heat-map
-overlay (above) and its region (below).</p>
-<p class="legend"><img src="{_e(legend)}" alt="colour scale of the maps"></p>{nav}</header>
+<header><h1>{escape(title)}</h1>
+<p>{batch} {noun}(s) explained{f"; pictures of {noun}s {lo}–{hi} of {shown} shown on this page" if shown else ""}.
+{card_note}</p>
+<p class="legend"><img src="{escape(legend)}" alt="colour scale of the maps"></p>{nav}</header>
 <p id="missing" class="errors" hidden></p>
 {top}
-<section><h2>Images</h2><div class="cards">{"".join(cards)}</div></section>
+<section><h2>{noun.capitalize()}s</h2><div class="cards">{"".join(cards)}</div></section>
 {nav}
 {bottom}
-<footer>daxjax {_e(_version())} · generated {generated}</footer>
+<footer>daxjax {escape(_version())} · generated {generated}</footer>
 <script>{_SCRIPT}</script>
 </body></html>
 """
@@ -496,7 +569,8 @@ def _page_name(number: int) -> str:
     return REPORT_NAME if number == 1 else f"report-page{number}.html"
 
 
-def _write_pages(out_dir: Path, pages_html: list[str], pictures: _Pictures) -> Path:
+def write_pages(out_dir: Path, pages_html: list[str], pictures: Pictures) -> Path:
+    """Writes the pages and the pictures' files into out_dir, replacing only the report's own names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.iterdir():
         if _PAGE_PATTERN.fullmatch(stale.name):
@@ -520,7 +594,8 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _e(text: Any) -> str:
+def escape(text: Any) -> str:
+    """`text` as HTML text or attribute value."""
     return html.escape(str(text), quote=True)
 
 

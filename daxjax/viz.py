@@ -50,7 +50,7 @@ def colour_bar_png(cmap: str = "jet") -> bytes:
     ax.tick_params(labelsize=8)
     ax.set_xlabel("map value: 0 = least, 1 = most important", fontsize=8)
     fig.subplots_adjust(left=0.05, right=0.95, top=0.95, bottom=0.62)
-    return _figure_png(fig)
+    return figure_png(fig)
 
 
 def metrics_chart_png(values: Mapping[str, Mapping[str, np.ndarray]], better: Mapping[str, str],
@@ -78,10 +78,11 @@ def metrics_chart_png(values: Mapping[str, Mapping[str, np.ndarray]], better: Ma
         ax.spines[["top", "right"]].set_visible(False)
     axes[0, 0].set_yticks(positions, rows)
     fig.tight_layout()
-    return _figure_png(fig)
+    return figure_png(fig)
 
 
-def _figure_png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """Encodes a matplotlib figure as PNG (at its own size and dpi) and closes it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
@@ -116,7 +117,7 @@ def save_grid(path, images: np.ndarray, maps: Mapping[str, np.ndarray], row_titl
         return path
     from PIL import Image  # matplotlib's own dependency
 
-    rgb = Image.open(io.BytesIO(_figure_png(fig))).convert("RGB")
+    rgb = Image.open(io.BytesIO(figure_png(fig))).convert("RGB")
     rgb.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 

@@ -12,35 +12,11 @@ from daxjax.audio.fills import fill_waveforms
 from daxjax.audio.render import TimeFrequencyRender, TimeRender
 from daxjax.audio.spectrogram import istft, log_mel, mel_filterbank, power_spectrogram, stft
 
-RATE = 8000
+from planted import SOUND_RATE as RATE, SOUND_SECONDS as SECONDS, SOUND_SPAN as SPAN
+from planted import span_energy_box as planted_box, span_tone_clips as planted_clips
+
 SPEC = SpectrogramConfig(sample_rate=RATE, n_fft=256, hop_length=128, n_mels=32)
-SECONDS = 2.0
-SPAN = (0.8, 1.3)           # seconds: the only stretch the planted black box listens to
 HOP_SECONDS = SPEC.hop_length / RATE
-
-
-def planted_box(waveforms):
-    """Two classes; P(class 1) rises with the energy in SPAN and ignores everything else."""
-    lo, hi = int(SPAN[0] * RATE), int(SPAN[1] * RATE)
-    energy = np.log10(np.mean(np.asarray(waveforms)[:, lo:hi] ** 2, axis=1) + 1e-8)
-    p1 = 1.0 / (1.0 + np.exp(-6.0 * (energy - np.log10(0.02))))
-    return np.stack([1.0 - p1, p1], axis=1).astype(np.float32)
-
-
-def planted_clips(count=3, seed=0):
-    """Background noise, a tone in SPAN (the cause) and an equally loud tone elsewhere (ignored)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SECONDS * RATE)) / RATE
-    inside = (t >= SPAN[0]) & (t < SPAN[1])
-    clips = []
-    for i in range(count):
-        clip = 0.01 * rng.standard_normal(t.size)
-        clip[inside] += 0.3 * np.sin(2 * np.pi * (500 + 100 * i) * t[inside])
-        start = rng.uniform(0.0, 1.5)
-        distractor = (t >= start) & (t < start + 0.3) & ~inside
-        clip[distractor] += 0.3 * np.sin(2 * np.pi * 900 * t[distractor])
-        clips.append(clip)
-    return np.stack(clips).astype(np.float32)
 
 
 def span_truth(count, frames):

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from skimage import io
 
 import daxjax
 from blackbox_adapters import COLOUR_CLASSES, OnnxBlackBox, bundled_model_path
+from browser import PNG_SIGNATURE, body_data, loaded_pictures, run_chromium, screenshot
 from daxjax.report import CENTRED_GAUSSIAN, FILES_DIR, RANDOM_MAP
 from daxjax.scenes import colour_patch_scenes
 
 SIZE = 64
 AUC_STEPS = 8
 WINDOW = (1280, 1600)
-# Headless Chromium that touches nothing outside this test (no network, no profile reuse).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=10000")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but no chromium on PATH: .ci/run installs Debian's chromium")
-    pytest.skip("headless Chromium not installed (apt-get install chromium); CI runs this test")
 
 
 @pytest.fixture(scope="module")
@@ -66,36 +47,16 @@ def report(explained, tmp_path_factory) -> Path:
         config={"black box": "colour_nchw.onnx"})
 
 
-def _run_chromium(binary: str, url: str, *args: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
-                              capture_output=True, text=True, timeout=120, check=True)
-
-
-def _body_data(dom: str) -> dict[str, str]:
-    body = re.search(r"<body([^>]*)>", dom).group(1)
-    return dict(re.findall(r'data-([\w-]+)="([^"]*)"', body))
-
-
 def test_report_renders_in_chromium_with_every_picture(report, chromium, tmp_path):
     page = report.read_text(encoding="utf-8")
     # Per image: input, ground truth, and a map and a region per method; plus legend and chart.
     expected_pictures = 3 * (2 + 2 * 2) + 2
     assert page.count("<img ") == expected_pictures
 
-    dom = _run_chromium(chromium, report.as_uri(), "--dump-dom").stdout
-    data = _body_data(dom)
+    data = loaded_pictures(chromium, report)
     assert data["images-loaded"] == "true", data
     assert data["images-total"] == str(expected_pictures) and data["images-broken"] == "0"
-
-    screenshot = tmp_path / "report.png"
-    _run_chromium(chromium, report.as_uri(), f"--screenshot={screenshot}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
-    pixels = io.imread(screenshot)[..., :3]
-    assert pixels.shape[:2] == (WINDOW[1], WINDOW[0])
-    background = pixels[0, 0]
-    assert (np.abs(pixels.astype(int) - background).sum(axis=-1) > 30).mean() > 0.1, "mostly blank"
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2000, "no pictures on the screenshot"
+    screenshot(chromium, report, tmp_path / "report.png", WINDOW)
 
 
 def test_missing_picture_is_detected_and_told(report, chromium, tmp_path):
@@ -103,8 +64,8 @@ def test_missing_picture_is_detected_and_told(report, chromium, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(report.parent, copy)
     (copy / FILES_DIR / "m1_map_2.png").unlink()
-    dom = _run_chromium(chromium, (copy / report.name).as_uri(), "--dump-dom").stdout
-    data = _body_data(dom)
+    dom = run_chromium(chromium, (copy / report.name).as_uri(), "--dump-dom").stdout
+    data = body_data(dom)
     assert data["images-loaded"] == "false" and data["images-broken"] == "1"
     note = re.search(r'<p id="missing"[^>]*>(.*?)</p>', dom)
     assert "hidden" not in note.group(0) and "1 of 20 pictures did not load" in note.group(1)

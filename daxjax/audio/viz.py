@@ -1,6 +1,7 @@
 """Pictures of audio explanations (matplotlib, no display), for reports and benchmarks.
 
 Each plotting function draws on a caller's axes, so a report can lay out its own figure;
+`spectrogram_png` and `waveform_png` are one view each as PNG bytes (the report's pictures), and
 `save_audio_panel` writes a ready-made PNG with both views.
 """
 
@@ -16,6 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from daxjax.audio.metrics import explained_intervals  # noqa: E402
+from daxjax.viz import figure_png  # noqa: E402
+
+# One view in the report: inches at VIEW_DPI, wide for time and low for the bands; its pixel width.
+VIEW_SIZE = (4.6, 1.9)
+VIEW_DPI = 100
+VIEW_WIDTH = round(VIEW_SIZE[0] * VIEW_DPI)
 
 
 def plot_spectrogram_explanation(ax, spectrogram_db: np.ndarray, frame_times: np.ndarray,
@@ -58,12 +65,15 @@ def plot_waveform_intervals(ax, waveform: np.ndarray, sample_rate: int,
     waveform = np.asarray(waveform)
     times = np.arange(waveform.shape[-1]) / sample_rate
     peak = float(np.max(np.abs(waveform))) or 1.0
-    ax.plot(times, waveform / peak, color="#333333", linewidth=0.4)
+    ax.plot(times, waveform / peak, color="#7f7f7f", linewidth=0.4)
+    # Intervals over the waveform, not under it: a loud clip's trace would hide them.
     for i, (start, end) in enumerate(truth):
-        ax.axvspan(start, end, ymin=0.5, ymax=1.0, color="#2ca02c", alpha=0.3, label=None if i else "ground truth")
+        ax.axvspan(start, end, ymin=0.5, ymax=1.0, color="#2ca02c", alpha=0.35, zorder=3,
+                   label=None if i else "ground truth")
     for i, (start, end) in enumerate(explained):
-        ax.axvspan(start, end, ymin=0.0, ymax=0.5, color="#d62728", alpha=0.3, label=None if i else "explained")
-    ax.set_xlim(0, times[-1] if len(times) else 1)
+        ax.axvspan(start, end, ymin=0.0, ymax=0.5, color="#d62728", alpha=0.35, zorder=3,
+                   label=None if i else "explained")
+    ax.set_xlim(0, waveform.shape[-1] / sample_rate)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("time (s)")
     ax.set_yticks([])
@@ -72,6 +82,26 @@ def plot_waveform_intervals(ax, waveform: np.ndarray, sample_rate: int,
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def spectrogram_png(spectrogram_db: np.ndarray, frame_times: np.ndarray, time_map: np.ndarray | None = None,
+                    tf_map: np.ndarray | None = None, size: tuple[float, float] = VIEW_SIZE) -> bytes:
+    """`plot_spectrogram_explanation` (spectrogram [bands, frames], maps [frames] / [frames, bands])
+    as one PNG of `size` inches at VIEW_DPI."""
+    fig, ax = plt.subplots(figsize=size, dpi=VIEW_DPI)
+    plot_spectrogram_explanation(ax, spectrogram_db, frame_times, time_map, tf_map)
+    fig.tight_layout(pad=0.3)
+    return figure_png(fig)
+
+
+def waveform_png(waveform: np.ndarray, sample_rate: int, truth: Sequence[tuple[float, float]] = (),
+                 explained: Sequence[tuple[float, float]] = (), size: tuple[float, float] = VIEW_SIZE) -> bytes:
+    """`plot_waveform_intervals` (waveform [S], intervals as (start, end) seconds) as one PNG of
+    `size` inches at VIEW_DPI."""
+    fig, ax = plt.subplots(figsize=size, dpi=VIEW_DPI)
+    plot_waveform_intervals(ax, waveform, sample_rate, truth, explained)
+    fig.tight_layout(pad=0.3)
+    return figure_png(fig)
 
 
 def save_audio_panel(path, waveform: np.ndarray, sample_rate: int, spectrogram_db: np.ndarray,
