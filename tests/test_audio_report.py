@@ -29,13 +29,12 @@ WINDOW = (1280, 1400)
 def explained():
     """Two planted clips explained by Occlusion (time) and RISE (time x frequency tiles)."""
     x = span_tone_clips(2)
-    occlusion = daxjax.explain_audio(span_energy_box, x, SOUND_RATE, method="occlusion",
-                                     config=AudioConfig(spectrogram=SPEC, explainer=daxjax.OcclusionConfig(window=8,
-                                                                                                          stride=4)))
-    rise = daxjax.explain_audio(span_energy_box, x, SOUND_RATE, method="rise",
-                                config=AudioConfig(spectrogram=SPEC, segments="time_frequency",
-                                                   explainer=daxjax.RISEConfig(num_samples=64)))
-    return SimpleNamespace(x=x, explanations={"Occlusion": occlusion, "RISE": rise})
+    occlusion = AudioConfig(spectrogram=SPEC, explainer=daxjax.OcclusionConfig(window=8, stride=4))
+    tiles = AudioConfig(spectrogram=SPEC, segments="time_frequency", explainer=daxjax.RISEConfig(num_samples=64))
+    explanations = {"Occlusion": daxjax.explain_audio(span_energy_box, x, SOUND_RATE, method="occlusion",
+                                                      config=occlusion),
+                    "RISE": daxjax.explain_audio(span_energy_box, x, SOUND_RATE, method="rise", config=tiles)}
+    return SimpleNamespace(x=x, explanations=explanations)
 
 
 @pytest.fixture(scope="module")
@@ -122,5 +121,7 @@ def test_bad_input_names_the_offending_argument(explained, tmp_path):
     with pytest.raises(daxjax.InputError, match=r"sample_rate=16000 Hz, but the spectrogram config expects 8000"):
         daxjax.write_audio_report(tmp_path, x, 16000, explanations)
     with pytest.raises(daxjax.InputError, match=r"table\['RISE'\]\['1-D IoU'\] has shape \(3,\)"):
-        write(table={"Occlusion": {}, "RISE": {"1-D IoU": np.zeros(3)}})
+        write(table={"Occlusion": {"1-D IoU": np.zeros(2)}, "RISE": {"1-D IoU": np.zeros(3)}})
+    with pytest.raises(daxjax.InputError, match=r"table\['RISE'\] has the metrics \[\], table\['Occlusion'\] has"):
+        write(table={"Occlusion": {"1-D IoU": np.zeros(2)}, "RISE": {}})
     assert not (tmp_path / "report.html").exists()

@@ -4,6 +4,11 @@
     python -m benchmarks.audio                  # >= 100 correctly classified held-out clips (~1 hour, 2 CPUs)
     python -m benchmarks.audio --quick          # 12 clips, N=200: a smoke run of a few minutes
     python -m benchmarks.audio --ablation       # fills, keep_prob, resolution (other clips; own section)
+    python -m benchmarks.audio --quick --keep 4 --budget 100 --no-write   # a minute: look at out/audio/report.html
+
+The main table also writes its HTML report (`daxjax.write_audio_report`) to `--report DIR`
+(default out/audio; '' for none): per scored clip and method the map over the spectrogram and
+the explained against the true interval, the table's numbers, configs and timings.
 
 Clips (`benchmarks/audio/data.py`): a real sound event (sonic-pi samples, espeak-ng and
 pocketsphinx speech) padded at both ends with background noise of random duration at a fixed
@@ -78,48 +83,41 @@ def methods(budget: int) -> dict:
     }
 
 
-def reference_maps(count: int, frame_times: np.ndarray, mean_duration: float, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    centre = (frame_times[0] + frame_times[-1]) / 2
-    window = (np.abs(frame_times - centre) < mean_duration / 2).astype(np.float32)
-    return {"random map": rng.uniform(size=(count, frame_times.size)).astype(np.float32),
-            "centred window": np.repeat(window[None], count, axis=0)}
-
-
-def score(bb, clips, maps, truth, config, seconds=None) -> dict:
-    from daxjax.audio import metrics
+def score(bb, clips, maps, truth, config) -> dict:
+    """metric name -> [n] of maps [n, frames] for the clips' labels (`daxjax.audio.report.row_metrics`)."""
+    from daxjax.audio.report import row_metrics
 
     from .data import SAMPLE_RATE
 
-    deletion = metrics.deletion_auc(bb, clips.waveforms, maps, clips.labels, SAMPLE_RATE, config)
     p0 = bb(clips.waveforms)[np.arange(len(clips)), clips.labels]
-    return {"iou": metrics.iou(maps, truth), "deletion": deletion, "deletion_norm": deletion / p0,
-            "seconds": seconds}
+    return row_metrics(clips.waveforms, SAMPLE_RATE, maps, clips.labels, p0, config, truth=truth, bb=bb)
 
 
-def row(name: str, s: dict) -> str:
-    secs = "—" if s["seconds"] is None else f"{s['seconds']:.2f}"
-    return (f"| {name} | {s['iou'].mean():.3f} ({s['iou'].std():.3f}) | {s['deletion'].mean():.3f} | "
-            f"{s['deletion_norm'].mean():.3f} | {secs} |")
+def row(name: str, s: dict, seconds: float | None = None) -> str:
+    secs = "—" if seconds is None else f"{seconds:.2f}"
+    iou, deletion = s["1-D IoU"], s["deletion AUC"]
+    return (f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {deletion.mean():.3f} | "
+            f"{s['deletion AUC / p0'].mean():.3f} | {secs} |")
 
 
 HEADER = ["| method | IoU mean (std) | del | del/p0 | s/clip |", "|---|---|---|---|---|"]
 
 
-def explain_rows(bb, clips, truth, rows: dict, emit) -> dict:
+def explain_rows(bb, clips, truth, rows: dict, emit) -> tuple[dict, dict]:
+    """(row name -> metrics, row name -> AudioExplanation) of each method on the clips."""
     import daxjax
 
     from .data import SAMPLE_RATE
 
-    scores = {}
+    scores, explanations = {}, {}
     for name, (method, config) in rows.items():
         start = time.perf_counter()
         ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method=method,
                                   config=config, seed=0)
-        seconds = (time.perf_counter() - start) / len(clips)
-        scores[name] = score(bb, clips, ex.maps, truth, config, seconds)
-        emit(row(name, scores[name]))
-    return scores
+        explanations[name] = ex
+        scores[name] = score(bb, clips, ex.maps, truth, config)
+        emit(row(name, scores[name], (time.perf_counter() - start) / len(clips)))
+    return scores, explanations
 
 
 def ablation(bb, budget: int, count: int, emit) -> None:
@@ -159,7 +157,7 @@ def ablation(bb, budget: int, count: int, emit) -> None:
         start = time.perf_counter()
         ex = daxjax.explain_audio(bb, clips.waveforms, SAMPLE_RATE, targets=clips.labels, method=method,
                                   config=config, seed=0)
-        emit(row(name, score(bb, clips, ex.maps, truth, config, (time.perf_counter() - start) / len(clips))))
+        emit(row(name, score(bb, clips, ex.maps, truth, config), (time.perf_counter() - start) / len(clips)))
 
 
 def main(argv=None) -> None:
@@ -174,6 +172,8 @@ def main(argv=None) -> None:
                         help="run the ablation (fills, keep_prob, resolution) instead, into its own section")
     parser.add_argument("--ablation-clips", type=int, default=30, help="clips drawn for the ablation")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
+    parser.add_argument("--report", default="out/audio", metavar="DIR",
+                        help="where the main table's HTML report goes (default out/audio; '' for none)")
     args = parser.parse_args(argv)
 
     from daxjax.audio.metrics import interval_masks
@@ -198,7 +198,7 @@ def main(argv=None) -> None:
         ablation(bb, budget, args.ablation_clips, emit)
     else:
         section = SECTION
-        table(bb, count, keep, budget, emit)
+        table(bb, count, keep, budget, emit, args.report)
 
     if not args.no_write:
         arguments = argv if argv is not None else sys.argv[1:]
@@ -208,9 +208,12 @@ def main(argv=None) -> None:
         write_section(section, "\n".join(header + lines) + "\n")
 
 
-def table(bb, count: int, keep: int, budget: int, emit) -> None:
-    """The main table: reference maps and every method on the evaluation clips."""
+def table(bb, count: int, keep: int, budget: int, emit, report_dir: str = "") -> None:
+    """The main table: reference maps and every method on the evaluation clips; and its report in
+    report_dir (none for "")."""
+    import daxjax
     from daxjax.audio.metrics import interval_masks
+    from daxjax.audio.report import reference_maps
 
     from .data import CLASSES, SAMPLE_RATE
 
@@ -232,9 +235,19 @@ def table(bb, count: int, keep: int, budget: int, emit) -> None:
     for line in HEADER:
         emit(line)
     base_config = audio_config()
-    for name, maps in reference_maps(len(clips), frame_times, float(durations.mean()), seed=0).items():
-        emit(row(name, score(bb, clips, maps, truth, base_config)))
-    explain_rows(bb, clips, truth, methods(budget), emit)
+    references = {name: score(bb, clips, maps, truth, base_config)
+                  for name, maps in reference_maps(len(clips), frame_times, float(durations.mean())).items()}
+    for name, values in references.items():
+        emit(row(name, values))
+    scores, explanations = explain_rows(bb, clips, truth, methods(budget), emit)
+    if report_dir:
+        run = {"clips": f"make_clips({count}, seed={EVAL_SEED}, split='test'), the first {len(clips)} correct",
+               "black box": MODEL.name, "query budget N": budget}
+        path = daxjax.write_audio_report(report_dir, clips.waveforms, SAMPLE_RATE, explanations,
+                                         intervals=clips.intervals, class_names=CLASSES, ids=clips.sources,
+                                         title="daxjax audio benchmark", config=run, max_clips=len(clips),
+                                         table={**scores, **references})
+        print(f"Report: {path.resolve()}", flush=True)
 
 
 if __name__ == "__main__":

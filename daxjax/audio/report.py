@@ -265,8 +265,10 @@ def _card(i: int, clip_id: str, waveform: np.ndarray, sample_rate: int,
                                               viz.waveform_png(waveform, sample_rate, truth, explained)),
                                  f"{name} intervals #{i}",
                                  f"explained > mean+{k:g}σ · {covered:.2f} s of {duration:.2f} s", viz.VIEW_WIDTH))
+    # Rows stand apart, so that each caption reads as the row's above it rather than the next's.
+    style = f"--cols:2; --tile:{viz.VIEW_WIDTH}px; row-gap:18px"
     return (f'<section class="card" id="clip-{i}"><h3>{header}</h3>'
-            f'<div class="grid" style="--cols:2; --tile:{viz.VIEW_WIDTH}px">{"".join(cells)}</div></section>')
+            f'<div class="grid" style="{style}">{"".join(cells)}</div></section>')
 
 
 def _check_table(table, explanations: Mapping[str, AudioExplanation], batch: int) -> dict:
@@ -276,8 +278,12 @@ def _check_table(table, explanations: Mapping[str, AudioExplanation], batch: int
     missing = [name for name in explanations if name not in table]
     if missing:
         raise InputError(f"table has no row for the method(s) {missing}")
+    first_row = next(iter(table))
     checked = {}
     for row, values in table.items():
+        if list(values) != list(table[first_row]):
+            raise InputError(f"table[{row!r}] has the metrics {list(values)}, table[{first_row!r}] has "
+                             f"{list(table[first_row])}: every row needs the same")
         checked[row] = {}
         for metric, per_clip in values.items():
             if metric not in BETTER:
