@@ -88,18 +88,20 @@ def spectrogram_png(spectrogram_db: np.ndarray, frame_times: np.ndarray, time_ma
                     tf_map: np.ndarray | None = None, size: tuple[float, float] = VIEW_SIZE) -> bytes:
     """`plot_spectrogram_explanation` (spectrogram [bands, frames], maps [frames] / [frames, bands])
     as one PNG of `size` inches at VIEW_DPI."""
-    fig, ax = plt.subplots(figsize=size, dpi=VIEW_DPI)
-    plot_spectrogram_explanation(ax, spectrogram_db, frame_times, time_map, tf_map)
-    fig.tight_layout(pad=0.3)
-    return figure_png(fig)
+    return _view_png(size, plot_spectrogram_explanation, spectrogram_db, frame_times, time_map, tf_map)
 
 
 def waveform_png(waveform: np.ndarray, sample_rate: int, truth: Sequence[tuple[float, float]] = (),
                  explained: Sequence[tuple[float, float]] = (), size: tuple[float, float] = VIEW_SIZE) -> bytes:
     """`plot_waveform_intervals` (waveform [S], intervals as (start, end) seconds) as one PNG of
     `size` inches at VIEW_DPI."""
+    return _view_png(size, plot_waveform_intervals, waveform, sample_rate, truth, explained)
+
+
+def _view_png(size: tuple[float, float], plot, *args) -> bytes:
+    """PNG of one figure of `size` inches with a single axes drawn by `plot(ax, *args)`."""
     fig, ax = plt.subplots(figsize=size, dpi=VIEW_DPI)
-    plot_waveform_intervals(ax, waveform, sample_rate, truth, explained)
+    plot(ax, *args)
     fig.tight_layout(pad=0.3)
     return figure_png(fig)
 
