@@ -26,8 +26,8 @@ and is cells^2 for a grid. The black box's own activations are not known from ou
 factor 3 in Q leaves room for a model about as large as its input; pass `queries_per_call` for
 heavier models.
 
-`M` aims at `queries_per_call` (256: on 2 CPU cores 1,024-image calls cost 2.6x more per sample
-than 256-image calls with the bundled model, DAXConfig.query_chunk docs) and shrinks when Q alone
+`M` aims at `queries_per_call` (256) and at most `querying.CALL_BYTES` of inputs per call (the
+measurements behind both are in `querying.query_chunk`'s module), and shrinks when Q alone
 exceeds half of a budget; B is then the largest multiple of D that fits, capped by `max_batch`
 per device (16 on CPU, where rows are looped and larger groups buy nothing; 64 on accelerators)
 and by the number of images. chunk = max(1, M // B).
@@ -39,6 +39,8 @@ import dataclasses
 import os
 
 import jax
+
+from daxjax.querying import CALL_BYTES, CALL_INPUTS
 
 _SEGMENTS_BOUND = 256
 _QUERY_COPIES = 3
@@ -105,7 +107,7 @@ def _num_queries(config, height: int, width: int) -> int:
 
 def plan_batches(config, height: int, width: int, channels: int, *, devices: int, num_images: int | None,
                  device_budget: int | None = None, host_budget: int | None = None,
-                 queries_per_call: int = 256, max_batch: int | None = None, prefetch: int = 2,
+                 queries_per_call: int = CALL_INPUTS, max_batch: int | None = None, prefetch: int = 2,
                  batch: int | None = None) -> Plan:
     """Picks B and the query chunk for images of height x width x channels (see the module doc).
 
@@ -125,7 +127,8 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
     per_image = image_bytes + n * (_segments(config) + 12) + _training_bytes(config)
     query_image = 4 * height * width * channels * _QUERY_COPIES
 
-    calls = max(1, min(queries_per_call, min(device_budget * devices, host_budget) // (2 * query_image)))
+    calls = max(1, min(queries_per_call, CALL_BYTES // (4 * height * width * channels),
+                       min(device_budget * devices, host_budget) // (2 * query_image)))
     if max_batch is None:
         max_batch = 16 if jax.local_devices()[0].platform == "cpu" else 64
     per_device = max(1, min(max_batch, (device_budget - calls * query_image // devices) // per_image))

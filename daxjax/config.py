@@ -100,8 +100,8 @@ class DAXConfig:
 
     Execution (no effect on the result, only on speed and memory):
       query_chunk: perturbations per image in one black-box call (host memory ~ B * chunk * H*W*C);
-        None picks max(1, 256 // B), i.e. about 256 images per call: measured on 2 cores with the
-        bundled black box, 1,024-image calls cost 2.6x more per sample than 256-image calls.
+        None picks about 256 images per call, fewer for large images (at most 16 MiB per call;
+        `querying.query_chunk` gives the measurements).
       image_batch: images explained side by side in one vmapped computation.
       vmap_width: rows (images x restarts) vectorised together inside a training step; the rest
         are looped over inside the same jitted step. None picks 1 on CPU (cache-friendly) and all
@@ -189,9 +189,6 @@ class DAXConfig:
     def num_samples_train(self) -> int:
         return self.num_samples - self.num_samples_validation
 
-    def query_chunk_for(self, batch: int) -> int:
-        """Perturbations per image in one black-box call, for a group of `batch` images."""
-        return self.query_chunk if self.query_chunk is not None else max(1, 256 // batch)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -26,7 +26,7 @@ from daxjax import losses
 from daxjax.config import DAXConfig
 from daxjax.maps import normalise
 from daxjax.nets import DaxNets, init_nets, upsample_mask
-from daxjax.querying import DeviceBlackBox, RenderedQueries
+from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
 from daxjax.sampling import image_keys, perturb, proximity_weights, split_indices
 from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
 from daxjax.sharding import over_images
@@ -301,8 +301,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
 
     t0 = time.perf_counter()
     z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
-    y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(batch),
-                                    image_ids, queries)
+    chunk = query_chunk(config.query_chunk, batch, input_elements(images, queries))
+    y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
     chex.assert_shape(z, (batch, n, group.max_segments))
     chex.assert_shape(y, (batch, n))
     samples = Samples(z, y, _proximity(z, group.num_segments, config.kernel_width))

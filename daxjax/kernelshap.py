@@ -32,7 +32,7 @@ import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.lime import check_segment_options, evidence_maps
-from daxjax.querying import DeviceBlackBox, RenderedQueries
+from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
 from daxjax.sampling import image_keys
 from daxjax.segments import HostSegments, query_segment_perturbations, segment_and_fill
 
@@ -51,7 +51,7 @@ class KernelSHAPConfig:
       the best fill; the `shap` package's image maskers blur too).
     positive_only: True: negative Shapley values count as no evidence (the map is
       max(phi, 0) min-max scaled); False: the signed values are min-max scaled.
-    query_chunk: coalitions per image in one black-box call; None picks max(1, 256 // B).
+    query_chunk: coalitions per image in one black-box call; None: `querying.query_chunk`.
     image_batch: images explained side by side in one vmapped computation.
     """
 
@@ -69,9 +69,6 @@ class KernelSHAPConfig:
             raise ValueError(f"KernelSHAPConfig.num_samples must be >= {NUM_ANCHORS + 2} (two anchors "
                              f"and one sampled pair), got {self.num_samples!r}")
 
-    def query_chunk_for(self, batch: int) -> int:
-        """Coalitions per image in one black-box call, for a group of `batch` images."""
-        return self.query_chunk if self.query_chunk is not None else max(1, 256 // batch)
 
     def replace(self, **changes) -> "KernelSHAPConfig":
         return dataclasses.replace(self, **changes)
@@ -182,8 +179,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     t0 = time.perf_counter()
     z = _draw_coalitions(image_keys(seed, digests), config.num_samples, group.num_segments,
                          group.max_segments)
-    y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(len(images)),
-                                    image_ids, queries)
+    chunk = query_chunk(config.query_chunk, len(images), input_elements(images, queries))
+    y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ import numpy as np
 from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.fills import FILL_METHODS
 from daxjax.maps import normalise
-from daxjax.querying import DeviceBlackBox, RenderedQueries
+from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
 from daxjax.sampling import image_keys, proximity_weights
 from daxjax.segmentation import SEGMENTATION_METHODS
 from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
@@ -52,7 +52,7 @@ class LIMEConfig:
       evidence, so the map is max(w, 0) min-max scaled and shows where the target's support
       lies (the view LIME's `get_image_and_mask(positive_only=True)` gives). False: the signed
       w are min-max scaled, the most negative segment at 0 and neutral ones in between.
-    query_chunk: perturbations per image in one black-box call; None picks max(1, 256 // B).
+    query_chunk: perturbations per image in one black-box call; None: `querying.query_chunk`.
     image_batch: images explained side by side in one vmapped computation.
     """
 
@@ -75,9 +75,6 @@ class LIMEConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"LIMEConfig.{name} must be > 0, got {getattr(self, name)!r}")
 
-    def query_chunk_for(self, batch: int) -> int:
-        """Perturbations per image in one black-box call, for a group of `batch` images."""
-        return self.query_chunk if self.query_chunk is not None else max(1, 256 // batch)
 
     def replace(self, **changes) -> "LIMEConfig":
         return dataclasses.replace(self, **changes)
@@ -166,8 +163,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     t0 = time.perf_counter()
     z = draw_keep_vectors(image_keys(seed, digests), config.num_samples, group.num_segments,
                           group.max_segments, config.keep_prob)
-    y = query_segment_perturbations(device_bb, group, z, targets, config.query_chunk_for(len(images)),
-                                    image_ids, queries)
+    chunk = query_chunk(config.query_chunk, len(images), input_elements(images, queries))
+    y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

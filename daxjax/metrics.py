@@ -23,7 +23,7 @@ import numpy as np
 from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.fills import fill_images
 from daxjax.inputs import as_float_images, as_targets, image_digest
-from daxjax.querying import device_blackbox, query_targets
+from daxjax.querying import device_blackbox, input_elements, query_chunk, query_targets
 from daxjax.sampling import image_keys
 
 # Curve points of deletion/insertion: steps + 1 points, 1/steps of the pixels per step. RISE
@@ -150,7 +150,7 @@ def deletion_auc(bb, images: Any, maps: Any, targets: Any, *, steps: int = DEFAU
         image (as `Explanation.scores`): raw AUCs of images with a low target probability are
         tiny. A normalised AUC can exceed 1 when perturbations raise the probability.
       chunk: curve points per image in one black-box call (memory ~ B · chunk · H · W · C);
-        None: max(1, 256 // B).
+        None: `querying.query_chunk`.
       blur_sigma: the Gaussian's standard deviation in pixels for fill="blur"; None: max(H, W) / 16
         as everywhere in daxjax (14 px at 224², a stronger blur than RISE's sigma of 5 px).
 
@@ -188,7 +188,7 @@ def _perturbation_auc(bb, images, maps, targets, *, deleting: bool, steps: int, 
     batch, height, width, _ = x.shape
     saliency = _check_maps_match_images(maps, x)
     steps = _positive_int(steps, "steps")
-    chunk = max(1, 256 // batch) if chunk is None else _positive_int(chunk, "chunk")
+    chunk = query_chunk(None if chunk is None else _positive_int(chunk, "chunk"), batch, input_elements(x))
     if fill not in AUC_FILLS:
         raise ValueError(f"unknown fill {fill!r}; valid: {', '.join(AUC_FILLS)}")
     segments, num_segments = _removal_units(granularity, batch, height, width)

@@ -25,7 +25,7 @@ import numpy as np
 
 from daxjax.maps import normalise
 from daxjax.fills import fill_images
-from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
+from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
 
 OcclusionFill = Literal["zero", "blur", "image_mean"]
 _FILLS = ("zero", "blur", "image_mean")
@@ -42,7 +42,7 @@ class OcclusionConfig:
       blur of the image) or "image_mean" (the image's mean colour, Zeiler & Fergus' grey square).
     positive_only: True: a window whose occlusion *raises* the probability counts as no
       evidence (negative drops clipped to 0); False: signed drops are min-max scaled.
-    query_chunk: windows per image in one black-box call; None picks max(1, 256 // B).
+    query_chunk: windows per image in one black-box call; None: `querying.query_chunk`.
     image_batch: images explained side by side in one vmapped computation.
     """
 
@@ -62,9 +62,6 @@ class OcclusionConfig:
         if self.query_chunk is not None and int(self.query_chunk) < 1:
             raise ValueError(f"OcclusionConfig.query_chunk must be None or >= 1, got {self.query_chunk!r}")
 
-    def query_chunk_for(self, batch: int) -> int:
-        """Windows per image in one black-box call, for a group of `batch` images."""
-        return self.query_chunk if self.query_chunk is not None else max(1, 256 // batch)
 
     def num_queries(self, height: int, width: int) -> int:
         """Black-box queries per image of height x width pixels (the unperturbed one included)."""
@@ -159,7 +156,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     build = OcclusionPerturbations(window=config.window, stride=config.stride, render=render)
     scores = query_targets(device_bb, build, (jnp.asarray(sources), jnp.asarray(fills)),
                            jnp.asarray(targets, jnp.int32), config.num_queries(height, width),
-                           config.query_chunk_for(batch), image_ids)
+                           query_chunk(config.query_chunk, batch, input_elements(images, queries)), image_ids)
     timings = {"queries": time.perf_counter() - t0}
 
     t0 = time.perf_counter()

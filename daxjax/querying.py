@@ -24,6 +24,36 @@ from jax.experimental.buffer_callback import buffer_callback
 from blackbox_adapters import BlackBoxError, check_probabilities
 from daxjax.sharding import current_image_devices, over_images
 
+#: Inputs per black-box call the engines aim at when a config leaves `query_chunk` to them:
+#: on 2 CPU cores with the bundled model at 64 px, 1,024-image calls cost 2.6x more per sample
+#: than 256-image calls.
+CALL_INPUTS = 256
+#: ... unless that many inputs would exceed this many bytes (float32). glibc hands out blocks over
+#: 32 MiB by mmap afresh at every call, so each such block is page-faulted in again: measured on
+#: 2 CPU cores (LIME, 2 images of 224 x 224, N = 1024, bundled colour model), calls of 64 images
+#: (38 MiB) took 5.3 s in the query phase, calls of 32 images (19 MiB) 2.2-2.6 s.
+CALL_BYTES = 16 * 2**20
+
+
+def query_chunk(requested: int | None, batch: int, input_elements: int) -> int:
+    """Perturbations per input in one black-box call, for a group of `batch` inputs.
+
+    requested: a config's `query_chunk` (used as given when set). input_elements: float32
+    values in one black-box input (H * W * C for images). None picks about `CALL_INPUTS` inputs
+    per call, fewer when they would exceed `CALL_BYTES`.
+    """
+    if requested is not None:
+        return int(requested)
+    per_call = max(1, min(CALL_INPUTS, CALL_BYTES // (4 * max(1, int(input_elements)))))
+    return max(1, per_call // batch)
+
+
+def input_elements(images, queries: "RenderedQueries | None" = None) -> int:
+    """float32 values in one black-box input: an image of `images` [B, ...], or a rendered query."""
+    shape = np.shape(images)[1:] if queries is None else np.shape(queries.sources)[1:]
+    return int(np.prod(shape))
+
+
 class DeviceBlackBox:
     """A black box as a JAX-traceable function x [..., H, W, C] -> probabilities [..., K].
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from daxjax.maps import normalise
 from daxjax.fills import fill_images
-from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
+from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
 from daxjax.sampling import image_keys
 
 RISEFill = Literal["zero", "blur", "image_mean"]
@@ -47,7 +47,7 @@ class RISEConfig:
     fill: what a masked pixel shows: "zero" (black, x * M as in the paper), "blur" (Gaussian
       blur of the image, `fills.fill_images`) or "image_mean" (the image's mean colour).
     query_chunk: masks per image in one black-box call and in one step of the saliency sum
-      (memory ~ image_batch * query_chunk * H * W); None picks max(1, 256 // B) as DAX does.
+      (memory ~ image_batch * query_chunk * H * W); None: `querying.query_chunk`.
     image_batch: images explained side by side in one vmapped computation.
     """
 
@@ -69,9 +69,6 @@ class RISEConfig:
         if not 0.0 < self.keep_prob < 1.0:
             raise ValueError(f"RISEConfig.keep_prob must be in (0, 1), got {self.keep_prob!r}")
 
-    def query_chunk_for(self, batch: int) -> int:
-        """Masks per image in one black-box call, for a group of `batch` images."""
-        return self.query_chunk if self.query_chunk is not None else max(1, 256 // batch)
 
     def replace(self, **changes) -> "RISEConfig":
         return dataclasses.replace(self, **changes)
@@ -181,7 +178,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     """
     batch, height, width, _ = images.shape
     keys = image_keys(seed, digests)
-    chunk = config.query_chunk_for(batch)
+    chunk = query_chunk(config.query_chunk, batch, input_elements(images, queries))
     if queries is None:
         # The RISE fills ignore segments; fill_images only checks their shape.
         fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)

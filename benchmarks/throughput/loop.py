@@ -1,7 +1,7 @@
-"""Where DAX's time goes: a Python loop over single images vs the batched engine.
+"""Where DAX's time goes: a Python loop over single images vs the batched engine (issue 2).
 
-    python -m benchmarks.throughput            # full table (over 30 minutes on 2 CPU cores)
-    python -m benchmarks.throughput --quick    # a smoke run (about 2 minutes)
+    python -m benchmarks.throughput --part loop            # full table (over 30 minutes on 2 CPU cores)
+    python -m benchmarks.throughput --part loop --quick    # a smoke run (about 2 minutes)
 
 Every measurement runs in its own subprocess, so compile time and peak memory (max RSS) belong
 to that configuration alone. The black box is the bundled ONNX colour-patch classifier, the
@@ -15,21 +15,16 @@ as a user of the loop would pay them).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import platform
 import resource
-import subprocess
-import sys
 import time
 
-from benchmarks.results import RESULTS, write_section
+from benchmarks.throughput.common import run_worker
 
 SECTION = "## DAX throughput: loop vs batch (issue 2)"
 
 
-def _worker(spec: dict) -> dict:
+def measure(spec: dict) -> dict:
     """Runs one measurement in this process and returns its numbers."""
     import jax
     import numpy as np
@@ -66,8 +61,10 @@ def _worker(spec: dict) -> dict:
 
     if spec.get("floor"):
         # The floor: the same number of black-box forwards on the same images, nothing else.
-        # Calls of the size the engine makes: B images x query_chunk_for(B) samples each.
-        chunk = config.query_chunk_for(len(images))
+        # Calls of the size the engine makes: B images x query_chunk(...) samples each.
+        from daxjax.querying import input_elements, query_chunk
+
+        chunk = query_chunk(config.query_chunk, len(images), input_elements(images))
         reps = np.repeat(images, chunk, axis=0)
         t0 = time.perf_counter()
         for _ in range(config.num_samples // chunk):
@@ -82,23 +79,10 @@ def _worker(spec: dict) -> dict:
 
 
 def _run(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(spec)],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker failed for {spec}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker("loop", spec)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes and N (smoke run)")
-    parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))))
-        return
-
+def report(args, emit) -> None:
     import daxjax
 
     base = {"num_samples": 500 if args.quick else 2000}
@@ -106,12 +90,6 @@ def main(argv=None) -> None:
         base["epochs"] = 2
     sizes = (64,) if args.quick else (64, 224)
     batches = (4,) if args.quick else (4, 16, 64)
-    lines = []
-
-    def emit(line=""):
-        print(line, flush=True)
-        lines.append(line)
-
     config = dataclasses.replace(daxjax.DAXConfig(), **base)
     emit(f"DAXConfig: N={config.num_samples}, epochs={config.epochs}, batch_size={config.batch_size}, "
          f"resolution={config.resolution}, segmentation={config.segmentation}, "
@@ -119,13 +97,11 @@ def main(argv=None) -> None:
     emit()
     emit("| image | B | mode | s/image | segmentation | queries | training | compile s | peak RSS MB | loop/batch |")
     emit("|---|---|---|---|---|---|---|---|---|---|")
-    device = None
     for size in sizes:
         for batch in batches:
             rows = {}
             for mode in ("loop", "batch"):
                 r = _run({"mode": mode, "batch": batch, "size": size, "config": base})
-                device = r["device"]
                 rows[mode] = r
             ratio = rows["loop"]["seconds_per_image"] / rows["batch"]["seconds_per_image"]
             for mode, r in rows.items():
@@ -153,19 +129,3 @@ def main(argv=None) -> None:
         cfg = {"num_samples": n, "epochs": 1, "query_chunk": chunk}
         r = _run({"mode": "batch", "batch": 16, "size": 64, "config": cfg})
         emit(f"| {n} | {chunk} | {r['peak_rss_mb']:.0f} |")
-
-    header = [SECTION, "",
-              f"Command: `python -m benchmarks.throughput{' --quick' if args.quick else ''}` — "
-              f"device: {device} ({platform.processor() or platform.machine()}, "
-              f"{_cpu_count()} cores), {time.strftime('%Y-%m-%d')}.", ""]
-    if not args.no_write:
-        write_section(SECTION, "\n".join(header + lines) + "\n")
-
-
-def _cpu_count() -> int:
-    import os
-    return os.cpu_count() or 1
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,6 @@
-"""Peak host memory of `explain_dataset` against the number of images (it should not grow).
+"""Peak host memory of `explain_dataset` against the number of images (it should not grow; issue 4).
 
-    python -m benchmarks.pipeline_memory                 # 100 vs 1000 images, RISE, 64x64
-    python -m benchmarks.pipeline_memory --counts 100 1000 --method dax --num-samples 200
+    python -m benchmarks.throughput --part memory        # 100 vs 1000 images, RISE and DAX, 64x64
 
 Each run is a fresh process reading an .npz of synthetic scenes from disk (rows are read one at
 a time) with one worker process; reported: peak RSS of the main process (`ru_maxrss`), peak of
@@ -11,14 +10,12 @@ batch plan and the images/s of the run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+SECTION = "## Host memory of explain_dataset against the dataset size (issue 4)"
 
 
 def _tree_rss_mib() -> float:
@@ -46,7 +43,7 @@ def _tree_rss_mib() -> float:
     return total / 1024
 
 
-def _worker(spec: dict) -> dict:
+def measure(spec: dict) -> dict:
     import threading
 
     import daxjax
@@ -64,7 +61,7 @@ def _worker(spec: dict) -> dict:
     bb = OnnxBlackBox(bundled_model_path("colour_nchw"))
     config = EXPLAINERS[spec["method"]][0](num_samples=spec["num_samples"])
     t0 = time.perf_counter()
-    summary = daxjax.explain_dataset(bb, data, Path(spec["dir"]) / f"out{spec['count']}", method=spec["method"],
+    summary = daxjax.explain_dataset(bb, data, Path(spec["dir"]) / f"out-{spec['method']}-{spec['count']}", method=spec["method"],
                                      config=config, workers=1, progress=False)
     seconds = time.perf_counter() - t0
     done.set()
@@ -74,39 +71,30 @@ def _worker(spec: dict) -> dict:
             "images_per_second": summary.explained / seconds}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--method", default="rise")
-    parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))))
-        return
-    print(f"method={args.method}, N={args.num_samples}, {args.size}x{args.size} images from an .npz, 1 worker")
-    print("| images | B | query chunk | prefetch | main peak RSS MiB | process tree peak RSS MiB | images/s |")
-    print("|---|---|---|---|---|---|---|")
+def report(args, lines) -> None:
     import numpy as np
 
+    from benchmarks.throughput.common import run_worker
     from daxjax.scenes import colour_patch_scenes
 
+    counts = (20, 200) if args.quick else (100, 1000)
+    runs = (("rise", 64), ("dax", 128))
+    lines(f"Images 64 x 64 read row by row from an .npz, one worker process, the bundled colour model; "
+          "N = " + ", ".join(f"{n} ({m})" for m, n in runs)
+          + " queries per image (memory follows the batch and the query chunk; see the loop table for N).")
+    lines()
+    lines("| method | images | B | query chunk | prefetch | main peak RSS MiB | process tree peak RSS MiB | images/s |")
+    lines("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for count in args.counts:  # made here, so that the measured process never holds the dataset
-            images, _ = colour_patch_scenes(count, args.size, seed=1)
+        for count in counts:  # made here, so that the measured process never holds the dataset
+            images, _ = colour_patch_scenes(count, 64, seed=1)
             np.savez(Path(tmp) / f"scenes{count}.npz", images=(np.asarray(images) * 255).astype(np.uint8))
-        for count in args.counts:
-            spec = {"dir": tmp, "count": count, "method": args.method, "num_samples": args.num_samples,
-                    "size": args.size}
-            out = subprocess.run([sys.executable, "-m", "benchmarks.pipeline_memory", "--worker", json.dumps(spec)],
-                                 capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr[-3000:])
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {r['count']} | {r['batch']} | {r['query_chunk']} | {r['prefetch']} | {r['peak_rss_mib']:.0f} | "
-                  f"{r['tree_peak_rss_mib']:.0f} | {r['images_per_second']:.1f} |", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        for method, num_samples in runs:
+            for count in counts:
+                r = run_worker("memory", {"dir": tmp, "count": count, "method": method,
+                                          "num_samples": num_samples})
+                lines(f"| {method} | {r['count']} | {r['batch']} | {r['query_chunk']} | {r['prefetch']} | "
+                      f"{r['peak_rss_mib']:.0f} | {r['tree_peak_rss_mib']:.0f} | {r['images_per_second']:.1f} |")
+    lines()
+    lines("Main peak RSS = `ru_maxrss` of the main process; process tree = the summed RSS of the main "
+          "process, the fork server and the worker, sampled every 0.1 s.")
