@@ -553,21 +553,28 @@ def run_demo(args: argparse.Namespace) -> int:
 
 _BENCH_EPILOG = """\
 examples:
-  daxjax bench --quick --no-write    # a smoke run, about 2 minutes on 2 CPU cores
-  daxjax bench                       # the full table (over 30 minutes); updates benchmarks/RESULTS.md
+  daxjax bench --quick --no-write            # a smoke run of every part (print only)
+  daxjax bench --part floor peers            # some parts; each updates its section of benchmarks/RESULTS.md
+  daxjax bench                               # every part (about 1.5 hours on 2 CPU cores)
 
-Measures where DAX's time goes: a Python loop over single images against the batched engine, at
-several image sizes and batch sizes (benchmarks/throughput.py). It needs a source checkout of
-daxjax: run it from the repository's root folder.
+Parts: loop (a Python loop over single images against the batched engine), floor (whole datasets
+explained against the black box's own speed, DAX vs RISE vs LIME, EfficientNet-Lite0), peers (our
+LIME / KernelSHAP against the lime package and Captum; pip install -r
+benchmarks/requirements-peers.txt first), devices (1, 2, 4 devices), memory (host memory against
+the number of images). It needs a source checkout of daxjax: run it from the repository's root folder.
 """
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes and N: a smoke run of a few minutes")
     parser.add_argument("--no-write", action="store_true", help="print the table only; do not update RESULTS.md")
+    parser.add_argument("--part", nargs="+", metavar="PART", help="parts to run: loop, floor, peers, devices, memory "
+                                                                   "(default: all)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if (Path.cwd() / "benchmarks" / "throughput").is_dir() and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # the console script does not look in the current folder
     try:
         from benchmarks import throughput
     except ModuleNotFoundError as err:
@@ -575,7 +582,11 @@ def run_bench(args: argparse.Namespace) -> int:
             raise
         raise UsageError("the benchmarks are not installed with the package: run 'daxjax bench' from the root "
                          "folder of a source checkout of daxjax (git clone ...; cd daxjax)") from None
-    throughput.main(["--quick"] * args.quick + ["--no-write"] * args.no_write)
+    unknown = sorted(set(args.part or ()) - set(throughput.PARTS))
+    if unknown:
+        raise UsageError(f"--part: unknown part(s) {', '.join(unknown)}; choose from {', '.join(throughput.PARTS)}")
+    parts = ["--part", *args.part] if args.part else []
+    throughput.main(["--quick"] * args.quick + ["--no-write"] * args.no_write + parts)
     return 0
 
 
@@ -590,7 +601,7 @@ COMMANDS: dict[str, Command] = {
                       add_report_arguments, run_report, _REPORT_EPILOG),
     "demo": Command("explain a few bundled photos with a real ImageNet model and write a report (no download)",
                     add_demo_arguments, run_demo, _DEMO_EPILOG),
-    "bench": Command("measure explanation throughput: per-image loop against the batched engine",
+    "bench": Command("measure explanation throughput: floor ratio, batching, peers, devices, memory",
                      add_bench_arguments, run_bench, _BENCH_EPILOG),
 }
 

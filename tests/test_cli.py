@@ -215,6 +215,16 @@ def test_bench_outside_a_source_checkout_says_so(monkeypatch, capsys):
     assert_one_line_error(code, err, "bench", "source checkout")
 
 
+def test_bench_from_a_source_checkout_names_an_unknown_part(monkeypatch, capsys):
+    # The console script does not put the current folder on sys.path; bench must find benchmarks/ there.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(Path.cwd()))])
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    code, err = run_cli(["bench", "--part", "nope"], capsys)
+    assert_one_line_error(code, err, "bench", "unknown part(s) nope")
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_:
