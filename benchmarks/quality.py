@@ -1,7 +1,7 @@
 """Does DAX find what the black box looks at? A paper-style table with exact ground truth.
 
     bash benchmarks/fashion/setup.sh            # once: Debian's dataset-fashion-mnist
-    python -m benchmarks.quality                # >= 200 test scenes, every method (~1 hour, 2 CPUs)
+    python -m benchmarks.quality                # >= 200 test scenes, every method (~3 hours, 2 CPUs)
     python -m benchmarks.quality --quick        # 16 scenes, small N: a smoke run of a few minutes
 
 Scenes: Fashion-MNIST objects pasted on crops of scikit-image's photos (`benchmarks/fashion`),
@@ -33,7 +33,7 @@ SECTION = "## Explanation quality with exact ground truth (issue 3)"
 MODEL = Path(__file__).parent / "fashion" / "fashion_cnn.onnx"
 
 
-def methods(budget: int, paper: bool) -> dict:
+def methods(budget: int) -> dict:
     """Method name -> (explain method, config) at the same query budget; every config is the
     method's default but for N. LIME and KernelSHAP also run with DAX's fill ("image_mean"),
     which is better than their own default ("blur") on these scenes: both rows are reported."""
@@ -50,12 +50,18 @@ def methods(budget: int, paper: bool) -> dict:
                                                                               fill="image_mean")),
         "Occlusion": ("occlusion", daxjax.OcclusionConfig(window=8, stride=occlusion_stride)),
     }
-    if paper:
-        # The paper's presets train ~500 steps of a 32-channel mask net per image (36 s/image at
-        # N=1000 on 2 cores); at the scenes' own 64 px instead of the reference code's 128 px.
-        rows["DAX-V1 (paper, 64 px)"] = ("dax", daxjax.DAXConfig.paper_v1(num_samples=budget, resolution=64))
-        rows["DAX-V2 (paper, 64 px)"] = ("dax", daxjax.DAXConfig.paper_v2(num_samples=budget, resolution=64))
     return rows
+
+
+def paper_methods(budget: int) -> dict:
+    """The paper's DAX-V1 / V2 presets beside our default, at the same budget. The presets train
+    ~500 steps of a 32-channel mask net per image (~30 s/image on 2 cores), so they run on a
+    subset; at the scenes' own 64 px instead of the reference code's 128 px."""
+    import daxjax
+
+    return {"DAX (ours)": ("dax", daxjax.DAXConfig(num_samples=budget)),
+            "DAX-V1 (paper, 64 px)": ("dax", daxjax.DAXConfig.paper_v1(num_samples=budget, resolution=64)),
+            "DAX-V2 (paper, 64 px)": ("dax", daxjax.DAXConfig.paper_v2(num_samples=budget, resolution=64))}
 
 
 def reference_maps(count: int, size: int, seed: int) -> dict:
@@ -82,6 +88,22 @@ def score(bb, scenes, maps, targets, seconds=None, wrong=None) -> dict:
     }
 
 
+def explain_and_score(bb, scenes, targets, method: str, config) -> dict:
+    """One method on all scenes: its maps scored, its seconds per image, its IoU on a wrong label."""
+    import daxjax
+
+    start = time.perf_counter()
+    ex = daxjax.explain(bb, scenes.images, targets=targets, method=method, config=config, seed=0)
+    seconds = (time.perf_counter() - start) / len(targets)
+    wrong = daxjax.metrics.sensitivity(bb, scenes.images, scenes.masks, method=method, config=config, seed=0)
+    return score(bb, scenes, ex.maps, targets, seconds, wrong)
+
+
+def _first(scenes, count: int):
+    """The first `count` scenes."""
+    return dataclasses.replace(scenes, **{f.name: getattr(scenes, f.name)[:count] for f in dataclasses.fields(scenes)})
+
+
 def row(name: str, s: dict) -> str:
     def mean_std(v):
         return "—" if v is None else f"{np.mean(v):.3f} ({np.std(v):.3f})"
@@ -105,10 +127,11 @@ def main(argv=None) -> None:
     parser.add_argument("--scenes", type=int, default=None, help="scenes to draw (default 260, quick 16)")
     parser.add_argument("--budget", type=int, default=None, help="queries per image (default 2000, quick 300)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the DAX ablation table")
-    parser.add_argument("--paper", action="store_true",
-                        help="also run the paper's DAX-V1/V2 presets (slow: ~30 s per image)")
-    parser.add_argument("--ablation-scenes", type=int, default=48,
-                        help="scenes the ablation uses (the first correctly classified ones)")
+    parser.add_argument("--paper-scenes", type=int, default=None,
+                        help="scenes for the paper's DAX-V1/V2 presets (default 32, quick 4; slow: ~30 s per "
+                             "image; 0: skip)")
+    parser.add_argument("--ablation-scenes", type=int, default=None,
+                        help="scenes the ablation uses, the first correctly classified ones (default 32, quick 4)")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
     args = parser.parse_args(argv)
 
@@ -117,6 +140,8 @@ def main(argv=None) -> None:
     from blackbox_adapters import OnnxBlackBox
 
     count = args.scenes or (16 if args.quick else 260)
+    paper_scenes = (4 if args.quick else 32) if args.paper_scenes is None else args.paper_scenes
+    ablation_scenes = (4 if args.quick else 32) if args.ablation_scenes is None else args.ablation_scenes
     budget = args.budget or (300 if args.quick else 2000)
     bb = OnnxBlackBox(MODEL, layout="NHWC", output="probs", intra_op_threads=2)
     drawn = make_scenes(count, seed=123, split="test", size=64)
@@ -126,10 +151,20 @@ def main(argv=None) -> None:
     targets = scenes.labels.astype(np.int32)
     n = len(targets)
     lines = []
+    command = "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = [SECTION, "", f"Command: `{command}` — 2 CPU cores (x86-64), {time.strftime('%Y-%m-%d')}.",
+              "Columns: see the docstring of `benchmarks/quality.py`.", ""]
+
+    def publish(note: str = "") -> None:
+        if not args.no_write:
+            write_section(SECTION, "\n".join(header + lines + ([note] if note else [])) + "\n")
 
     def emit(line=""):
+        """Prints a line and rewrites the section with it, so that a stopped run leaves its rows."""
         print(line, flush=True)
         lines.append(line)
+        if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| change"):
+            publish("\n*The run had not finished when this was written: rows below the last one are missing.*")
 
     emit(f"{n} correctly classified test scenes of {count} drawn (64x64, "
          f"{int((scenes.distractor_labels >= 0).sum())} with a distractor object); "
@@ -139,17 +174,22 @@ def main(argv=None) -> None:
         emit(line)
     for name, maps in reference_maps(n, 64, seed=0).items():
         emit(row(name, score(bb, scenes, maps, targets)))
-    for name, (method, config) in methods(budget, args.paper).items():
-        start = time.perf_counter()
-        ex = daxjax.explain(bb, scenes.images, targets=targets, method=method, config=config, seed=0)
-        seconds = (time.perf_counter() - start) / n
-        wrong = daxjax.metrics.sensitivity(bb, scenes.images, scenes.masks, method=method,
-                                           config=config, seed=0)
-        emit(row(name, score(bb, scenes, ex.maps, targets, seconds, wrong)))
+    for name, (method, config) in methods(budget).items():
+        emit(row(name, explain_and_score(bb, scenes, targets, method, config)))
+
+    if paper_scenes:
+        few = _first(scenes, paper_scenes)
+        emit()
+        emit(f"The paper's presets on the first {len(few.labels)} of these scenes, beside our default (same budget):")
+        emit()
+        for line in HEADER:
+            emit(line)
+        for name, (method, config) in paper_methods(budget).items():
+            emit(row(name, explain_and_score(bb, few, few.labels.astype(np.int32), method, config)))
 
     if not args.no_ablation:
         emit()
-        few = slice(0, args.ablation_scenes)
+        few = slice(0, ablation_scenes)
         emit(f"DAX ablation on the first {len(targets[few])} of these scenes (IoU mean (std), "
              "deletion AUC; one change at a time from our default):")
         emit()
@@ -160,6 +200,7 @@ def main(argv=None) -> None:
             "default": {},
             f"N={budget // 2}": {"num_samples": budget // 2},
             "restarts=1": {"restarts": 1},
+            "restart_area_scales=(0.3, 1, 3)": {"restart_area_scales": (0.3, 1.0, 3.0)},
             "epochs=8": {"epochs": 8},
             "lambda_q=0.1": {"lambda_q": 0.1},
             "lambda_area=0.3": {"lambda_area": 0.3},
@@ -185,11 +226,7 @@ def main(argv=None) -> None:
             emit(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {deletion.mean():.3f} | "
                  f"{deletion_patch.mean():.3f} |")
 
-    if not args.no_write:
-        command = "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:])
-        header = [SECTION, "", f"Command: `{command}` — 2 CPU cores (x86-64), {time.strftime('%Y-%m-%d')}.",
-                  "Columns: see the docstring of `benchmarks/quality.py`.", ""]
-        write_section(SECTION, "\n".join(header + lines) + "\n")
+    publish()
 
 
 if __name__ == "__main__":

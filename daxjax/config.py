@@ -97,6 +97,9 @@ class DAXConfig:
         side in the same vmap on the same samples; their maps are averaged (a single pair can
         lock onto the background; see DESIGN.md). Costs restarts x the training, no extra queries.
         Fashion-MNIST scenes, N=2000, 4 epochs: IoU 0.654 (std 0.185) with 1, 0.720 (0.115) with 3.
+      restart_area_scales: None (every restart uses lambda_area) or one multiplier of lambda_area
+        per restart, so that restarts learn masks of different sparsity; averaged, the pixels that
+        even the sparsest mask keeps rank first (a graded map rather than a flat region).
 
     Execution (no effect on the result, only on speed and memory):
       query_chunk: perturbations per image in one black-box call (host memory ~ B * chunk * H*W*C);
@@ -141,6 +144,7 @@ class DAXConfig:
     validation_fraction: float = 0.1
     student_warmup: float = 0.25
     restarts: int = 3
+    restart_area_scales: tuple[float, ...] | None = None
 
     query_chunk: int | None = None
     image_batch: int = 16
@@ -149,6 +153,12 @@ class DAXConfig:
     def __post_init__(self):
         # Hashable, so that configs can key caches of compiled programs.
         object.__setattr__(self, "student_channels", tuple(int(c) for c in self.student_channels))
+        if self.restart_area_scales is not None:
+            scales = tuple(float(s) for s in self.restart_area_scales)
+            object.__setattr__(self, "restart_area_scales", scales)
+            if len(scales) != self.restarts or not all(s >= 0 for s in scales):
+                raise ValueError(f"DAXConfig.restart_area_scales={scales!r} must hold restarts={self.restarts} "
+                                 "numbers >= 0, one per restart")
         if self.segmentation_options is not None:
             object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
         for name, allowed in _CHOICES.items():

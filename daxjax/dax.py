@@ -52,9 +52,10 @@ class Batch(NamedTuple):
     """A minibatch of one image's samples, plus the image they perturb."""
 
     image: WorkingImage
-    z: jax.Array   # bool [b, S]
-    y: jax.Array   # [b]
-    pi: jax.Array  # [b]
+    z: jax.Array           # bool [b, S]
+    y: jax.Array           # [b]
+    pi: jax.Array          # [b]
+    area_scale: jax.Array  # [] this row's multiplier of lambda_area (`DAXConfig.restart_area_scales`)
 
 
 def to_working_resolution(image, segments, fill, resolution: int) -> WorkingImage:
@@ -105,7 +106,7 @@ def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Arr
         complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
     y_bar = complement_nets.student(student_in(x_p * (1.0 - mask) + hidden * mask))
     return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
-                          lambda_area=config.lambda_area, normalize=config.normalize_loss,
+                          lambda_area=config.lambda_area * batch.area_scale, normalize=config.normalize_loss,
                           bounded_q=config.bounded_q)
 
 
@@ -135,8 +136,8 @@ def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
         {"mask": optax.adam(mask_rate), "student": optax.adam(config.learning_rate)}, labels)
 
 
-def _minibatch(work: WorkingImage, samples: Samples, indices: jax.Array) -> Batch:
-    return Batch(work, samples.z[indices], samples.y[indices], samples.pi[indices])
+def _minibatch(work: WorkingImage, samples: Samples, area_scale: jax.Array, indices: jax.Array) -> Batch:
+    return Batch(work, samples.z[indices], samples.y[indices], samples.pi[indices], area_scale)
 
 
 class TrainingPrograms:
@@ -158,14 +159,14 @@ class TrainingPrograms:
 
         over_rows = functools.partial(map_rows, width=vmap_width(config))
 
-        def batched_step(params, opt_state, work, samples, orders, step_index):
+        def batched_step(params, opt_state, work, samples, area_scales, orders, step_index):
             b = config.batch_size
             idx = jax.lax.dynamic_slice_in_dim(orders, step_index * b, b, axis=1)
-            batches = jax.vmap(_minibatch)(work, samples, idx)
+            batches = jax.vmap(_minibatch)(work, samples, area_scales, idx)
             return over_rows(step, params, opt_state, batches)
 
-        def batched_validation(params, work, samples, indices, weights):
-            batches = jax.vmap(_minibatch)(work, samples, indices)
+        def batched_validation(params, work, samples, area_scales, indices, weights):
+            batches = jax.vmap(_minibatch)(work, samples, area_scales, indices)
             # Padding rows carry weight 0 in the pi-weighted terms.
             batches = batches._replace(pi=batches.pi * weights)
             total, _ = over_rows(lambda p, bt: loss(p, batch=bt), params, batches)
@@ -238,10 +239,11 @@ def _select(improved: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, train_idx,
-                      val_idx, init_keys, order_keys, config: DAXConfig, height: int, width: int):
+def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, area_scales,
+                      train_idx, val_idx, init_keys, order_keys, config: DAXConfig, height: int, width: int):
     """Trains one (mask net, student) pair per row and returns f_M(x) maps [rows, H, W].
 
+    area_scales: [rows], each row's multiplier of `config.lambda_area`.
     Each epoch ends with the validation loss; every row keeps its best parameters.
     """
     rows = init_keys.shape[0]
@@ -250,7 +252,7 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
     def validation_loss(p):
         total = jnp.zeros((rows,), jnp.float32)
         for idx, weights in _validation_chunks(val_idx, config.batch_size):
-            total = total + programs.validation(p, work, samples, idx, weights) * config.batch_size
+            total = total + programs.validation(p, work, samples, area_scales, idx, weights) * config.batch_size
         return total / val_idx.shape[1]
 
     best_params = jax.tree.map(jnp.copy, params)
@@ -258,7 +260,8 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
     for epoch in range(config.epochs):
         orders = programs.epoch_orders(order_keys, train_idx, epoch)
         for step_index in range(config.steps_per_epoch):
-            params, opt_state, _ = programs.step(params, opt_state, work, samples, orders, step_index)
+            params, opt_state, _ = programs.step(params, opt_state, work, samples, area_scales, orders,
+                                                 step_index)
         val = validation_loss(params)
         improved = val < best_loss
         best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
@@ -316,7 +319,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     k = config.restarts
     repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, k, axis=0))
     programs = training_programs(_training_key(config), channels)
-    maps = train_and_explain(programs, repeat(work), repeat(samples), repeat(train_idx),
+    area_scales = jnp.tile(jnp.asarray(config.restart_area_scales or (1.0,) * k, jnp.float32), batch)
+    maps = train_and_explain(programs, repeat(work), repeat(samples), area_scales, repeat(train_idx),
                              repeat(val_idx), _restart_keys(init_keys, k),
                              _restart_keys(order_keys, k), config, height, width)
     chex.assert_shape(maps, (batch * k, height, width))
@@ -328,4 +332,4 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
 def _training_key(config: DAXConfig) -> DAXConfig:
     """The config with the fields that do not shape the training programs reset (a cache key)."""
     return config.replace(segmentation_options=None, segmentation="grid", fill="zero",
-                          query_chunk=None, image_batch=1)
+                          query_chunk=None, image_batch=1, restart_area_scales=None)

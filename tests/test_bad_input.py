@@ -107,3 +107,7 @@ def test_bad_config_values():
         DAXConfig(keep_prob=1.0)
     with pytest.raises(ValueError, match=r"fewer than batch_size"):
         DAXConfig(num_samples=40, batch_size=64)
+    with pytest.raises(ValueError, match=r"restart_area_scales=\(1\.0, 2\.0\) must hold restarts=3"):
+        DAXConfig(restart_area_scales=(1, 2))
+    with pytest.raises(ValueError, match=r"numbers >= 0"):
+        DAXConfig(restarts=2, restart_area_scales=(1, -2))

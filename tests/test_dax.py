@@ -109,3 +109,12 @@ def test_restarts_are_averaged_and_deterministic():
     np.testing.assert_allclose(a[1], b[0], atol=1e-5)
     single = daxjax.explain(red_fraction_box, images, config=SMALL).maps
     assert np.abs(a - single).max() > 1e-3
+
+
+def test_restart_area_scales_give_each_restart_its_own_sparsity():
+    images, _, _ = scenes(range(2), size=32)
+    config = SMALL.replace(restarts=2)
+    same = daxjax.explain(red_fraction_box, images, config=config.replace(restart_area_scales=(1.0, 1.0))).maps
+    np.testing.assert_allclose(same, daxjax.explain(red_fraction_box, images, config=config).maps, atol=1e-6)
+    ladder = daxjax.explain(red_fraction_box, images, config=config.replace(restart_area_scales=(0.3, 3.0))).maps
+    assert np.abs(ladder - same).max() > 1e-3
