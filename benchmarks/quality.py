@@ -199,6 +199,8 @@ def main(argv=None) -> None:
         variants = {
             "default": {},
             f"N={budget // 2}": {"num_samples": budget // 2},
+            "resolution=64, student_channels=(16, 16) (the default before)": {"resolution": 64,
+                                                                              "student_channels": (16, 16)},
             "restarts=1": {"restarts": 1},
             "restart_area_scales=(0.3, 1, 3)": {"restart_area_scales": (0.3, 1.0, 3.0)},
             "epochs=8": {"epochs": 8},
