@@ -45,15 +45,10 @@ TARGETS = {
 }
 """The issue's targets, frozen."""
 
-SHORTFALLS = {
-    ("intensity_slant", "outrank"): "control: causes outrank correlates on direct effects for 0.89 of these "
-                                    "images (0.875 in RESULTS.md), target 0.90: G's width and thickness "
-                                    "interventions leak into intensity",
-    ("intensity_slant", "spearman"): "control: Spearman with true total effects 0.747 here (0.744 in RESULTS.md), "
-                                     "target 0.8",
-}
+SHORTFALLS: dict[tuple[str, str], str] = {}
 """(task, target) pairs the committed explainers do not meet, with the measured value: expected
-failures (strict, so meeting one later turns the test red until it is moved back here)."""
+failures (strict, so meeting one later turns the test red until it is removed from here). None since
+the interventions stay inside the training codes and the surrogate trains 4000 steps (RESULTS.md)."""
 
 
 def summary(scores: dict) -> dict:

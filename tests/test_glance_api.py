@@ -110,6 +110,29 @@ def test_interventions_follow_the_graph(model):
         assert np.array_equal(total != 0, reach), name
 
 
+def test_interventions_stay_inside_the_training_codes(model):
+    """Codes at and beyond the edges of the training range: every intervened concept coordinate
+    stays inside the range, and each (-, +) pair keeps its width (the effect per sd is unchanged)."""
+    from daxjax.glance.local import interventions, shifted_codes
+
+    plan = interventions(model.graph, model.concepts, model.latent_names, 1.0)
+    low, high = model.code_range
+    codes = np.stack([low, high, 0.5 * (low + high), low - 3.0]).astype(np.float32)
+    shifted = np.asarray(shifted_codes(codes, plan.deltas, plan.coordinates, low, high))  # [4, n_int, m]
+    j = plan.coordinates
+    inside = (shifted[:, np.arange(len(j)), j] >= low[j] - 1e-5) & (shifted[:, np.arange(len(j)), j] <= high[j] + 1e-5)
+    narrow = (high - low)[j] < 2 * np.abs(plan.deltas[np.arange(len(j)), j])
+    assert inside[:, ~narrow].all()
+    for mode in ("total", "direct"):
+        for c in range(len(model.concepts)):
+            lo, hi = plan.index(mode, c, -1), plan.index(mode, c, +1)
+            np.testing.assert_allclose(shifted[:, hi] - shifted[:, lo], np.broadcast_to(2 * plan.deltas[hi], (4,) +
+                                       plan.deltas[hi].shape), atol=1e-5)
+    # Far from the edges of a range, a code is shifted exactly as planned, centred on itself.
+    wide = np.asarray(shifted_codes(codes, plan.deltas, plan.coordinates, low - 10.0, high + 10.0))
+    np.testing.assert_allclose(wide, codes[:, None, :] + plan.deltas[None], atol=1e-5)
+
+
 def test_fit_is_deterministic_and_save_load_round_trip(bb, model, data, tmp_path):
     sample, context = data
     again = glance.fit(bb, sample.images, context, TINY)
@@ -118,6 +141,7 @@ def test_fit_is_deterministic_and_save_load_round_trip(bb, model, data, tmp_path
     path = model.save(tmp_path / "m.npz")
     loaded = glance.load(path, bb)
     assert loaded.config == model.config and loaded.graph.names == model.graph.names
+    np.testing.assert_array_equal(loaded.code_range, model.code_range)
     a, b = model.explain(sample.images[:3]), loaded.explain(sample.images[:3])
     np.testing.assert_array_equal(a.total_effects, b.total_effects)
     np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)

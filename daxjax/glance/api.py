@@ -43,6 +43,9 @@ class GlanceConfig:
         backend: "notears" (default, in-house) or causal-learn's "pc" / "ges" (cross-check; needs
             ``pip install causal-learn``; undirected edges then carry no effect).
         shift: local intervention size in sd of the concept.
+        support: share of the training codes left out at each end of the range that interventions
+            stay inside (`daxjax.glance.local`): a few extreme codes are not taken as a region
+            where G was taught.
         query_batch: images per black-box call.
     """
 
@@ -52,6 +55,7 @@ class GlanceConfig:
     discovery: discovery.NotearsConfig = discovery.NotearsConfig()
     backend: str = "notears"
     shift: float = 1.0
+    support: float = 0.005
     query_batch: int = 512
 
 
@@ -146,6 +150,8 @@ class GlanceModel:
         context_mean, context_std: standardisation of the context features [k].
         image_shape: (H, W, C) of the training images.
         seconds: wall time of each fitting phase.
+        code_range: float32 [2, latent_dim], the `support` and 1 - `support` quantiles of the
+            training images' codes: the region where interventions are drawn.
         feature_dim: F when f's penultimate features were given to `fit` (then `encode` and
             `explain` need them too), else 0.
     """
@@ -158,6 +164,7 @@ class GlanceModel:
     context_std: np.ndarray
     image_shape: tuple[int, int, int]
     seconds: dict
+    code_range: np.ndarray
     feature_dim: int = 0
 
     @property
@@ -196,7 +203,7 @@ class GlanceModel:
         x = check_images(images, self.bb, self.image_shape)
         codes = self.surrogate.encode(x, _check_features(features, len(x), self.feature_dim))
         plan = interventions(self.graph, self.concepts, self.latent_names, self.config.shift)
-        return explain_codes(codes, plan, self.surrogate.decode, self.log_odds, self.log_odds(x))
+        return explain_codes(codes, plan, self.code_range, self.surrogate.decode, self.log_odds, self.log_odds(x))
 
     # ------------------------------------------------------------ persistence
 
@@ -211,7 +218,8 @@ class GlanceModel:
                     np.asarray(value)
         g = self.graph
         arrays.update({"graph/adjacency": g.adjacency, "graph/weights": g.weights, "graph/mean": g.mean,
-                       "graph/std": g.std, "context_mean": self.context_mean, "context_std": self.context_std})
+                       "graph/std": g.std, "context_mean": self.context_mean, "context_std": self.context_std,
+                       "code_range": self.code_range})
         meta = {"config": dataclasses.asdict(self.config), "graph_names": list(g.names), "graph_method": g.method,
                 "image_shape": list(self.image_shape), "seconds": self.seconds,
                 "feature_dim": self.feature_dim}
@@ -228,7 +236,7 @@ def _config_from_dict(d: dict) -> GlanceConfig:
         sur[key] = tuple(sur[key])
     return GlanceConfig(concept_names=tuple(d["concept_names"]), target_class=d["target_class"],
                         surrogate=SurrogateConfig(**sur), discovery=discovery.NotearsConfig(**d["discovery"]),
-                        backend=d["backend"], shift=d["shift"], query_batch=d["query_batch"])
+                        backend=d["backend"], shift=d["shift"], support=d["support"], query_batch=d["query_batch"])
 
 
 def load(path, bb) -> GlanceModel:
@@ -260,7 +268,7 @@ def load(path, bb) -> GlanceModel:
                                   arrays["graph/mean"], arrays["graph/std"], meta["graph_method"])
     surrogate = Surrogate(modules["encoder"], modules["generator"], None, config.surrogate, {}, {})
     return GlanceModel(bb, surrogate, graph, config, arrays["context_mean"], arrays["context_std"], shape,
-                       meta["seconds"], meta["feature_dim"])
+                       meta["seconds"], arrays["code_range"], meta["feature_dim"])
 
 
 def fit(bb, images, context, config: GlanceConfig | None = None, features=None) -> GlanceModel:
@@ -309,5 +317,6 @@ def fit(bb, images, context, config: GlanceConfig | None = None, features=None) 
     else:
         graph = discovery.causal_learn_graph(data, nodes, method=config.backend, sinks=(OUTPUT_NODE,))
     seconds["discovery"] = time.perf_counter() - t0
-    return GlanceModel(bb, surrogate, graph, config, mean, std, x.shape[1:], seconds,
+    code_range = np.quantile(codes, [config.support, 1.0 - config.support], axis=0).astype(np.float32)
+    return GlanceModel(bb, surrogate, graph, config, mean, std, x.shape[1:], seconds, code_range,
                        0 if features is None else features.shape[1])

@@ -95,7 +95,8 @@ def plot_importances(explanation: LocalExplanation, index: int, ax=None, *, trut
 
 def plot_counterfactuals(explanation: LocalExplanation, images: np.ndarray, index: int, fig=None):
     """A strip: the image, G(E(x)), then for each concept G's drawing at -shift and +shift
-    (titles give f's log-odds on each)."""
+    (near the edge of the training codes, the pair slid inside them: `daxjax.glance.local`;
+    titles give f's log-odds on each)."""
     k = len(explanation.concepts)
     fig = fig or plt.figure(figsize=(1.1 * (2 + 2 * k), 1.5))
     axes = fig.subplots(1, 2 + 2 * k)

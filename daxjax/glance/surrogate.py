@@ -68,7 +68,7 @@ class SurrogateConfig:
     w_dim: int = 64
     channels: tuple[int, int, int] = (32, 32, 16)
     encoder_channels: tuple[int, int, int] = (32, 48, 32)
-    steps: int = 2000
+    steps: int = 4000
     batch: int = 32
     lr: float = 2e-3
     recon: float = 10.0
