@@ -16,7 +16,7 @@ import numpy as np
 
 from daxjax.fills import fill_images
 from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
-from daxjax.sampling import keep_vectors, segment_perturbations
+from daxjax.sampling import keep_masks, keep_vectors, segment_perturbations
 from daxjax.segmentation import segment_images
 
 
@@ -73,8 +73,7 @@ class RenderedSegmentPerturbations:
     render: Callable
 
     def __call__(self, source, segments, fill, z, start, size: int) -> jax.Array:
-        keep = jax.lax.dynamic_slice_in_dim(z, start, size, axis=0)[:, segments]
-        return self.render(keep.astype(jnp.float32), source, fill)
+        return self.render(keep_masks(jax.lax.dynamic_slice_in_dim(z, start, size, axis=0), segments), source, fill)
 
 
 def query_segment_perturbations(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array,
