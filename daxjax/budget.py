@@ -131,8 +131,11 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
                        min(device_budget * devices, host_budget) // (2 * query_image)))
     if max_batch is None:
         max_batch = 16 if jax.local_devices()[0].platform == "cpu" else 64
-    per_device = max(1, min(max_batch, (device_budget - calls * query_image // devices) // per_image))
-    host_room = (host_budget - calls * query_image) // ((prefetch + 1) * image_bytes)
+    # Each image holds at least one query in flight, so past `calls` images the queries grow with B.
+    per_device = max(1, min(max_batch, (device_budget - calls * query_image // devices) // per_image,
+                            device_budget // (per_image + query_image)))
+    host_room = min((host_budget - calls * query_image) // ((prefetch + 1) * image_bytes),
+                    host_budget // ((prefetch + 1) * image_bytes + query_image))
     per_device = max(1, min(per_device, host_room // devices))
     if num_images is not None:
         per_device = max(1, min(per_device, -(-num_images // devices)))

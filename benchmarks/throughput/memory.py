@@ -77,19 +77,21 @@ def report(args, lines) -> None:
     from benchmarks.throughput.common import run_worker
     from daxjax.scenes import colour_patch_scenes
 
-    counts = (20, 200) if args.quick else (100, 1000)
-    runs = (("rise", 64), ("dax", 128))
+    # (method, N, dataset sizes): RISE, the cheaper, also at 3000 images, to see where memory settles.
+    runs = ((("rise", 64, (20, 200)), ("dax", 128, (20, 200))) if args.quick else
+            (("rise", 64, (100, 1000, 3000)), ("dax", 128, (100, 1000))))
     lines(f"Images 64 x 64 read row by row from an .npz, one worker process, the bundled colour model; "
-          "N = " + ", ".join(f"{n} ({m})" for m, n in runs)
+          "N = " + ", ".join(f"{n} ({m})" for m, n, _ in runs)
           + " queries per image (memory follows the batch and the query chunk; see the loop table for N).")
     lines()
     lines("| method | images | B | query chunk | prefetch | main peak RSS MiB | process tree peak RSS MiB | images/s |")
     lines("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for count in counts:  # made here, so that the measured process never holds the dataset
+        # The datasets are made here, so that the measured process never holds one.
+        for count in sorted({c for *_, counts in runs for c in counts}):
             images, _ = colour_patch_scenes(count, 64, seed=1)
             np.savez(Path(tmp) / f"scenes{count}.npz", images=(np.asarray(images) * 255).astype(np.uint8))
-        for method, num_samples in runs:
+        for method, num_samples, counts in runs:
             for count in counts:
                 r = run_worker("memory", {"dir": tmp, "count": count, "method": method,
                                           "num_samples": num_samples})
