@@ -203,6 +203,7 @@ def main(argv=None) -> None:
                                                                               "student_channels": (16, 16)},
             "restarts=1": {"restarts": 1},
             "restart_area_scales=(0.3, 1, 3)": {"restart_area_scales": (0.3, 1.0, 3.0)},
+            "area_fit_floor=0.1": {"area_fit_floor": 0.1},
             "epochs=8": {"epochs": 8},
             "lambda_q=0.1": {"lambda_q": 0.1},
             "lambda_area=0.3": {"lambda_area": 0.3},

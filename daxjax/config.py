@@ -102,6 +102,12 @@ class DAXConfig:
         side in the same vmap on the same samples; their maps are averaged (a single pair can
         lock onto the background; see DESIGN.md). Costs restarts x the training, no extra queries.
         Fashion-MNIST scenes, N=2000, 4 epochs: IoU 0.654 (std 0.185) with 1, 0.720 (0.115) with 3.
+      area_fit_floor: None (lambda_area as given) or f in (0, 1]: at the end of the student
+        warm-up each row's lambda_area is multiplied by how well the student then fits the black
+        box's answers on the validation samples (1 - normalised MSE, clipped to [f, 1]). The area
+        term prices covering the image in shares of the black box's variation explained; where the
+        student can explain little (a fine-grained ImageNet class on a photo) a full price kills
+        every mask (V2 with normalize_loss only; not in the paper).
       restart_area_scales: None (every restart uses lambda_area) or one multiplier of lambda_area
         per restart, so that restarts learn masks of different sparsity; averaged, the pixels that
         even the sparsest mask keeps rank first (a graded map rather than a flat region).
@@ -149,6 +155,7 @@ class DAXConfig:
     validation_fraction: float = 0.1
     student_warmup: float = 0.25
     restarts: int = 3
+    area_fit_floor: float | None = None
     restart_area_scales: tuple[float, ...] | None = None
 
     query_chunk: int | None = None
@@ -164,6 +171,13 @@ class DAXConfig:
             if len(scales) != self.restarts or not all(s >= 0 for s in scales):
                 raise ValueError(f"DAXConfig.restart_area_scales={scales!r} must hold restarts={self.restarts} "
                                  "numbers >= 0, one per restart")
+        if self.area_fit_floor is not None:
+            if not 0.0 < self.area_fit_floor <= 1.0:
+                raise ValueError(f"DAXConfig.area_fit_floor must be None or in (0, 1], got {self.area_fit_floor!r}")
+            if self.variant != "v2" or not self.normalize_loss:
+                raise ValueError("DAXConfig.area_fit_floor needs variant='v2' and normalize_loss=True (the fit "
+                                 f"is the normalised MSE), got variant={self.variant!r}, "
+                                 f"normalize_loss={self.normalize_loss!r}; set area_fit_floor=None")
         if self.segmentation_options is not None:
             object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
         for name, allowed in _CHOICES.items():
@@ -233,6 +247,6 @@ class DAXConfig:
 _PAPER_COMMON = dict(
     num_samples=6000, mask_input="perturbed", student_input="raw", mask_fill="zero",
     student_warmup=0.0, lambda_area=0.0, mask_grid_bias=False, normalize_loss=False, bounded_q=False,
-    complement_stop_gradient=False, resolution=128, batch_size=16, epochs=9,
+    complement_stop_gradient=False, area_fit_floor=None, resolution=128, batch_size=16, epochs=9,
     learning_rate=1e-3, mask_learning_rate=1e-3, fill="segment_grey", mask_channels=32,
 )

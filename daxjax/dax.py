@@ -169,8 +169,8 @@ class TrainingPrograms:
             batches = jax.vmap(_minibatch)(work, samples, area_scales, indices)
             # Padding rows carry weight 0 in the pi-weighted terms.
             batches = batches._replace(pi=batches.pi * weights)
-            total, _ = over_rows(lambda p, bt: loss(p, batch=bt), params, batches)
-            return total
+            total, metrics = over_rows(lambda p, bt: loss(p, batch=bt), params, batches)
+            return total, metrics["mse"]
 
         def epoch_orders(keys, train_idx, epoch):
             """A fresh random order of each row's training samples: [rows, N_train]."""
@@ -249,12 +249,16 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
     rows = init_keys.shape[0]
     params, opt_state = programs.init(init_keys)
 
-    def validation_loss(p):
-        total = jnp.zeros((rows,), jnp.float32)
+    def validation_loss(p, scales):
+        """Per row: the validation loss and the student's normalised MSE, [rows] each."""
+        total = mse = jnp.zeros((rows,), jnp.float32)
         for idx, weights in _validation_chunks(val_idx, config.batch_size):
-            total = total + programs.validation(p, work, samples, area_scales, idx, weights) * config.batch_size
-        return total / val_idx.shape[1]
+            chunk_total, chunk_mse = programs.validation(p, work, samples, scales, idx, weights)
+            total, mse = total + chunk_total, mse + chunk_mse
+        chunks = -(-val_idx.shape[1] // config.batch_size)
+        return total * config.batch_size / val_idx.shape[1], mse / chunks
 
+    adapt_epoch = _area_fit_epoch(config)
     best_params = jax.tree.map(jnp.copy, params)
     best_loss = jnp.full((rows,), jnp.inf)
     for epoch in range(config.epochs):
@@ -262,11 +266,24 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
         for step_index in range(config.steps_per_epoch):
             params, opt_state, _ = programs.step(params, opt_state, work, samples, area_scales, orders,
                                                  step_index)
-        val = validation_loss(params)
+        val, mse = validation_loss(params, area_scales)
+        if epoch == adapt_epoch:
+            area_scales = area_scales * jnp.clip(1.0 - mse, config.area_fit_floor, 1.0)
+            val, _ = validation_loss(params, area_scales)
+            best_loss = jnp.full((rows,), jnp.inf)  # earlier epochs were priced at the old scale
         improved = val < best_loss
         best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
         best_loss = jnp.where(improved, val, best_loss)
     return programs.final_maps(best_params, work.image, height, width)
+
+
+def _area_fit_epoch(config: DAXConfig) -> int | None:
+    """The epoch at whose end `config.area_fit_floor` rescales lambda_area: the first that ends
+    at or after the student warm-up (None: never)."""
+    if config.area_fit_floor is None or config.lambda_area == 0:
+        return None
+    frozen_steps = int(round(config.student_warmup * config.epochs * config.steps_per_epoch))
+    return min(config.epochs - 1, max(0, -(-frozen_steps // config.steps_per_epoch) - 1))
 
 
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
@@ -332,4 +349,5 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
 def _training_key(config: DAXConfig) -> DAXConfig:
     """The config with the fields that do not shape the training programs reset (a cache key)."""
     return config.replace(segmentation_options=None, segmentation="grid", fill="zero",
-                          query_chunk=None, image_batch=1, restart_area_scales=None)
+                          query_chunk=None, image_batch=1, restart_area_scales=None,
+                          area_fit_floor=None)

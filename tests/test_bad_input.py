@@ -111,3 +111,8 @@ def test_bad_config_values():
         DAXConfig(restart_area_scales=(1, 2))
     with pytest.raises(ValueError, match=r"numbers >= 0"):
         DAXConfig(restarts=2, restart_area_scales=(1, -2))
+    with pytest.raises(ValueError, match=r"area_fit_floor must be None or in \(0, 1\], got 0"):
+        DAXConfig(area_fit_floor=0)
+    with pytest.raises(ValueError, match=r"area_fit_floor needs variant='v2' and normalize_loss=True"):
+        DAXConfig(area_fit_floor=0.2, normalize_loss=False)
+    assert DAXConfig.paper_v1().area_fit_floor is None and DAXConfig.paper_v2().area_fit_floor is None

@@ -1,5 +1,7 @@
 """DAX end to end: it finds a planted cause, obeys the determinism contract, and the API contract."""
 
+import hashlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 import daxjax
-from blackbox_adapters import COLOUR_CLASSES, JaxBlackBox, OnnxBlackBox, bundled_model_path
+from blackbox_adapters import COLOUR_CLASSES, CallableBlackBox, JaxBlackBox, OnnxBlackBox, bundled_model_path
 from daxjax import DAXConfig
 from planted import red_and_distractor_scene, red_fraction_box
 
@@ -109,6 +111,28 @@ def test_restarts_are_averaged_and_deterministic():
     np.testing.assert_allclose(a[1], b[0], atol=1e-5)
     single = daxjax.explain(red_fraction_box, images, config=SMALL).maps
     assert np.abs(a - single).max() > 1e-3
+
+
+def _answers_without_pattern(x):
+    """Two-class probabilities that hash the query: nothing a student can learn from the image."""
+    seeds = [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=4).digest(), "little") for row in x]
+    p = np.array([np.random.default_rng(s).uniform(0.05, 0.95) for s in seeds], np.float32)
+    return np.stack([p, 1 - p], axis=1)
+
+
+def test_area_fit_floor_prices_the_area_by_the_students_fit():
+    images, _, _ = scenes(range(2), size=32)
+    config = SMALL.replace(epochs=4)
+    plain = daxjax.explain(red_fraction_box, images, config=config).maps
+    # A full-price floor changes nothing: the multiplier is clipped to [1, 1].
+    np.testing.assert_allclose(daxjax.explain(red_fraction_box, images, config=config.replace(area_fit_floor=1.0)).maps,
+                               plain, atol=1e-6)
+    # Answers the student cannot fit lower the price to the floor, and so change the mask.
+    noise = CallableBlackBox(_answers_without_pattern, num_classes=2)
+    targets = np.zeros(2, np.int32)
+    full = daxjax.explain(noise, images, targets=targets, config=config).maps
+    floored = daxjax.explain(noise, images, targets=targets, config=config.replace(area_fit_floor=0.1)).maps
+    assert np.abs(floored - full).max() > 1e-3
 
 
 def test_restart_area_scales_give_each_restart_its_own_sparsity():
