@@ -6,8 +6,8 @@ Thresholds are the issue's targets, frozen. Two ways of running them:
   seed neither training nor the benchmark uses;
 - `-m slow`: fitting both explainers from scratch with the default configuration (the run behind
   RESULTS.md; 43 minutes measured on 2 cores shared with several other jobs; the benchmark's
-  control fit alone took 374 s on a quieter machine) and scoring them on more held-out images; it fails on any missed target not listed in
-  FROM_SCRATCH_SHORTFALLS.
+  control fit alone took 374 s on a quieter machine) and scoring them on more held-out images; it
+  fails on any missed target not listed in FROM_SCRATCH_SHORTFALLS.
 """
 
 import sys
