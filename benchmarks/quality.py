@@ -3,6 +3,7 @@
     bash benchmarks/fashion/setup.sh            # once: Debian's dataset-fashion-mnist
     python -m benchmarks.quality                # >= 200 test scenes, every method (~3 hours, 2 CPUs)
     python -m benchmarks.quality --quick        # 16 scenes, small N: a smoke run of a few minutes
+    python -m benchmarks.quality --parts presets,ablation   # only DAX's presets and ablation
 
 Scenes: Fashion-MNIST objects pasted on crops of scikit-image's photos (`benchmarks/fashion`),
 ground truth = the pasted object's pixels; black box = the committed CNN
@@ -14,7 +15,8 @@ Every method gets the same query budget N. Columns:
   del blur/patch deletion with a blurred fill, and in 8x8 patch order (robust to scattered maps)
   pointing       share of maps whose maximum lies on the object
   s/image        wall-clock seconds per image (2 CPU cores; one process, methods in turn)
-References: a random map and a centred Gaussian (DESIGN.md: report them always).
+References: a random map and a centred Gaussian (DESIGN.md: report them always), and the object
+mask itself: the deletion and insertion AUC of a perfect localiser.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from benchmarks.results import RESULTS, write_section
 
 SECTION = "## Explanation quality with exact ground truth (issue 3)"
+DAX_SECTION = "## DAX's presets and ablation on the quality scenes (issue 3)"
 MODEL = Path(__file__).parent / "fashion" / "fashion_cnn.onnx"
 
 
@@ -64,12 +67,20 @@ def paper_methods(budget: int) -> dict:
             "DAX-V2 (paper, 64 px)": ("dax", daxjax.DAXConfig.paper_v2(num_samples=budget, resolution=64))}
 
 
-def reference_maps(count: int, size: int, seed: int) -> dict:
+def reference_maps(count: int, size: int, seed: int, masks=None) -> dict:
+    """Maps every table reports beside the explainers': a random map, a centred Gaussian and, given
+    the ground-truth masks [count, size, size], the object mask itself (its ties broken at random by
+    a jitter of 1e-3, so that deletion does not remove the object in raster order): what a perfect
+    localiser would hand the deletion and insertion metrics."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     gaussian = np.exp(-(yy ** 2 + xx ** 2) / (2 * (size / 4) ** 2)).astype(np.float32)
-    return {"random map": rng.uniform(size=(count, size, size)).astype(np.float32),
+    maps = {"random map": rng.uniform(size=(count, size, size)).astype(np.float32),
             "centred Gaussian": np.repeat(gaussian[None], count, axis=0)}
+    if masks is not None:
+        jitter = 1e-3 * rng.uniform(size=(count, size, size))
+        maps["object mask (ground truth)"] = (np.asarray(masks, np.float32) + jitter).astype(np.float32)
+    return maps
 
 
 def score(bb, scenes, maps, targets, seconds=None, wrong=None) -> dict:
@@ -121,19 +132,76 @@ HEADER = ["| method | IoU mean (std) | IoU wrong | del | del blur | del patch | 
           "|---|---|---|---|---|---|---|---|---|"]
 
 
+class Section:
+    """One section of RESULTS.md, rewritten after every table row so that a stopped run keeps its rows."""
+
+    def __init__(self, title: str, command: str, write: bool):
+        self.title, self.write, self.lines = title, write, []
+        self.header = [title, "", f"Command: `{command}` — 2 CPU cores (x86-64), {time.strftime('%Y-%m-%d')}.",
+                       "Columns: see the docstring of `benchmarks/quality.py`.", ""]
+
+    def publish(self, note: str = "") -> None:
+        if self.write:
+            write_section(self.title, "\n".join(self.header + self.lines + ([note] if note else [])) + "\n")
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+        if line.startswith("| ") and not line.startswith(("| method", "| change")):
+            self.publish("\n*The run had not finished when this was written: rows below the last one are missing.*")
+
+
+PARTS = ("table", "presets", "ablation")
+
+
+def ablation_variants(budget: int) -> dict:
+    """Change name -> DAXConfig fields changed from the default, one change at a time."""
+    return {
+        "default": {},
+        f"N={budget // 2}": {"num_samples": budget // 2},
+        "resolution=64, student_channels=(16, 16) (the default before)": {"resolution": 64,
+                                                                          "student_channels": (16, 16)},
+        "restarts=1": {"restarts": 1},
+        "restart_area_scales=(0.3, 1, 3)": {"restart_area_scales": (0.3, 1.0, 3.0)},
+        "area_fit_floor=0.1": {"area_fit_floor": 0.1},
+        "epochs=8": {"epochs": 8},
+        "lambda_q=0.1": {"lambda_q": 0.1},
+        "lambda_area=0.3": {"lambda_area": 0.3},
+        "lambda_area=0 (no area term)": {"lambda_area": 0.0},
+        "mask_cells=8": {"mask_cells": 8},
+        "mask_grid_bias=False": {"mask_grid_bias": False},
+        "student_input=raw (paper)": {"student_input": "raw"},
+        "bounded_q=False": {"bounded_q": False},
+        "fill=segment_grey (reference code)": {"fill": "segment_grey"},
+        "fill=blur": {"fill": "blur"},
+        "mask_fill=zero (paper's multiplicative mask)": {"mask_fill": "zero"},
+        "student_warmup=0": {"student_warmup": 0.0},
+        "normalize_loss=False": {"normalize_loss": False},
+        "complement_stop_gradient=False": {"complement_stop_gradient": False},
+        "mask_input=perturbed (paper)": {"mask_input": "perturbed"},
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="16 scenes, N=300: a smoke run")
     parser.add_argument("--scenes", type=int, default=None, help="scenes to draw (default 260, quick 16)")
     parser.add_argument("--budget", type=int, default=None, help="queries per image (default 2000, quick 300)")
-    parser.add_argument("--no-ablation", action="store_true", help="skip the DAX ablation table")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default all). 'table' "
+                             f"rewrites the section '{SECTION[3:]}', 'presets' and 'ablation' the section "
+                             f"'{DAX_SECTION[3:]}'")
     parser.add_argument("--paper-scenes", type=int, default=None,
                         help="scenes for the paper's DAX-V1/V2 presets (default 32, quick 4; slow: ~30 s per "
-                             "image; 0: skip)")
+                             "image)")
     parser.add_argument("--ablation-scenes", type=int, default=None,
                         help="scenes the ablation uses, the first correctly classified ones (default 32, quick 4)")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
     args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        parser.error(f"--parts {args.parts!r}: unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
 
     import daxjax
     from benchmarks.fashion.data import make_scenes
@@ -150,78 +218,48 @@ def main(argv=None) -> None:
                                            for f in dataclasses.fields(drawn)})
     targets = scenes.labels.astype(np.int32)
     n = len(targets)
-    lines = []
     command = "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = [SECTION, "", f"Command: `{command}` — 2 CPU cores (x86-64), {time.strftime('%Y-%m-%d')}.",
-              "Columns: see the docstring of `benchmarks/quality.py`.", ""]
+    described = (f"{n} correctly classified test scenes of {count} drawn (64x64, "
+                 f"{int((scenes.distractor_labels >= 0).sum())} with a distractor object); "
+                 f"query budget N={budget} per image; black box `{MODEL.name}` on {', '.join(bb.providers)}.")
 
-    def publish(note: str = "") -> None:
-        if not args.no_write:
-            write_section(SECTION, "\n".join(header + lines + ([note] if note else [])) + "\n")
+    if "table" in parts:
+        emit = Section(SECTION, command, not args.no_write)
+        emit(described)
+        emit()
+        for line in HEADER:
+            emit(line)
+        for name, maps in reference_maps(n, 64, seed=0, masks=scenes.masks).items():
+            emit(row(name, score(bb, scenes, maps, targets)))
+        for name, (method, config) in methods(budget).items():
+            emit(row(name, explain_and_score(bb, scenes, targets, method, config)))
+        emit.publish()
 
-    def emit(line=""):
-        """Prints a line and rewrites the section with it, so that a stopped run leaves its rows."""
-        print(line, flush=True)
-        lines.append(line)
-        if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| change"):
-            publish("\n*The run had not finished when this was written: rows below the last one are missing.*")
+    if "presets" in parts or "ablation" in parts:
+        emit = Section(DAX_SECTION, command, not args.no_write)
+        emit(f"Scenes: the first ones of the main table's ({described})")
 
-    emit(f"{n} correctly classified test scenes of {count} drawn (64x64, "
-         f"{int((scenes.distractor_labels >= 0).sum())} with a distractor object); "
-         f"query budget N={budget} per image; black box `{MODEL.name}` on {', '.join(bb.providers)}.")
-    emit()
-    for line in HEADER:
-        emit(line)
-    for name, maps in reference_maps(n, 64, seed=0).items():
-        emit(row(name, score(bb, scenes, maps, targets)))
-    for name, (method, config) in methods(budget).items():
-        emit(row(name, explain_and_score(bb, scenes, targets, method, config)))
-
-    if paper_scenes:
+    if "presets" in parts:
         few = _first(scenes, paper_scenes)
         emit()
-        emit(f"The paper's presets on the first {len(few.labels)} of these scenes, beside our default (same budget):")
+        emit(f"The paper's presets on the first {len(few.labels)} scenes, beside our default (same budget):")
         emit()
         for line in HEADER:
             emit(line)
         for name, (method, config) in paper_methods(budget).items():
             emit(row(name, explain_and_score(bb, few, few.labels.astype(np.int32), method, config)))
 
-    if not args.no_ablation:
+    if "ablation" in parts:
         emit()
         few = slice(0, ablation_scenes)
-        emit(f"DAX ablation on the first {len(targets[few])} of these scenes (IoU mean (std), "
+        emit(f"DAX ablation on the first {len(targets[few])} scenes (IoU mean (std), "
              "deletion AUC; one change at a time from our default):")
         emit()
         emit("| change | IoU mean (std) | del | del patch |")
         emit("|---|---|---|---|")
         base = daxjax.DAXConfig(num_samples=budget)
-        variants = {
-            "default": {},
-            f"N={budget // 2}": {"num_samples": budget // 2},
-            "resolution=64, student_channels=(16, 16) (the default before)": {"resolution": 64,
-                                                                              "student_channels": (16, 16)},
-            "restarts=1": {"restarts": 1},
-            "restart_area_scales=(0.3, 1, 3)": {"restart_area_scales": (0.3, 1.0, 3.0)},
-            "area_fit_floor=0.1": {"area_fit_floor": 0.1},
-            "epochs=8": {"epochs": 8},
-            "lambda_q=0.1": {"lambda_q": 0.1},
-            "lambda_area=0.3": {"lambda_area": 0.3},
-            "lambda_area=0 (no area term)": {"lambda_area": 0.0},
-            "mask_cells=8": {"mask_cells": 8},
-            "mask_grid_bias=False": {"mask_grid_bias": False},
-            "student_input=raw (paper)": {"student_input": "raw"},
-            "bounded_q=False": {"bounded_q": False},
-            "fill=segment_grey (reference code)": {"fill": "segment_grey"},
-            "fill=blur": {"fill": "blur"},
-            "mask_fill=zero (paper's multiplicative mask)": {"mask_fill": "zero"},
-            "student_warmup=0": {"student_warmup": 0.0},
-            "normalize_loss=False": {"normalize_loss": False},
-            "complement_stop_gradient=False": {"complement_stop_gradient": False},
-            "mask_input=perturbed (paper)": {"mask_input": "perturbed"},
-        }
         images, masks = scenes.images[few], scenes.masks[few]
-        for name, change in variants.items():
+        for name, change in ablation_variants(budget).items():
             ex = daxjax.explain(bb, images, targets=targets[few], config=base.replace(**change), seed=0)
             iou = daxjax.metrics.iou(ex.maps, masks)
             deletion = daxjax.metrics.deletion_auc(bb, images, ex.maps, targets[few])
@@ -229,7 +267,8 @@ def main(argv=None) -> None:
             emit(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {deletion.mean():.3f} | "
                  f"{deletion_patch.mean():.3f} |")
 
-    publish()
+    if "presets" in parts or "ablation" in parts:
+        emit.publish()
 
 
 if __name__ == "__main__":
