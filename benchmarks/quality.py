@@ -246,7 +246,8 @@ def main(argv=None) -> None:
     if "references" in parts:
         reference_table(REFERENCE_SECTION).publish()
 
-    if "presets" in parts or "ablation" in parts:
+    dax_parts = "presets" in parts or "ablation" in parts
+    if dax_parts:
         emit = Section(DAX_SECTION, command, not args.no_write)
         emit(f"Scenes: the first ones of the main table's ({described})")
 
@@ -262,23 +263,23 @@ def main(argv=None) -> None:
 
     if "ablation" in parts:
         emit()
-        few = slice(0, ablation_scenes)
-        emit(f"DAX ablation on the first {len(targets[few])} scenes (IoU mean (std), "
+        few = _first(scenes, ablation_scenes)
+        few_targets = few.labels.astype(np.int32)
+        emit(f"DAX ablation on the first {len(few_targets)} scenes (IoU mean (std), "
              "deletion AUC; one change at a time from our default):")
         emit()
         emit("| change | IoU mean (std) | del | del patch |")
         emit("|---|---|---|---|")
         base = daxjax.DAXConfig(num_samples=budget)
-        images, masks = scenes.images[few], scenes.masks[few]
         for name, change in ablation_variants(budget).items():
-            ex = daxjax.explain(bb, images, targets=targets[few], config=base.replace(**change), seed=0)
-            iou = daxjax.metrics.iou(ex.maps, masks)
-            deletion = daxjax.metrics.deletion_auc(bb, images, ex.maps, targets[few])
-            deletion_patch = daxjax.metrics.deletion_auc(bb, images, ex.maps, targets[few], granularity=8)
+            ex = daxjax.explain(bb, few.images, targets=few_targets, config=base.replace(**change), seed=0)
+            iou = daxjax.metrics.iou(ex.maps, few.masks)
+            deletion = daxjax.metrics.deletion_auc(bb, few.images, ex.maps, few_targets)
+            deletion_patch = daxjax.metrics.deletion_auc(bb, few.images, ex.maps, few_targets, granularity=8)
             emit(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {deletion.mean():.3f} | "
                  f"{deletion_patch.mean():.3f} |")
 
-    if "presets" in parts or "ablation" in parts:
+    if dax_parts:
         emit.publish()
 
 
