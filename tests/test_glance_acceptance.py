@@ -5,12 +5,14 @@ Thresholds are the issue's targets, frozen. Two ways of running them:
   `python -m benchmarks.glance --save-models`), scored on freshly rendered held-out images whose
   seed neither training nor the benchmark uses;
 - `-m slow`: fitting both explainers from scratch with the default configuration (the run behind
-  RESULTS.md; 43 minutes measured on 2 cores shared with several other jobs; the benchmark's
-  control fit alone took 374 s on a quieter machine) and scoring them on more held-out images; it
-  fails on any missed target not listed in FROM_SCRATCH_SHORTFALLS.
+  RESULTS.md) and scoring them on more held-out images; it fails on any missed target not listed
+  in FROM_SCRATCH_SHORTFALLS. Measured on 2 CPU cores (2026-12-02): 539 s (the issue's bar: 10 min).
 """
 
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,7 @@ failures (strict, so meeting one later turns the test red until it is removed fr
 the interventions stay inside the training codes and the surrogate trains 4000 steps (RESULTS.md)."""
 
 FROM_SCRATCH_SHORTFALLS = {
-    ("intensity_slant", "spearman"): "control: Spearman with true total effects 0.786 on these 200 local images, "
+    ("intensity_slant", "spearman"): "control: Spearman with true total effects 0.788 on these 200 local images, "
                                      "target 0.8 (0.820 on the 100 above, 0.807 in RESULTS.md): met on average only",
 }
 """(task, target) pairs the from-scratch run misses on its larger held-out set (its fit is the committed
@@ -97,14 +99,45 @@ def test_control_flips_the_ranking(held_out):
     assert mean_direct["intensity_slant"][i] > 2 * mean_direct["intensity_slant"][t], mean_direct
 
 
+def _fit_and_score(task: str) -> dict:
+    """Fits the explainer of `task` from scratch with the default configuration and scores it on
+    more held-out images than the default test."""
+    train = ms.sample(4000, TRAIN_SEED)
+    test = ms.sample(500, HELD_OUT_SEED)
+    model = glance.fit(cl.classifier_blackbox(task), train.images, ev.context_features(train.images),
+                       glance.GlanceConfig(surrogate=glance.SurrogateConfig(log_every=0)))
+    return summary(ev.score(model, task, test, n_local=200))
+
+
+def _cpu_shares(parts: int) -> list[set[int]] | None:
+    """This process's CPUs split into `parts` disjoint sets, or None when there are too few."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < parts:
+        return None
+    return [set(cpus[i::parts]) for i in range(parts)]
+
+
 @pytest.mark.slow
 def test_fit_from_scratch_meets_the_targets():
-    train = ms.sample(4000, TRAIN_SEED)
-    context = ev.context_features(train.images)
-    test = ms.sample(500, HELD_OUT_SEED)
-    for task in sorted(cl.TASKS):
-        model = glance.fit(cl.classifier_blackbox(task), train.images, context,
-                           glance.GlanceConfig(surrogate=glance.SurrogateConfig(log_every=0)))
-        scores = ev.score(model, task, test, n_local=200)
+    """The two fits are independent, so they run side by side, each in its own process pinned to its
+    own share of the CPUs (measured on 2 cores: two pinned fits take 1.25-1.5x less time than one
+    after the other; XLA's small convolutions keep two cores only ~75 % busy in one process)."""
+    tasks = sorted(cl.TASKS)
+    shares = _cpu_shares(len(tasks))
+    if shares is None:
+        results = {task: _fit_and_score(task) for task in tasks}
+    else:
+        spawn = multiprocessing.get_context("spawn")  # a forked JAX runtime is unsafe
+        pools = [ProcessPoolExecutor(1, mp_context=spawn, initializer=os.sched_setaffinity, initargs=(0, share))
+                 for share in shares]
+        try:
+            futures = {task: pool.submit(_fit_and_score, task) for task, pool in zip(tasks, pools)}
+            results = {task: future.result() for task, future in futures.items()}
+        finally:
+            for pool in pools:
+                pool.shutdown()
+    for task, scores in results.items():
+        print(task, {name: scores[name] for name in ("fidelity", "alignment_r2", "graph_shd", "outrank_rate",
+                                                     "outrank_direct", "spearman_total", "counterfactual_direction")})
         missed = {name for name, ok in TARGETS.items() if not ok(scores, task)}
-        assert missed <= {t for (k, t) in FROM_SCRATCH_SHORTFALLS if k == task}, (task, missed, summary(scores))
+        assert missed <= {t for (k, t) in FROM_SCRATCH_SHORTFALLS if k == task}, (task, missed, scores)
