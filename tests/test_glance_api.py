@@ -1,5 +1,8 @@
 """daxjax.glance.fit / GlanceModel: input checks, a tiny fit end to end, determinism, save/load."""
 
+import ctypes
+import sys
+
 import numpy as np
 import pytest
 
@@ -166,3 +169,28 @@ def test_report_pictures(model, data, tmp_path):
     names = {p.name for p in tmp_path.iterdir()}
     assert {"glance.html", "graph.png", "importances_0.png", "counterfactuals_1.png"} <= names
     assert "counterfactuals_1.png" in page.read_text()
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_surrogate_training_keeps_large_buffers_in_the_heap():
+    """The allocator setting behind the surrogate's step time (`keep_large_buffers_in_the_heap`)
+    takes effect on glibc: a 48 MB block (above glibc's default mmap threshold, 32 MB at most)
+    then comes from the heap, not from a fresh mapping."""
+    from daxjax.glance.surrogate import keep_large_buffers_in_the_heap
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.mallinfo2.restype = _MallInfo2
+    assert keep_large_buffers_in_the_heap()
+    mapped = libc.mallinfo2().hblkhd
+    block = libc.malloc(48 << 20)
+    try:
+        assert libc.mallinfo2().hblkhd - mapped < 48 << 20
+    finally:
+        libc.free(block)
