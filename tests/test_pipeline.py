@@ -17,6 +17,7 @@ from PIL import Image
 import daxjax
 from blackbox_adapters import OnnxBlackBox, bundled_model_path
 from daxjax.budget import plan_batches
+from daxjax.explain import EXPLAINERS
 from daxjax.pipeline import process_share
 from daxjax.store import StoreError
 from planted import red_and_distractor_scene
@@ -70,12 +71,13 @@ def assert_same_results(a, b, exact: bool = True):
         np.testing.assert_allclose(a.maps, b.maps, atol=1e-5)
 
 
-def test_killed_run_resumes_to_exactly_the_uninterrupted_store(tmp_path):
+@pytest.mark.parametrize("method, config", [("rise", RISE_SMALL), ("dax", DAX_SMALL)])
+def test_killed_run_resumes_to_exactly_the_uninterrupted_store(tmp_path, method, config):
     images = write_pngs(tmp_path / "images", scenes(12))
-    spec = {"source": str(tmp_path / "images"), "method": "rise", "config": RISE_SMALL, "batch": 2}
+    spec = {"source": str(tmp_path / "images"), "method": method, "config": config, "batch": 2}
     bb = OnnxBlackBox(bundled_model_path("colour_nchw"))
-    whole = daxjax.explain_dataset(bb, tmp_path / "images", tmp_path / "whole", method="rise", batch_size=2,
-                                   config=daxjax.RISEConfig(**RISE_SMALL), workers=0, progress=False)
+    whole = daxjax.explain_dataset(bb, tmp_path / "images", tmp_path / "whole", method=method, batch_size=2,
+                                   config=EXPLAINERS[method][0](**config), workers=0, progress=False)
     assert (whole.explained, whole.skipped, whole.errors) == (12, 0, 0)
 
     # A slow black box keeps the run going long enough to be killed between commits.
