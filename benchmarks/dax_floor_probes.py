@@ -1,0 +1,113 @@
+"""Probes of DAX's cost beyond its queries on 224 x 224 photos (issue 4's 1-device floor ratio).
+
+    python -m benchmarks.dax_floor_probes queries   # query phase: inside the black box vs the rest
+    python -m benchmarks.dax_floor_probes calls     # 24- vs 64-image calls, glibc heap setting off/on
+    python -m benchmarks.dax_floor_probes rows      # rows vectorised per training step (vmap_width)
+
+Each prints seconds per phase for a group of 4 photos, twice (the first run compiles).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+
+def _group():
+    from benchmarks.throughput.common import photos
+    from blackbox_adapters import efficientnet_lite0
+    from daxjax.inputs import image_digest
+
+    onnx = efficientnet_lite0()
+    images = photos(4)
+    targets = onnx(images).argmax(1).astype(np.int32)
+    digests = np.array([image_digest(i, t) for i, t in zip(images, targets)], np.uint32)
+    return onnx, images, targets, digests
+
+
+def _explain(bb, images, targets, digests, config):
+    from daxjax import dax
+    from daxjax.querying import device_blackbox
+
+    device_bb = device_blackbox(bb, bb, bb.num_classes)
+    return dax.explain_images(device_bb, images, targets, digests, config, 0, list(range(len(images))))[1]
+
+
+def queries() -> None:
+    from daxjax.config import DAXConfig
+
+    onnx, images, targets, digests = _group()
+    inside = {"seconds": 0.0, "calls": 0, "rows": 0}
+
+    class Timed:
+        num_classes = onnx.num_classes
+
+        def __call__(self, x):
+            t0 = time.perf_counter()
+            out = onnx(x)
+            inside["seconds"] += time.perf_counter() - t0
+            inside["calls"] += 1
+            inside["rows"] += len(x)
+            return out
+
+    timed = Timed()
+    for rep in range(2):
+        inside.update(seconds=0.0, calls=0, rows=0)
+        phases = _explain(timed, images, targets, digests, DAXConfig(num_samples=1000))
+        print(rep, {k: round(v, 2) for k, v in phases.items()}, "inside the black box",
+              round(inside["seconds"], 2), "calls", inside["calls"], "rows", inside["rows"], flush=True)
+    block = np.repeat(images, 8, axis=0)[:inside["rows"] // inside["calls"]]
+    t0 = time.perf_counter()
+    for _ in range(inside["calls"]):
+        onnx(block)
+    print("the same calls on one fixed block alone", round(time.perf_counter() - t0, 2))
+
+
+def calls() -> None:
+    import subprocess
+
+    for heap in ("plain", "heap"):
+        subprocess.run([sys.executable, "-m", "benchmarks.dax_floor_probes", "_calls", heap], check=True)
+
+
+def _calls(heap: str) -> None:
+    from daxjax.config import DAXConfig
+    from daxjax.glance.surrogate import keep_large_buffers_in_the_heap
+
+    if heap == "heap":
+        keep_large_buffers_in_the_heap(256)
+    group = _group()
+    for rep in range(2):
+        for chunk in (6, 16):  # 24 or 64 images per call for 4 photos
+            phases = _explain(*group, DAXConfig(num_samples=1000, query_chunk=chunk))
+            print(heap, "images per call", 4 * chunk, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
+
+
+def rows() -> None:
+    from blackbox_adapters import as_blackbox
+    from daxjax.config import DAXConfig
+    from daxjax.inputs import image_digest
+
+    _, images, _, _ = _group()
+    weights = np.random.default_rng(0).normal(size=(48, 10)).astype(np.float32)
+
+    def synthetic(x):  # cheap, so that training dominates
+        pooled = x.reshape(len(x), 4, 56, 4, 56, 3).mean(axis=(2, 4)).reshape(len(x), -1)
+        logits = pooled @ weights * 5
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+    bb = as_blackbox(synthetic, num_classes=10)
+    targets = synthetic(images).argmax(1).astype(np.int32)
+    digests = np.array([image_digest(i, t) for i, t in zip(images, targets)], np.uint32)
+    for rep in range(2):
+        for width in (1, 3, 12):
+            phases = _explain(bb, images, targets, digests, DAXConfig(vmap_width=width))
+            print("vmap_width", width, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
+
+
+if __name__ == "__main__":
+    {"queries": queries, "calls": calls, "rows": rows,
+     "_calls": lambda: _calls(sys.argv[2])}[sys.argv[1]]()
