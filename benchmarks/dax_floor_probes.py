@@ -3,8 +3,11 @@
     python -m benchmarks.dax_floor_probes queries   # query phase: inside the black box vs the rest
     python -m benchmarks.dax_floor_probes calls     # 24- vs 64-image calls, glibc heap setting off/on
     python -m benchmarks.dax_floor_probes rows      # rows vectorised per training step (vmap_width)
+    python -m benchmarks.dax_floor_probes steps     # one training step alone, ms per row, by vmap_width
 
-Each prints seconds per phase for a group of 4 photos, twice (the first run compiles).
+Each but `steps` prints seconds per phase for a group of 4 photos, twice (the first run compiles).
+`steps` times the jitted training step of 12 rows (4 images x 3 restarts) on synthetic data at the
+default config, best of 3 runs of 20 steps, for vmap widths 1, 3 and 12, twice.
 """
 
 from __future__ import annotations
@@ -108,6 +111,41 @@ def rows() -> None:
             print("vmap_width", width, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
 
 
+def steps() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from daxjax.config import DAXConfig
+    from daxjax.dax import Samples, WorkingImage, training_programs
+
+    row_count, segments = 12, 60
+    for rep in range(2):
+        for width in (1, 3, 12):
+            config = DAXConfig(vmap_width=width)
+            key = jax.random.PRNGKey(0)
+            side, n = config.resolution, config.num_samples
+            work = WorkingImage(jax.random.uniform(key, (row_count, side, side, 3)),
+                                jax.random.randint(key, (row_count, side, side), 0, segments),
+                                jnp.full((row_count, side, side, 3), 0.5))
+            samples = Samples(jax.random.bernoulli(key, 0.5, (row_count, n, segments)),
+                              jax.random.uniform(key, (row_count, n)), jnp.ones((row_count, n)))
+            programs = training_programs(config, 3)
+            keys = jax.random.split(key, row_count)
+            params, opt_state = programs.init(keys)
+            orders = programs.epoch_orders(keys, jnp.tile(jnp.arange(1, n)[None], (row_count, 1)), 0)
+            scales = jnp.ones((row_count,))
+            params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, 0)
+            best = float("inf")
+            for _ in range(3):
+                jax.block_until_ready(params)
+                t0 = time.perf_counter()
+                for step in range(20):
+                    params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, step)
+                jax.block_until_ready(params)
+                best = min(best, (time.perf_counter() - t0) / 20 / row_count)
+            print("vmap_width", width, rep, f"{best * 1e3:.2f} ms per row and step", flush=True)
+
+
 if __name__ == "__main__":
-    {"queries": queries, "calls": calls, "rows": rows,
+    {"queries": queries, "calls": calls, "rows": rows, "steps": steps,
      "_calls": lambda: _calls(sys.argv[2])}[sys.argv[1]]()

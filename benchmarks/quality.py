@@ -201,8 +201,12 @@ def main(argv=None) -> None:
                              "over 6 min per scene and preset on 2 CPU cores)")
     parser.add_argument("--ablation-scenes", type=int, default=None,
                         help="scenes the ablation uses, the first correctly classified ones (default 32, quick 4)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated explain methods (dax, rise, lime, kernelshap, occlusion): the "
+                             "table's rows for those only, printed, not written (the table stays whole)")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {RESULTS.name}")
     args = parser.parse_args(argv)
+    chosen = None if args.methods is None else {m.strip() for m in args.methods.split(",") if m.strip()}
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
@@ -238,8 +242,14 @@ def main(argv=None) -> None:
         return emit
 
     if "table" in parts:
+        table = methods(budget)
+        if chosen is not None:
+            table = {name: spec for name, spec in table.items() if spec[0] in chosen}
+            if not table:
+                parser.error(f"--methods {args.methods!r} names no method of the table")
+            args.no_write = True
         emit = reference_table(SECTION)
-        for name, (method, config) in methods(budget).items():
+        for name, (method, config) in table.items():
             emit(row(name, explain_and_score(bb, scenes, targets, method, config)))
         emit.publish()
 

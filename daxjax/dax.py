@@ -27,7 +27,7 @@ from daxjax.config import DAXConfig
 from daxjax.maps import normalise
 from daxjax.nets import DaxNets, init_nets, upsample_mask
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
-from daxjax.sampling import image_keys, perturb, proximity_weights, split_indices
+from daxjax.sampling import image_keys, keep_masks, perturb, proximity_weights, split_indices
 from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
 from daxjax.sharding import over_images
 
@@ -88,23 +88,38 @@ def student_input(x: jax.Array, *, work: WorkingImage, config: DAXConfig) -> jax
 
 
 def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Array, dict]:
-    """The DAX objective for one image's minibatch. Returns (loss, metrics)."""
+    """The DAX objective for one image's minibatch. Returns (loss, metrics).
+
+    A perturbation is x_p = fill + keep * (image - fill), keep [b, R, R] in {0, 1}, so what the
+    student sees of it under a mask m, x_p * m + hidden * (1 - m), is one base image plus
+    keep * m times the image's difference from its fill; the student's linear first layer takes
+    it in that form (`nets.StudentNet.gated`) and no [b, R, R, C] input is built. Same losses and
+    gradients to float rounding; `python -m benchmarks.dax_floor_probes steps` on 2 CPU cores:
+    2.5-3.3 ms per row and step against 4.1 ms when those inputs were built.
+    """
     nets = nnx.merge(graphdef, params)
     work = batch.image
-    x_p = perturb(work.image, work.segments, work.fill, batch.z)
-    mask_in = work.image if config.mask_input == "original" else x_p
-    mask = upsample_mask(nets.mask(mask_in), config.resolution)[..., None]
+    keep = keep_masks(batch.z, work.segments)
+    mask_in = work.image if config.mask_input == "original" else perturb(work.image, work.segments, work.fill, batch.z)
+    mask = upsample_mask(nets.mask(mask_in), config.resolution)
     # What the mask removes shows the fill (as a switched-off segment does) or black (the paper).
     hidden = work.fill if config.mask_fill == "fill" else jnp.zeros_like(work.fill)
     student_in = functools.partial(student_input, work=work, config=config)
-    y_hat = nets.student(student_in(x_p * mask + hidden * (1.0 - mask)))
+    direction = student_in(work.image) - student_in(work.fill)  # student_in is affine
+
+    def masked_prediction(student, m):
+        """The student on x_p * m + hidden * (1 - m): [b]."""
+        m = m[..., None]
+        return student.gated(student_in(work.fill * m + hidden * (1.0 - m)), m * direction, keep)
+
+    y_hat = masked_prediction(nets.student, mask)
     if config.variant == "v1":
         return losses.loss_v1(y_hat, batch.y, batch.pi, mask,
                               lambda_l1=config.lambda_l1, lambda_kl=config.lambda_kl)
     complement_nets = nets
     if config.complement_stop_gradient:
         complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
-    y_bar = complement_nets.student(student_in(x_p * (1.0 - mask) + hidden * mask))
+    y_bar = masked_prediction(complement_nets.student, 1.0 - mask)
     return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
                           lambda_area=config.lambda_area * batch.area_scale, normalize=config.normalize_loss,
                           bounded_q=config.bounded_q)
@@ -193,9 +208,10 @@ class TrainingPrograms:
 def vmap_width(config: DAXConfig) -> int | None:
     """Rows per vectorised pass inside a training step (None: all rows at once).
 
-    On CPU one row at a time keeps a row's activations in cache; measured on 2 cores (64 px,
-    batch 64): 6.0 ms per image-step for lax.map one row at a time vs 11.6 ms for a full vmap
-    of 4 or 16 rows. Accelerators take all rows at once.
+    On CPU one row at a time keeps a row's activations in cache; measured on 2 cores at the
+    default config (`python -m benchmarks.dax_floor_probes steps` / `rows`): 2.5-3.3 ms per row
+    and step one row at a time, 2.2-2.4 ms with 3, 3.6-4.3 ms with 12; whole trainings of 4
+    images 3.9 s with one row, 4.0 s with 3, 6.6 s with 12. Accelerators take all rows at once.
     """
     if config.vmap_width is not None:
         return config.vmap_width

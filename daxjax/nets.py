@@ -91,11 +91,29 @@ class PatchEmbed(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_channels,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        *lead, height, width, channels = x.shape
-        p = self.patch
-        x = x.reshape(*lead, height // p, p, width // p, p, channels)
-        x = jnp.moveaxis(x, -4, -3).reshape(*lead, height // p, width // p, p * p * channels)
-        return x @ self.kernel[...] + self.bias[...]
+        patches = to_patches(x, self.patch)
+        return patches.reshape(patches.shape[:-2] + (-1,)) @ self.kernel[...] + self.bias[...]
+
+    def gated(self, base: jax.Array, direction: jax.Array, keep: jax.Array) -> jax.Array:
+        """self(base + keep[..., None] * direction), without forming those inputs.
+
+        keep: [..., H, W], one factor per pixel; base, direction: [..., H, W, C], broadcast
+        against keep's leading axes (one image for all, or one per input). The embedding is
+        linear, so the kept part is a sum over each patch's pixels of keep x (that pixel's
+        direction times its kernel rows): a [..., H/p, W/p, p*p, C_out] table, then a product
+        with keep, which has C times fewer values than the inputs it stands for.
+        """
+        p, channels = self.patch, direction.shape[-1]
+        kernel = self.kernel[...].reshape(p * p, channels, -1)
+        table = jnp.einsum("...abkc,kco->...abko", to_patches(direction, p), kernel)
+        return self(base) + jnp.einsum("...abk,...abko->...abo", to_patches(keep[..., None], p)[..., 0], table)
+
+
+def to_patches(x: jax.Array, p: int) -> jax.Array:
+    """[..., H, W, C] -> [..., H/p, W/p, p*p, C], the pixels of each patch in row-major order."""
+    *lead, height, width, channels = x.shape
+    x = x.reshape(*lead, height // p, p, width // p, p, channels)
+    return jnp.moveaxis(x, -4, -3).reshape(*lead, height // p, width // p, p * p, channels)
 
 
 class StudentNet(nnx.Module):
@@ -115,7 +133,14 @@ class StudentNet(nnx.Module):
         self.out = nnx.Linear(hidden, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = jax.nn.leaky_relu(self.embed(x))
+        return self._head(self.embed(x))
+
+    def gated(self, base: jax.Array, direction: jax.Array, keep: jax.Array) -> jax.Array:
+        """self(base + keep[..., None] * direction) (see `PatchEmbed.gated`): [...]."""
+        return self._head(self.embed.gated(base, direction, keep))
+
+    def _head(self, embedded: jax.Array) -> jax.Array:
+        h = jax.nn.leaky_relu(embedded)
         h = jax.nn.leaky_relu(self.conv(h))
         h = h.reshape(h.shape[:-3] + (-1,))
         h = jax.nn.leaky_relu(self.hidden(h))

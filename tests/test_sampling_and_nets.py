@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from daxjax.nets import PatchConv
+from daxjax.nets import PatchConv, PatchEmbed, StudentNet
 from daxjax.sampling import keep_vectors, perturb, proximity_weights, split_indices
 
 
@@ -51,3 +51,18 @@ def test_patch_conv_equals_lax_conv():
     expected = jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(conv(x), expected + conv.bias[...], atol=1e-5)
+
+
+def test_gated_embedding_equals_embedding_of_the_blended_inputs():
+    """StudentNet.gated(base, direction, keep) is the student on base + keep * direction, for one
+    base and direction shared by all inputs (DAX's default) and for one per input."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    keep = (jax.random.uniform(keys[0], (5, 16, 16)) > 0.5).astype(jnp.float32) * 0.7
+    base, direction = jax.random.normal(keys[1], (2, 16, 16, 3))
+    embed = PatchEmbed(3, 8, 4, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(embed.gated(base, direction, keep), embed(base + keep[..., None] * direction),
+                               rtol=1e-5, atol=1e-5)
+    per_input = jax.random.normal(keys[2], (5, 16, 16, 3))
+    student = StudentNet(3, (8, 16), 32, 16, rngs=nnx.Rngs(1))
+    np.testing.assert_allclose(student.gated(per_input, per_input * 2, keep),
+                               student(per_input + keep[..., None] * per_input * 2), rtol=1e-5, atol=1e-6)
