@@ -15,4 +15,5 @@ def write_section(section: str, text: str, path: Path = RESULTS) -> None:
         path.write_text(old.rstrip() + "\n\n" + text)
         return
     end = old.find("\n## ", start + len(section))
-    path.write_text(old[:start] + text + (old[end + 1:] if end >= 0 else ""))
+    rest = "\n" + old[end + 1:] if end >= 0 else ""  # a blank line before the next heading
+    path.write_text(old[:start] + text.rstrip("\n") + "\n" + rest)
