@@ -119,21 +119,21 @@ def steps() -> None:
     from daxjax.dax import Samples, WorkingImage, training_programs
 
     row_count, segments = 12, 60
+    default = DAXConfig()
+    key = jax.random.PRNGKey(0)
+    side, n = default.resolution, default.num_samples
+    work = WorkingImage(jax.random.uniform(key, (row_count, side, side, 3)),
+                        jax.random.randint(key, (row_count, side, side), 0, segments),
+                        jnp.full((row_count, side, side, 3), 0.5))
+    samples = Samples(jax.random.bernoulli(key, 0.5, (row_count, n, segments)),
+                      jax.random.uniform(key, (row_count, n)), jnp.ones((row_count, n)))
+    keys = jax.random.split(key, row_count)
+    scales = jnp.ones((row_count,))
     for rep in range(2):
         for width in (1, 3, 12):
-            config = DAXConfig(vmap_width=width)
-            key = jax.random.PRNGKey(0)
-            side, n = config.resolution, config.num_samples
-            work = WorkingImage(jax.random.uniform(key, (row_count, side, side, 3)),
-                                jax.random.randint(key, (row_count, side, side), 0, segments),
-                                jnp.full((row_count, side, side, 3), 0.5))
-            samples = Samples(jax.random.bernoulli(key, 0.5, (row_count, n, segments)),
-                              jax.random.uniform(key, (row_count, n)), jnp.ones((row_count, n)))
-            programs = training_programs(config, 3)
-            keys = jax.random.split(key, row_count)
+            programs = training_programs(default.replace(vmap_width=width), 3)
             params, opt_state = programs.init(keys)
             orders = programs.epoch_orders(keys, jnp.tile(jnp.arange(1, n)[None], (row_count, 1)), 0)
-            scales = jnp.ones((row_count,))
             params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, 0)
             best = float("inf")
             for _ in range(3):

@@ -232,9 +232,9 @@ def main(argv=None) -> None:
                  f"{int((scenes.distractor_labels >= 0).sum())} with a distractor object); "
                  f"query budget N={budget} per image; black box `{MODEL.name}` on {', '.join(bb.providers)}.")
 
-    def reference_table(title: str) -> Section:
+    def reference_table(title: str, write: bool) -> Section:
         """A section opened with the scenes, the table header and the reference rows."""
-        emit = Section(title, command, not args.no_write)
+        emit = Section(title, command, write)
         for line in [described, ""] + HEADER:
             emit(line)
         for name, maps in reference_maps(n, 64, seed=0, masks=scenes.masks).items():
@@ -247,14 +247,13 @@ def main(argv=None) -> None:
             table = {name: spec for name, spec in table.items() if spec[0] in chosen}
             if not table:
                 parser.error(f"--methods {args.methods!r} names no method of the table")
-            args.no_write = True
-        emit = reference_table(SECTION)
+        emit = reference_table(SECTION, write=not args.no_write and chosen is None)
         for name, (method, config) in table.items():
             emit(row(name, explain_and_score(bb, scenes, targets, method, config)))
         emit.publish()
 
     if "references" in parts:
-        reference_table(REFERENCE_SECTION).publish()
+        reference_table(REFERENCE_SECTION, write=not args.no_write).publish()
 
     dax_parts = "presets" in parts or "ablation" in parts
     if dax_parts:
