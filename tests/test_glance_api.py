@@ -194,3 +194,34 @@ def test_surrogate_training_keeps_large_buffers_in_the_heap():
         assert libc.mallinfo2().hblkhd - mapped < 48 << 20
     finally:
         libc.free(block)
+
+
+def test_effects_are_the_mean_over_the_jittered_codes(model, data):
+    """With offsets, each effect is the mean of the single-code effects at E(x) + offset; the
+    counterfactual images come from E(x) itself; blocks of images do not change anything."""
+    import dataclasses
+
+    from daxjax.glance.local import code_jitter, explain_codes, interventions
+
+    sample, _ = data
+    x = sample.images[:5]
+    codes = model.encode(x)
+    plan = interventions(model.graph, model.concepts, model.latent_names, 1.0)
+    jitter = code_jitter(2, 0.5, model.graph.std[:codes.shape[1]])
+    assert jitter.shape == (5, codes.shape[1]) and not jitter[0].any()
+    np.testing.assert_allclose(jitter[1:3], -jitter[3:5])
+    logits = model.log_odds(x)
+
+    def explain(c, **kw):
+        return explain_codes(c, plan, model.code_range, model.surrogate.decode, model.log_odds, logits, **kw)
+
+    averaged = explain(codes, jitter=jitter, max_drawn=2 * len(plan.deltas) * len(jitter))  # 2 images a block
+    singles = [explain(codes + offset) for offset in jitter]
+    np.testing.assert_allclose(averaged.total_effects, np.mean([s.total_effects for s in singles], axis=0), atol=1e-4)
+    np.testing.assert_allclose(averaged.direct_effects, np.mean([s.direct_effects for s in singles], axis=0), atol=1e-4)
+    np.testing.assert_allclose(averaged.counterfactuals, singles[0].counterfactuals, atol=1e-6)
+    plain = dataclasses.replace(model.config, smoothing_pairs=0)
+    alone = glance.GlanceModel(**{**model.__dict__, "config": plain}).explain(x)
+    np.testing.assert_allclose(alone.total_effects, singles[0].total_effects, atol=1e-5)
+    with pytest.raises(ValueError, match="zero first row"):
+        explain(codes, jitter=jitter[1:])

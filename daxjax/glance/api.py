@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from daxjax.glance import discovery
-from daxjax.glance.local import LocalExplanation, explain_codes, interventions
+from daxjax.glance.local import LocalExplanation, code_jitter, explain_codes, interventions
 from daxjax.glance.morphosynth import CONCEPTS
 from daxjax.glance.surrogate import (Encoder, Generator, Surrogate, SurrogateConfig, logits_from_probabilities,
                                      train_surrogate)
@@ -46,6 +46,9 @@ class GlanceConfig:
         support: share of the training codes left out at each end of the range that interventions
             stay inside (`daxjax.glance.local`): a few extreme codes are not taken as a region
             where G was taught.
+        smoothing_pairs, smoothing_sd: local effects are averaged over the image's code and
+            `smoothing_pairs` antithetic pairs of codes around it, offset by `smoothing_sd` times
+            each coordinate's spread (`daxjax.glance.local.code_jitter`); 0 pairs: the code alone.
         query_batch: images per black-box call.
     """
 
@@ -56,6 +59,8 @@ class GlanceConfig:
     backend: str = "notears"
     shift: float = 1.0
     support: float = 0.005
+    smoothing_pairs: int = 4
+    smoothing_sd: float = 0.5
     query_batch: int = 512
 
 
@@ -203,7 +208,9 @@ class GlanceModel:
         x = check_images(images, self.bb, self.image_shape)
         codes = self.surrogate.encode(x, _check_features(features, len(x), self.feature_dim))
         plan = interventions(self.graph, self.concepts, self.latent_names, self.config.shift)
-        return explain_codes(codes, plan, self.code_range, self.surrogate.decode, self.log_odds, self.log_odds(x))
+        jitter = code_jitter(self.config.smoothing_pairs, self.config.smoothing_sd, self.graph.std[:codes.shape[1]])
+        return explain_codes(codes, plan, self.code_range, self.surrogate.decode, self.log_odds, self.log_odds(x),
+                             jitter)
 
     # ------------------------------------------------------------ persistence
 
@@ -236,7 +243,8 @@ def _config_from_dict(d: dict) -> GlanceConfig:
         sur[key] = tuple(sur[key])
     return GlanceConfig(concept_names=tuple(d["concept_names"]), target_class=d["target_class"],
                         surrogate=SurrogateConfig(**sur), discovery=discovery.NotearsConfig(**d["discovery"]),
-                        backend=d["backend"], shift=d["shift"], support=d["support"], query_batch=d["query_batch"])
+                        backend=d["backend"], shift=d["shift"], support=d["support"], query_batch=d["query_batch"],
+                        **{key: d[key] for key in ("smoothing_pairs", "smoothing_sd") if key in d})
 
 
 def load(path, bb) -> GlanceModel:
