@@ -1,12 +1,15 @@
 """daxjax.glance.fit / GlanceModel: input checks, a tiny fit end to end, determinism, save/load."""
 
 import ctypes
+import dataclasses
+import json
 import sys
 
 import numpy as np
 import pytest
 
 from daxjax import glance
+from daxjax.glance import api as glance_api
 from daxjax.glance import classifier as cl
 from daxjax.glance import evaluation as ev
 from daxjax.glance import morphosynth as ms
@@ -148,6 +151,19 @@ def test_fit_is_deterministic_and_save_load_round_trip(bb, model, data, tmp_path
     a, b = model.explain(sample.images[:3]), loaded.explain(sample.images[:3])
     np.testing.assert_array_equal(a.total_effects, b.total_effects)
     np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
+
+
+def test_saved_config_missing_fields_take_defaults_and_unknown_fields_are_named():
+    """Models saved before a config field existed load with its default; a field this version
+    does not know is an error naming it, not silently dropped."""
+    config = glance.GlanceConfig(shift=0.5, surrogate=glance.SurrogateConfig(steps=7, channels=(8, 8, 4)))
+    stored = json.loads(json.dumps(dataclasses.asdict(config)))
+    assert glance_api._config_from_dict(stored) == config
+    del stored["smoothing_pairs"], stored["surrogate"]["whiten"]
+    assert glance_api._config_from_dict(stored) == config
+    stored["surrogate"]["warp"] = 1
+    with pytest.raises(ValueError, match=r"config\.surrogate.*'warp'"):
+        glance_api._config_from_dict(stored)
 
 
 @pytest.mark.slow

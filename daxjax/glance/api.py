@@ -237,14 +237,25 @@ class GlanceModel:
         return path
 
 
-def _config_from_dict(d: dict) -> GlanceConfig:
-    sur = dict(d["surrogate"])
-    for key in ("channels", "encoder_channels"):
-        sur[key] = tuple(sur[key])
-    return GlanceConfig(concept_names=tuple(d["concept_names"]), target_class=d["target_class"],
-                        surrogate=SurrogateConfig(**sur), discovery=discovery.NotearsConfig(**d["discovery"]),
-                        backend=d["backend"], shift=d["shift"], support=d["support"], query_batch=d["query_batch"],
-                        **{key: d[key] for key in ("smoothing_pairs", "smoothing_sd") if key in d})
+def _config_from_dict(stored: dict, default=GlanceConfig(), where: str = "config"):
+    """`default` (a config dataclass) with the fields `stored` holds, nested configs likewise.
+
+    Fields `stored` lacks keep their defaults, so models saved before a field existed still load;
+    fields `default` lacks are an error naming them rather than being dropped.
+    """
+    unknown = sorted(set(stored) - {f.name for f in dataclasses.fields(default)})
+    if unknown:
+        raise ValueError(f"saved model's {where} has fields this daxjax does not know: {unknown} "
+                         "(saved by a newer version?)")
+    changes = {}
+    for name, value in stored.items():
+        current = getattr(default, name)
+        if dataclasses.is_dataclass(current):
+            value = _config_from_dict(value, current, f"{where}.{name}")
+        elif isinstance(current, tuple):
+            value = tuple(value)  # JSON stores tuples as lists
+        changes[name] = value
+    return dataclasses.replace(default, **changes)
 
 
 def load(path, bb) -> GlanceModel:
