@@ -4,6 +4,12 @@ against the planted ground truth (issue 7's acceptance figures).
     python -m benchmarks.glance                   # both classifiers; RESULTS.md section, figures in out/glance
     python -m benchmarks.glance --save-models     # also rewrites daxjax/glance/models/glance_<task>.npz
     python -m benchmarks.glance --train 1000 --steps 200 --no-results   # a quick try
+    python -m benchmarks.glance --adversarial --tasks intensity_slant --figures ''   # the GPU mode
+
+The CPU run in AE mode owns the section "GLANCE-lite on MorphoSynth (issue 7)"; a run on another
+JAX backend or in adversarial mode writes a section of its own, named after both, so the CPU
+table is never replaced by figures from another machine or mode. `--results FILE` writes the
+section to FILE instead of RESULTS.md (for runs on a machine whose files come back separately).
 
 For each classifier (`thickness_slant`: label caused by T and S; control `intensity_slant`: by I
 and S): render `--train` images (seed 2001) and measure their context features, fit
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -46,9 +53,10 @@ def run(args) -> dict:
     test = ms.sample(args.test, TEST_SEED)
     t_data = time.perf_counter() - t0
     print(f"data: {args.train} + {args.test} images, context measured, {t_data:.0f} s", flush=True)
-    config = glance.GlanceConfig(surrogate=glance.SurrogateConfig(steps=args.steps, log_every=args.log_every))
+    config = glance.GlanceConfig(surrogate=glance.SurrogateConfig(
+        steps=args.steps, log_every=args.log_every, adversarial=args.adversarial))
     results = {"t_data": t_data, "config": config}
-    for task in cl.TASKS:
+    for task in args.tasks:
         bb = cl.classifier_blackbox(task)
         t0 = time.perf_counter()
         model = glance.fit(bb, train.images, context, config)
@@ -83,6 +91,28 @@ def run(args) -> dict:
     return results
 
 
+def device_description() -> str:
+    """The JAX device the fit ran on, as a reader of RESULTS.md needs it."""
+    import jax
+
+    device = jax.devices()[0]
+    host = f"{os.cpu_count()} host cores, {platform.machine()}"
+    if device.platform == "cpu":
+        return f"CPU ({host}, shared)"
+    return f"{device.platform.upper()} {device.device_kind} ({host}), jax {jax.__version__}"
+
+
+def section_title(args) -> str:
+    """The RESULTS.md heading of this run: the CPU AE-mode run owns SECTION."""
+    import jax
+
+    backend = jax.default_backend()
+    if backend == "cpu" and not args.adversarial:
+        return SECTION
+    mode = "adversarial mode" if args.adversarial else "AE mode"
+    return f"## GLANCE-lite on MorphoSynth: {mode} on {backend.upper()} (issue 7)"
+
+
 def _summary(s: dict) -> str:
     r2 = ", ".join(f"{v:.3f}" for v in s["alignment_r2"])
     return (f"fidelity {s['fidelity']:.3f}; R2 {r2}; free |corr| {s['free_code_correlation']:.2f}; SHD {s['graph_shd']} "
@@ -94,8 +124,9 @@ def _summary(s: dict) -> str:
 
 def _section(results: dict, args, command: str) -> str:
     names = ms.CONCEPTS
-    rows = []
-    for task in cl.TASKS:
+    tasks = [task for task in cl.TASKS if task in results]
+    rows, imp_rows, off, edges, truth, per_image, phases = [], [], [], [], [], [], []
+    for task in tasks:
         s = results[task]
         rows.append(
             f"| `{task}` ({' + '.join(cl.CAUSES[task])}) | {s['fidelity']:.3f} | "
@@ -104,25 +135,27 @@ def _section(results: dict, args, command: str) -> str:
             f"{'-' if s['pc_shd'] is None else s['pc_shd']} | {s['outrank_rate']:.3f} | {s['outrank_direct']:.3f} | "
             f"{s['spearman_total']:.3f} | "
             f"{s['spearman_direct']:.3f} | {s['counterfactual_direction']:.3f} | {s['t_fit']:.0f} s |")
-    imp_rows = []
-    for task in cl.TASKS:
-        s = results[task]
         imp_rows.append(f"| `{task}` | " + " | ".join(
             f"{a:.2f} ({b:.2f})" for a, b in zip(s["mean_importance"], s["mean_true_importance"])) + " |")
-    off = []
-    for task in cl.TASKS:
-        m = results[task]["counterfactual_off_target"]
+        m = s["counterfactual_off_target"]
         off.append(f"| `{task}` | " + " | ".join(
             " / ".join(f"{m[c, j]:.2f}" for j in range(len(names))) for c in range(len(names))) + " |")
+        edges.append(f"`{task}` {s['concept_edges']}")
+        truth.append(f"`{task}` {s['true_outrank_rate']:.3f} / {s['true_outrank_direct']:.3f}")
+        per_image.append(f"`{task}` {s['spearman_per_image']:.3f}")
+        phases.append(f"`{task}` {_phases(s)}")
     sur = results["config"].surrogate
-    flip = results["intensity_slant"]
-    return f"""{SECTION}
+    title = section_title(args)
+    mode = (f"adversarial mode (discriminator, lazy R1 every {sur.r1_every} steps)" if sur.adversarial
+            else "AE mode")
+    return f"""{title}
 
-Command: `{command}` — CPU ({os.cpu_count()} cores, shared, {platform.machine()}), jax, ONNX Runtime
-1 thread. Training: {args.train} MorphoSynth images (seed {TRAIN_SEED}) with their measured context
+Command: `{command}` — {device_description()}, ONNX Runtime 1 thread.
+Training: {args.train} MorphoSynth images (seed {TRAIN_SEED}) with their measured context
 (thickness, intensity, slant, inner width); scores on {args.test} held-out images (seed {TEST_SEED}),
-local scores on the first {args.local}. Surrogate: AE mode, {sur.steps} steps of {sur.batch}, code size
-{sur.latent_dim}, generator channels {sur.channels}; NOTEARS with the log-odds node as a sink.
+local scores on the first {args.local}. Surrogate: {mode}, {sur.steps} steps of {sur.batch}, code size
+{sur.latent_dim}, generator channels {sur.channels}; NOTEARS with the log-odds node as a sink; local
+effects averaged over E(x) and {results["config"].smoothing_pairs} antithetic pairs of codes around it.
 GLANCE-inspired re-implementation (the paper's code and full text were not available).
 
 | classifier (planted causes) | fidelity | R² aligned code vs true T / I / S / W | max \\|corr\\| free code vs concepts | SHD learned graph | SHD NOTEARS on true concepts | SHD PC (causal-learn) on codes, vs CPDAG | causes outrank correlates (total) | (direct) | Spearman total effects | Spearman direct effects | counterfactual moves concept the intended way | fit time |
@@ -131,20 +164,16 @@ GLANCE-inspired re-implementation (the paper's code and full text were not avail
 
 Targets (issue 7): fidelity ≥ 0.90; R² ≥ 0.8 per concept; SHD ≤ 1 (0 on the true concepts);
 causes outrank correlates ≥ 0.90 (control: on direct effects); Spearman ≥ 0.8; counterfactual direction ≥ 0.90; the control
-flips the ranking. Learned concept edges: `thickness_slant` {results['thickness_slant']['concept_edges']};
-`intensity_slant` {flip['concept_edges']}.
+flips the ranking. Learned concept edges: {"; ".join(edges)}.
 
 - Definitions: fidelity = f's decision on G(E(x)) equals its decision on x. "Causes outrank
   correlates" = share of images where both planted causes have a larger |effect| than both
   correlates, on total and on direct effects. For the control the causes are I and S, so this *is*
   the flipped ranking; there thickness is a genuine indirect cause (T -> I -> label), so its total
   effect is not planted to be small and the flip is judged on direct effects. Ground truth from
-  re-rendered counterfactuals, total / direct: `thickness_slant`
-  {results['thickness_slant']['true_outrank_rate']:.3f} / {results['thickness_slant']['true_outrank_direct']:.3f},
-  `intensity_slant` {flip['true_outrank_rate']:.3f} / {flip['true_outrank_direct']:.3f}. Spearman = rank correlation of explained and ground-truth
+  re-rendered counterfactuals, total / direct: {", ".join(truth)}. Spearman = rank correlation of explained and ground-truth
   effects (log-odds per sd, ±1 sd interventions re-rendered from the SCM and answered by f) over
-  all image × concept pairs; per image (across the 4 concepts, mean):
-  {results['thickness_slant']['spearman_per_image']:.3f} / {flip['spearman_per_image']:.3f}.
+  all image × concept pairs; per image (across the 4 concepts, mean): {", ".join(per_image)}.
   Counterfactual direction = the morphometric of G's +1 sd image exceeds that of its −1 sd image.
 
 Mean importance per concept, explained (ground truth), log-odds per sd, T / I / S / W:
@@ -160,11 +189,8 @@ in sd of the measure) under an intervention on the row's concept (columns: inter
 |---|---|---|---|---|
 {chr(10).join(off)}
 
-Times: data rendering and measurement {results['t_data']:.0f} s; fit phases (s) —
-`thickness_slant` {_phases(results['thickness_slant'])}, `intensity_slant` {_phases(flip)}.
-
-{INVESTIGATION}
-"""
+Times: data rendering and measurement {results['t_data']:.0f} s; fit phases (s) — {", ".join(phases)}.
+{chr(10) + INVESTIGATION if title == SECTION else ""}"""
 
 
 INVESTIGATION = """\
@@ -173,7 +199,8 @@ surrogate steps, interventions centred on the image; it gave the control 0.875 o
 and Spearman 0.744). Numbers are the control's "causes outrank correlates" on direct effects /
 Spearman of total effects, on the same 200 local images of seed 2002, one fit each of
 `daxjax.glance.fit` on the benchmark's training set with the change named (the code of the
-changes not kept was removed).
+changes not kept was removed). "The committed models" in this list are the explainers committed
+before 2026-12-04, scored without the averaging over codes described further down.
 
 - Diagnosis on the committed models: the generator cannot draw a concept beyond the training
   data. MorphoSynth's slant is uniform on ±1.73 sd, so a ±1 sd intervention on a digit already
@@ -201,10 +228,52 @@ changes not kept was removed).
 - Effects composed from the graph (direct effect 0 for a concept that is not a parent of the
   log-odds, totals as path sums of the direct ones): 1.000 by construction / 0.712. Not kept: it
   hides what G draws instead of measuring it.
-- Held-out check of the committed control explainer on the tests' images (seed 4242): 0.990 /
-  0.820 on 100 local images (the default test), 0.990 / 0.786 on 200 (the `-m slow` run, whose
-  from-scratch fit is this one: fidelity 0.978 both). The direct-effect ranking is met with room;
-  the Spearman target only on average (0.786-0.820 across image sets), not robustly.
+- Held-out check of the control explainer committed then, on the tests' images (seed 4242): 0.990 /
+  0.820 on 100 local images (the default test), Spearman 0.804 on 200; the `-m slow` run's
+  from-scratch fit 1.000 / 0.788 on those 200. The direct-effect ranking was met with room, the
+  Spearman target only on average.
+- Where the control's rank correlation is lost (probe on that explainer, the 200 images of seed
+  4242; uncommitted): within each concept, explained and true effects correlate only 0.52
+  (thickness), 0.55 (intensity), 0.32 (slant), 0.26 (width); putting the true slant effects in
+  place of the explained ones would lift the pooled Spearman from 0.804 to 0.891, the true width
+  effects only to 0.821. The true slant effect grows with the digit's intensity and thickness
+  (Spearman 0.50 / 0.41), the explained one does not (-0.01 / 0.08). G itself can show f the right
+  effects: G(E(x)) of the *true* counterfactual images gives 0.844, so what is lost is the code
+  direction of an intervention, not G's drawing. Tried at explanation time, none kept: projecting
+  the shifted codes until E reads back the intended concepts: 0.800; adding G's change to the real
+  image instead of using G's image: 0.418; no slide into the training range: 0.780; half-size
+  interventions: 0.763. Tried at fitting time: generator channels (32, 32, 8) with 3000 steps:
+  0.765 and counterfactual direction 0.805. Not kept.
+
+**Effects averaged over codes around E(x)** (2026-12-02; the default since, and in the table
+above). `python -m benchmarks.glance_smoothing` on the control explainer committed then (200 images
+each of seeds 4242 / 2002): pooled Spearman 0.804 / 0.774 from E(x) alone, 0.827 / 0.801 averaged
+over E(x) and 4 antithetic pairs of codes offset by 0.5 of each coordinate's spread
+(`smoothing_pairs=4, smoothing_sd=0.5`), 0.819 / 0.788 at sd 0.35, 0.832 / 0.804 with 8 pairs;
+causes outrank correlates on direct effects 0.990 -> 1.000 / 0.995 -> 0.995. Not kept: refining
+E(x) by 50-200 gradient steps on ||G(z) - x||^2 (Spearman 0.808-0.820, but fidelity of the refined
+reconstructions 0.97 -> 0.87-0.92); a fit on 8000 training images (0.787 / 0.759 with averaging).
+
+**Fitting speed.** `python -m benchmarks.glance_step_time` (a 200-step fit on 1000 images, the
+control), alternated with a checkout of 6597230 (2 CPU cores, 2026-12-02): 74.1 / 83.4 ms per
+surrogate step against 139.5 / 160.2 ms, student pre-training 0.22 / 0.31 s against 1.14 / 1.18 s,
+the same losses bit for bit: the training steps are pure jitted functions of (parameters,
+optimiser state, batch), and glibc keeps buffers up to 64 MB in its heap instead of mapping fresh
+memory for XLA's convolution buffers every step. `benchmarks.glance` with both (2026-12-04): 272 /
+254 s per fit; its previous run, before them, took 1251 / 374 s.
+
+**The committed explainers and the acceptance run** (2 CPU cores, x86-64, 2026-12-04). The fits
+of that run are the committed explainers (`--save-models`). Scored on the tests' held-out images (seed
+4242): Spearman 0.914 / 0.857 (`thickness_slant` / control) on 100 local images of 200 (the
+default tests), 0.903 / 0.819 on 200 of 500; control outrank on direct effects 1.000 / 0.995;
+fidelity 0.95-0.97, counterfactual direction 0.96-0.98. `pytest -m slow
+tests/test_glance_acceptance.py` fits both from scratch with the default configuration, in two
+processes pinned to one core each (so not bit for bit the table's two-core fits), and scores them
+on those 500 / 200 images: **530 s** (the issue's bar: 10 min), every target met: fidelity 0.976 /
+0.980, R² ≥ 0.855, SHD 0 / 0, outrank 1.000 (total) / 1.000 (control, direct), Spearman 0.892 /
+**0.812**, counterfactual direction 0.984 / 0.964. So the control's Spearman, the tightest target,
+is 0.81-0.86 across the fits and image sets measured (two on GPU: see the next sections), above 0.8
+everywhere but not by much.
 """
 
 
@@ -221,15 +290,21 @@ def main(argv=None) -> None:
     parser.add_argument("--log-every", type=int, default=500)
     parser.add_argument("--save-models", action="store_true")
     parser.add_argument("--figures", default="out/glance", help="folder for the report pages ('' for none)")
+    parser.add_argument("--tasks", nargs="+", choices=list(cl.TASKS), default=list(cl.TASKS),
+                        help="which classifiers to explain (default: both)")
+    parser.add_argument("--adversarial", action="store_true",
+                        help="the surrogate's adversarial mode (discriminator, lazy R1; meant for GPUs)")
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--results", type=Path, help="write the section to this file instead of RESULTS.md")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.glance" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = " ".join(["python -m benchmarks.glance", shlex.join(argv if argv is not None else sys.argv[1:])]).rstrip()
     results = run(args)
     if not args.no_results:
-        from benchmarks.results import write_section
+        from benchmarks.results import RESULTS, write_section
 
-        write_section(SECTION, _section(results, args, command))
-        print("wrote benchmarks/RESULTS.md")
+        path = args.results or RESULTS
+        write_section(section_title(args), _section(results, args, command), path)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

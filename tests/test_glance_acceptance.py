@@ -6,8 +6,8 @@ Thresholds are the issue's targets, frozen. Two ways of running them:
   seed neither training nor the benchmark uses;
 - `-m slow`: fitting both explainers from scratch with the default configuration (the run behind
   RESULTS.md) and scoring them on more held-out images; it fails on any missed target not listed
-  in FROM_SCRATCH_SHORTFALLS. Measured on 2 CPU cores (2026-12-02): 598 s with the local
-  averaging (539 s before it; the issue's bar: 10 min).
+  in FROM_SCRATCH_SHORTFALLS. Measured on 2 CPU cores: 530 s (2026-12-04; 598 s on 2026-12-02;
+  the issue's bar: 10 min).
 """
 
 import multiprocessing
