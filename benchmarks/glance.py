@@ -20,8 +20,6 @@ and S): render `--train` images (seed 2001) and measure their context features, 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
@@ -35,6 +33,8 @@ from daxjax.glance import discovery as dc
 from daxjax.glance import evaluation as ev
 from daxjax.glance import morphosynth as ms
 from daxjax.glance import plots
+
+from benchmarks.throughput.common import machine
 
 TRAIN_SEED, TEST_SEED = 2001, 2002
 MODELS = Path(cl.__file__).resolve().parent / "models"
@@ -91,17 +91,6 @@ def run(args) -> dict:
     return results
 
 
-def device_description() -> str:
-    """The JAX device the fit ran on, as a reader of RESULTS.md needs it."""
-    import jax
-
-    device = jax.devices()[0]
-    host = f"{os.cpu_count()} host cores, {platform.machine()}"
-    if device.platform == "cpu":
-        return f"CPU ({host}, shared)"
-    return f"{device.platform.upper()} {device.device_kind} ({host}), jax {jax.__version__}"
-
-
 def section_title(args) -> str:
     """The RESULTS.md heading of this run: the CPU AE-mode run owns SECTION."""
     import jax
@@ -122,7 +111,7 @@ def _summary(s: dict) -> str:
             f"{s['spearman_per_image']:.3f}; counterfactual direction {s['counterfactual_direction']:.3f}")
 
 
-def _section(results: dict, args, command: str) -> str:
+def _section(results: dict, args, command: str, title: str) -> str:
     names = ms.CONCEPTS
     tasks = [task for task in cl.TASKS if task in results]
     rows, imp_rows, off, edges, truth, per_image, phases = [], [], [], [], [], [], []
@@ -145,12 +134,11 @@ def _section(results: dict, args, command: str) -> str:
         per_image.append(f"`{task}` {s['spearman_per_image']:.3f}")
         phases.append(f"`{task}` {_phases(s)}")
     sur = results["config"].surrogate
-    title = section_title(args)
     mode = (f"adversarial mode (discriminator, lazy R1 every {sur.r1_every} steps)" if sur.adversarial
             else "AE mode")
     return f"""{title}
 
-Command: `{command}` — {device_description()}, ONNX Runtime 1 thread.
+Command: `{command}` — {machine()}, ONNX Runtime 1 thread.
 Training: {args.train} MorphoSynth images (seed {TRAIN_SEED}) with their measured context
 (thickness, intensity, slant, inner width); scores on {args.test} held-out images (seed {TEST_SEED}),
 local scores on the first {args.local}. Surrogate: {mode}, {sur.steps} steps of {sur.batch}, code size
@@ -260,7 +248,8 @@ surrogate step against 139.5 / 160.2 ms, student pre-training 0.22 / 0.31 s agai
 the same losses bit for bit: the training steps are pure jitted functions of (parameters,
 optimiser state, batch), and glibc keeps buffers up to 64 MB in its heap instead of mapping fresh
 memory for XLA's convolution buffers every step. `benchmarks.glance` with both (2026-12-04): 272 /
-254 s per fit; its previous run, before them, took 1251 / 374 s.
+254 s per fit; its previous run, before them, took 1251 / 374 s (two runs on different days of a
+shared machine, not side by side: the ratio measured side by side is the step time's above).
 
 **The committed explainers and the acceptance run** (2 CPU cores, x86-64, 2026-12-04). The fits
 of that run are the committed explainers (`--save-models`). Scored on the tests' held-out images (seed
@@ -302,8 +291,8 @@ def main(argv=None) -> None:
     if not args.no_results:
         from benchmarks.results import RESULTS, write_section
 
-        path = args.results or RESULTS
-        write_section(section_title(args), _section(results, args, command), path)
+        path, title = args.results or RESULTS, section_title(args)
+        write_section(title, _section(results, args, command, title), path)
         print(f"wrote {path}")
 
 

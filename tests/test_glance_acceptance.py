@@ -4,8 +4,9 @@ Thresholds are the issue's targets, frozen. Two ways of running them:
 - by default, on the committed explainers (`daxjax/glance/models/glance_<task>.npz`, written by
   `python -m benchmarks.glance --save-models`), scored on freshly rendered held-out images whose
   seed neither training nor the benchmark uses;
-- `-m slow`: fitting both explainers from scratch with the default configuration (the run behind
-  RESULTS.md) and scoring them on more held-out images; it fails on any missed target not listed
+- `-m slow`: fitting both explainers from scratch with the default configuration (the benchmark's
+  fits, but on one core each, which XLA does not reproduce bit for bit) and scoring them on more
+  held-out images; it fails on any missed target not listed
   in FROM_SCRATCH_SHORTFALLS. Measured on 2 CPU cores: 530 s (2026-12-04; 598 s on 2026-12-02;
   the issue's bar: 10 min).
 """
@@ -55,8 +56,8 @@ failures (strict, so meeting one later turns the test red until it is removed fr
 the interventions stay inside the training codes and the surrogate trains 4000 steps (RESULTS.md)."""
 
 FROM_SCRATCH_SHORTFALLS: dict[tuple[str, str], str] = {}
-"""(task, target) pairs the from-scratch run misses on its larger held-out set (its fit is the committed
-one: same seed, same data), with the measured value. None since local effects are averaged over codes
+"""(task, target) pairs the from-scratch run misses on its larger held-out set (its fits use the committed
+explainers' seed and data), with the measured value. None since local effects are averaged over codes
 around E(x): control Spearman 0.812 on its 200 local images (0.788 before; 2 CPU cores, 2026-12-02)."""
 
 
