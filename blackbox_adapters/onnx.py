@@ -3,6 +3,11 @@
 Inputs arrive as float32 ``[n, H, W, C]`` in ``[0, 1]``; this adapter normalises them
 (``(x - mean) / std``), transposes them to the model's layout, batches them to what the model
 accepts, runs the session and returns checked probabilities ``[n, K]``.
+
+It also takes inputs that already sit on the session's device (``device_feed`` /
+``device_forward``): a JAX array is handed to ONNX Runtime by DLPack and I/O binding, the output
+is bound on the same device and comes back to JAX by DLPack, so a CUDA session is fed from JAX
+without a host round trip (see ``daxjax.querying``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ def _import_onnxruntime():
 def _fixed(dim: object) -> int | None:
     """An ONNX dimension as an int if it is fixed, None if symbolic or unknown."""
     return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _normalised(x, mean: np.ndarray, std: np.ndarray, layout: str, xp):
+    """[n, H, W, C] in [0, 1] -> (x - mean) / std in the model's layout; xp: numpy or jax.numpy."""
+    x = (x - mean) / std
+    return xp.transpose(x, (0, 3, 1, 2)) if layout == "NCHW" else x
 
 
 def _per_channel(value: float | Sequence[float] | None, default: float, name: str) -> np.ndarray:
@@ -115,11 +126,18 @@ class OnnxBlackBox:
         if providers is None:
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        if _CUDA in _provider_names(providers) and hasattr(ort, "preload_dlls"):
+            # Load CUDA, cuDNN, cuBLAS from the nvidia-*-cu13 wheels that jax[cuda13] also uses, so
+            # the process holds one copy of each library (onnxruntime-gpu 1.31 and jax[cuda13]
+            # link the same CUDA 13 major version; a system copy found first could differ).
+            ort.preload_dlls()
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
         except Exception as err:  # ORT raises several private exception types (bad file, bad providers)
             raise BlackBoxError(f"{self.path}: ONNX Runtime cannot load it as a model: {err}") from err
         self.providers = self.session.get_providers()
+        # Where outputs are bound in device_forward: the first provider's device.
+        self._device = _session_device(self.session)
 
         model_input = self._pick("input", self.session.get_inputs(), input_name, require_single=True)
         model_output = self._pick("output", self.session.get_outputs(), output_name, require_single=False)
@@ -184,10 +202,7 @@ class OnnxBlackBox:
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         """[n, H, W, C] in [0, 1] -> normalised model input in the model's layout and dtype."""
-        x = (x - self.mean) / self.std
-        if self.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=self._feed_dtype)
+        return np.ascontiguousarray(_normalised(x, self.mean, self.std, self.layout, np), dtype=self._feed_dtype)
 
     def _run_batched(self, feed: np.ndarray) -> np.ndarray:
         """Run the session over feed [n, ...] in chunks of batch_size; pad a short last chunk
@@ -214,9 +229,74 @@ class OnnxBlackBox:
         raw = self._run_batched(self._prepare(x))
         return to_probabilities(raw, self.output, x.shape[0], self.num_classes, what=repr(self))
 
+    # --- inputs already on the session's device (daxjax.querying's device path) -----------
+
+    def dlpack_device(self) -> tuple[str, int]:
+        """Where `device_forward` takes its input: ("cuda", device id) for a CUDA session, else ("cpu", 0)."""
+        return self._device
+
+    def device_feed(self, x):
+        """x: jax.Array float32 [n, H, W, C] in [0, 1] -> the model's input [n, ...] (normalised, in its
+        layout and dtype), as jax code: traced inside the jitted program that builds x, so the
+        normalisation costs no pass of its own. Raises BlackBoxError at trace time for a wrong size."""
+        import jax.numpy as jnp
+
+        self._check_image_size(x)
+        return _normalised(x, self.mean, self.std, self.layout, jnp).astype(self._feed_dtype)
+
+    def device_forward(self, feed):
+        """feed: jax.Array from `device_feed`, on `dlpack_device()` -> raw output jax.Array [n, K] there.
+
+        The feed reaches ONNX Runtime by DLPack (no copy) and I/O binding; the output is bound on the
+        same device and returned to JAX by DLPack. Chunked to `batch_size` as `__call__` is, a short
+        last chunk of a fixed-batch model padded with zeros. The answer is raw (logits or
+        probabilities, as `output` says); the caller checks it.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        ort = _import_onnxruntime()
+        n = feed.shape[0]
+        step = self.batch_size or max(n, 1)
+        outputs = []
+        for start in range(0, n, step):
+            chunk = feed[start : start + step] if step < n else feed
+            rows = chunk.shape[0]
+            if self.model_batch is not None and rows < self.model_batch:
+                chunk = jnp.pad(chunk, [(0, self.model_batch - rows)] + [(0, 0)] * (chunk.ndim - 1))
+            # ONNX Runtime reads the memory on its own stream: the program writing it must be done.
+            chunk.block_until_ready()
+            binding = self.session.io_binding()  # one per run: concurrent calls share the session
+            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.from_dlpack(chunk))
+            binding.bind_output(self.output_name, *self._device)
+            self.session.run_with_iobinding(binding)
+            # Run() has synchronised the provider's stream: the output is complete when imported.
+            (result,) = binding.get_outputs()
+            out = jax.dlpack.from_dlpack(result)
+            outputs.append(out[:rows] if rows < out.shape[0] else out)
+        if not outputs:
+            return jnp.zeros((0, self.num_classes), jnp.float32)
+        return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)
+
     def __repr__(self) -> str:
         shape = "x".join("?" if d is None else str(d) for d in self.input_shape)
         return (
             f"OnnxBlackBox({self.path.name!r}, {self.layout} {shape}, "
             f"num_classes={self.num_classes}, output={self.output!r}, providers={self.providers})"
         )
+
+
+_CUDA = "CUDAExecutionProvider"
+
+
+def _provider_names(providers: Sequence) -> list[str]:
+    """Provider names from ONNX Runtime's list form (a name, or (name, options) pairs)."""
+    return [p if isinstance(p, str) else p[0] for p in providers]
+
+
+def _session_device(session) -> tuple[str, int]:
+    """("cuda", device id) when the session runs on the CUDA provider, else ("cpu", 0)."""
+    if session.get_providers()[0] != _CUDA:
+        return ("cpu", 0)
+    options = session.get_provider_options().get(_CUDA, {})
+    return ("cuda", int(options.get("device_id", 0)))

@@ -135,6 +135,14 @@ class TorchBlackBox:
         host = np.array(chunk) if owned else chunk
         normalises = self._mean is not None or self._std is not None
         x = torch.from_numpy(host).to(self.device, self.dtype, copy=not (owned or normalises))
+        return self._module_output(x).to("cpu", torch.float32).numpy()
+
+    def _module_output(self, x: "torch.Tensor") -> "torch.Tensor":
+        """x [m, H, W, C] on the module's device, its dtype -> the module's raw output [m, ...] there,
+        detached. Normalises, hands the module its layout (NCHW as a view) and names the input
+        shape when the module fails."""
+        torch = _import_torch()
+        shape = tuple(x.shape)
         if self._mean is not None:
             x = x - self._mean
         if self._std is not None:
@@ -145,11 +153,11 @@ class TorchBlackBox:
             out = self.module(x)
         except RuntimeError as err:  # torch reports shape and dtype mismatches as RuntimeError
             raise BlackBoxError(
-                f"{self!r} failed on images of shape {chunk.shape} (fed as {self.layout} {tuple(x.shape)}): {err}"
+                f"{self!r} failed on images of shape {shape} (fed as {self.layout} {tuple(x.shape)}): {err}"
             ) from err
         if not isinstance(out, torch.Tensor):
             raise BlackBoxError(f"{self!r} returned {type(out).__name__}, not a tensor [n, K]")
-        return out.detach().to("cpu", torch.float32).numpy()
+        return out.detach()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x: float32 [n, H, W, C] in [0, 1] -> float32 [n, K] probabilities."""
@@ -172,6 +180,41 @@ class TorchBlackBox:
         if self._num_classes is None:
             self._num_classes = probs.shape[1]
         return probs
+
+    # --- inputs already on the module's device (daxjax.querying's device path) ------------
+
+    def dlpack_device(self) -> tuple[str, int]:
+        """Where `device_forward` takes its input: ("cuda", index) or ("cpu", 0)."""
+        if self.device.type != "cuda":
+            return (self.device.type, 0)
+        torch = _import_torch()
+        return ("cuda", self.device.index if self.device.index is not None else torch.cuda.current_device())
+
+    def device_feed(self, x):
+        """x: jax.Array float32 [n, H, W, C] in [0, 1] -> x itself: the module normalises on its own
+        device in `device_forward`, as `__call__` does. Traced inside jit (shapes only)."""
+        self._check_input(x)
+        return x
+
+    def device_forward(self, feed):
+        """feed: jax.Array [n, H, W, C] on `dlpack_device()` -> raw output jax.Array [n, K] there.
+
+        The images reach torch by DLPack (`torch.from_dlpack`: no copy; torch makes its stream wait
+        for JAX's), run in chunks of `batch_size` under inference mode, and the output returns to
+        JAX by DLPack. The module shares the feed's memory: a module that writes its input in place
+        writes into a buffer the caller built for this call alone and never reads again.
+        Raw means logits or probabilities, as `output` says; the caller checks them.
+        """
+        import jax.dlpack
+
+        torch = _import_torch()
+        x = torch.from_dlpack(feed).to(self.device, self.dtype)
+        n = x.shape[0]
+        step = self.batch_size or max(n, 1)
+        with torch.inference_mode():
+            outs = [self._module_output(x[start : start + step]) for start in range(0, n, step)]
+            raw = torch.cat(outs).to(torch.float32).contiguous() if outs else x.new_zeros((0, self.num_classes))
+        return jax.dlpack.from_dlpack(raw)
 
     def __repr__(self) -> str:
         k = "?" if self._num_classes is None else self._num_classes

@@ -6,9 +6,14 @@ M = B * chunk the images in one black-box call):
   per image on a device   I = 4 H W (2C + 1)                    image, fill, segment map
                               + N (S + 12)                       keep-vectors (S bytes each), y, pi, ...
                               + T                                DAX training (below; 0 otherwise)
-  one query call          Q = 4 M H W C * 3                      perturbations on the device, their
-                                                                 host copy, the black box's
-                                                                 normalised copy of them
+  one query call          Q = 4 M H W C * 3                      on the device path (DLPack): two
+                                                                 chunks of perturbations on the
+                                                                 device (one built while the black
+                                                                 box answers the other) and the
+                                                                 black box's normalised copy; on the
+                                                                 host path: the perturbations on the
+                                                                 device, their host copy, the black
+                                                                 box's normalised copy
   device (each device)    B / D * I + Q / D  <=  device budget
   host                    (prefetch + 1) * B * 4 H W (2C + 1)    prepared batches waiting + in use
                               + Q                                the host side of one query call
@@ -26,11 +31,12 @@ and is cells^2 for a grid. The black box's own activations are not known from ou
 factor 3 in Q leaves room for a model about as large as its input; pass `queries_per_call` for
 heavier models.
 
-`M` aims at `queries_per_call` (256) and at most `querying.CALL_BYTES` of inputs per call (the
-measurements behind both are in `querying.query_chunk`'s module), and shrinks when Q alone
-exceeds half of a budget; B is then the largest multiple of D that fits, capped by `max_batch`
-per device (16 on CPU, where rows are looped and larger groups buy nothing; 64 on accelerators)
-and by the number of images. chunk = max(1, M // B).
+`M` aims at `querying.call_inputs` for the device's platform (CPU: 256 inputs and at most 16 MiB;
+accelerators: 1,024 inputs and at most 1 GiB; the measurements are at its constants), or at
+`queries_per_call` when given, and shrinks when Q alone exceeds half of a budget; B is then the
+largest multiple of D that fits, capped by `max_batch` per device (16 on CPU, where rows are
+looped and larger groups buy nothing; 64 on accelerators) and by the number of images.
+chunk = max(1, M // B).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import os
 
 import jax
 
-from daxjax.querying import CALL_BYTES, CALL_INPUTS
+from daxjax.querying import call_inputs
 
 _SEGMENTS_BOUND = 256
 _QUERY_COPIES = 3
@@ -107,14 +113,15 @@ def _num_queries(config, height: int, width: int) -> int:
 
 def plan_batches(config, height: int, width: int, channels: int, *, devices: int, num_images: int | None,
                  device_budget: int | None = None, host_budget: int | None = None,
-                 queries_per_call: int = CALL_INPUTS, max_batch: int | None = None, prefetch: int = 2,
+                 queries_per_call: int | None = None, max_batch: int | None = None, prefetch: int = 2,
                  batch: int | None = None) -> Plan:
     """Picks B and the query chunk for images of height x width x channels (see the module doc).
 
     device_budget: bytes per device (default: half the device's memory; on CPU, where devices
       share the host's memory, the host budget split over the devices). host_budget: default a
       quarter of the available host memory. batch: B when it is already fixed (a resumed store,
-      or the caller's choice); only the chunk is then planned.
+      or the caller's choice); only the chunk is then planned. queries_per_call: inputs per
+      black-box call to aim at (within the platform's byte limit); None: `querying.call_inputs`.
     """
     if batch is not None and int(batch) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
@@ -127,10 +134,12 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
     per_image = image_bytes + n * (_segments(config) + 12) + _training_bytes(config)
     query_image = 4 * height * width * channels * _QUERY_COPIES
 
-    calls = max(1, min(queries_per_call, CALL_BYTES // (4 * height * width * channels),
+    platform = jax.local_devices()[0].platform
+    per_call = call_inputs(height * width * channels, platform)
+    calls = max(1, min(per_call if queries_per_call is None else min(int(queries_per_call), per_call),
                        min(device_budget * devices, host_budget) // (2 * query_image)))
     if max_batch is None:
-        max_batch = 16 if jax.local_devices()[0].platform == "cpu" else 64
+        max_batch = 16 if platform == "cpu" else 64
     # Each image holds at least one query in flight, so past `calls` images the queries grow with B.
     per_device = max(1, min(max_batch, (device_budget - calls * query_image // devices) // per_image,
                             device_budget // (per_image + query_image)))
