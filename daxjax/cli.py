@@ -65,7 +65,7 @@ part of the store, which must be on a file system they all see.
 
 # Options that the TOML file may also give (dest -> default when neither gives it).
 _EXPLAIN_DEFAULTS = {
-    "model": None, "images": None, "out": None, "method": "dax", "seed": 0, "targets": None,
+    "model": None, "images": None, "out": None, "method": "dax", "seed": 0, "targets": None, "segments": None,
     "num_samples": None, "size": None, "layout": "NCHW", "mean": None, "std": None, "output": "logits",
     "batch_size": None, "workers": None, "memory_budget": None, "ort_threads": 1, "prefetch": 2,
 }
@@ -80,6 +80,10 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--targets", metavar="LABELS.csv",
                       help="classes to explain: CSV rows 'id,class' (id as the image is named in the "
                            "store: path relative to the directory); default: the model's top-1 class")
+    what.add_argument("--segments", metavar="SOURCE",
+                      help="label maps that replace the config's segmentation (dax, lime, kernelshap): a "
+                           "directory of .npy files named as the images (a/cat.png -> a/cat.npy), or "
+                           "FILE.npz[:ARRAY] [n, H, W] in the images' order")
 
     how = parser.add_argument_group("how to explain")
     how.add_argument("--method", help="dax (default), rise, lime, kernelshap or occlusion")
@@ -234,7 +238,7 @@ def run_explain(args: argparse.Namespace) -> int:
     targets = None if options["targets"] is None else read_targets_csv(options["targets"])
     summary = explain_dataset(
         bb, options["images"], options["out"], method=options["method"], config=config,
-        seed=int(options["seed"]), targets=targets,
+        seed=int(options["seed"]), targets=targets, segments=options["segments"],
         size=None if size is None else (size[0] if len(size) == 1 else size),
         batch_size=options["batch_size"], memory_budget=_bytes(options["memory_budget"]),
         workers=options["workers"], prefetch=int(options["prefetch"]), progress=not args.no_progress)

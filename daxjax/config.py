@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
+from daxjax.segmentation import Segmenter, check_segmenter
+
 Variant = Literal["v1", "v2"]
 SegmentationMethod = Literal["quickshift", "slic", "felzenszwalb", "grid"]
 FillMethod = Literal["segment_mean", "segment_grey", "blur", "zero", "image_mean"]
@@ -17,7 +19,6 @@ MaskInput = Literal["original", "perturbed"]
 
 _CHOICES = {
     "variant": ("v1", "v2"),
-    "segmentation": ("quickshift", "slic", "felzenszwalb", "grid"),
     "fill": ("segment_mean", "segment_grey", "blur", "zero", "image_mean"),
     "mask_input": ("original", "perturbed"),
     "mask_fill": ("fill", "zero"),
@@ -33,7 +34,11 @@ class DAXConfig:
       num_samples: N perturbations per image, sample 0 being the unperturbed image. The paper's
         best is 6000; 2000 is our default because the engineered variant below saturates there.
       keep_prob: probability that a segment is kept in a perturbation (reference code: 0.5).
-      segmentation: how segments are found ("quickshift" with LIME's defaults, as the paper).
+      segmentation: how segments are found: "quickshift" (LIME's defaults, as the paper),
+        "slic", "felzenszwalb", "grid", or any `segmentation.Segmenter`, a hashable callable
+        image float32 [H, W, C] in [0, 1] -> integer label map [H, W] (the paper's V3 uses
+        Segment Anything, see `paper_v3`); its maps are checked, never replaced by a grid.
+        Label maps passed to `explain(..., segments=)` replace it.
       segmentation_options: keyword overrides passed to the segmenter.
       fill: what a switched-off segment shows. "image_mean" (the image's mean colour) is the
         default. "segment_mean" leaves a segment of uniform colour unchanged, so switching it off
@@ -126,7 +131,7 @@ class DAXConfig:
 
     num_samples: int = 2000
     keep_prob: float = 0.5
-    segmentation: SegmentationMethod = "quickshift"
+    segmentation: SegmentationMethod | Segmenter = "quickshift"
     segmentation_options: Mapping[str, Any] | None = None
     fill: FillMethod = "image_mean"
     kernel_width: float = 0.25
@@ -182,6 +187,7 @@ class DAXConfig:
                                  f"normalize_loss={self.normalize_loss!r}; set area_fit_floor=None")
         if self.segmentation_options is not None:
             object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
+        check_segmenter(self.segmentation, "DAXConfig")
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -244,6 +250,30 @@ class DAXConfig:
         No stop-gradient and no area term (paper and reference code); the rest as `paper_v1`.
         """
         return cls(**{**_PAPER_COMMON, "variant": "v2", "lambda_q": 0.5, **changes})
+
+    @classmethod
+    def paper_v3(cls, segmenter: Segmenter, **changes) -> "DAXConfig":
+        """The paper's DAX-V3: `paper_v2` on segments from Segment Anything (or any segmenter).
+
+        segmenter: image float32 [H, W, C] in [0, 1] -> integer label map [H, W]. daxjax fetches
+        no weights; bring a SAM model you already have, e.g. (`segment_anything` package):
+
+            from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+            generator = SamAutomaticMaskGenerator(sam_model_registry["vit_b"](checkpoint="sam_vit_b.pth"))
+
+            def sam_segments(image):
+                labels = np.zeros(image.shape[:2], np.int32)  # 0: pixels no mask covers
+                masks = generator.generate((image * 255).round().astype(np.uint8))
+                for k, m in enumerate(sorted(masks, key=lambda m: -m["area"]), start=1):
+                    labels[m["segmentation"]] = k  # largest first: smaller masks stay on top
+                return labels
+
+            config = daxjax.DAXConfig.paper_v3(sam_segments)
+
+        Label maps computed beforehand can be given instead (`explain(..., segments=)`,
+        `explain_dataset(..., segments=)`). A map with one segment is an error, not a grid.
+        """
+        return cls.paper_v2(**{"segmentation": segmenter, **changes})
 
 
 _PAPER_COMMON = dict(

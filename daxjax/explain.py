@@ -13,6 +13,7 @@ from daxjax import dax, gradients, kernelshap, lime, occlusion, rise
 from daxjax.config import DAXConfig
 from daxjax.inputs import InputError, as_float_images, as_targets, image_digest
 from daxjax.querying import device_blackbox
+from daxjax.segments import given_segments, select_segments
 
 # method -> (config dataclass, explain_images). Every explain_images has the signature
 #   (device_bb, images float32 [b, H, W, C], targets int32 [b], digests uint32 [b], config, seed,
@@ -70,7 +71,8 @@ def _resolve_config(method: str, config):
     return config
 
 
-def explain(bb, images, targets=None, method: str = "dax", config=None, seed: int = 0) -> Explanation:
+def explain(bb, images, targets=None, method: str = "dax", config=None, seed: int = 0,
+            segments=None) -> Explanation:
     """Explains the black box's decision on each image.
 
     Args:
@@ -81,6 +83,10 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
       method: one of METHODS.
       config: the method's config dataclass (e.g. `DAXConfig`); None takes its defaults.
       seed: with the image and target, fixes the explanation (the determinism contract).
+      segments: None, or label maps int [B, H, W] (one per image, segment ids >= 0) that replace
+        the config's segmentation ("dax", "lime", "kernelshap" only); each map is checked
+        (`segmentation.check_label_map`: shape, integer dtype, no negative ids, 2 to H*W/16
+        segments) and its image's map then depends on it too.
 
     Returns:
       An `Explanation`.
@@ -90,6 +96,7 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
     start = time.perf_counter()
     x = as_float_images(images)
     batch = x.shape[0]
+    given = None if segments is None else given_segments(method, config, x, segments)
     probs = check_probabilities(bb(x), batch, what="black box on the unperturbed images")
     num_classes = probs.shape[1]
     targets = as_targets(targets, batch, num_classes, default=probs.argmax(axis=1))
@@ -103,8 +110,9 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
     explain_images = EXPLAINERS[method][1]
     for lo in range(0, batch, config.image_batch):
         hi = min(batch, lo + config.image_batch)
+        extra = {} if given is None else {"segmented": select_segments(given, slice(lo, hi))}
         group_maps, group_timings = explain_images(device_bb, x[lo:hi], targets[lo:hi], digests[lo:hi],
-                                                   config, seed, list(range(lo, hi)))
+                                                   config, seed, list(range(lo, hi)), **extra)
         maps[lo:hi] = group_maps
         for phase, seconds in group_timings.items():
             timings[phase] = timings.get(phase, 0.0) + seconds

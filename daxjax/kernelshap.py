@@ -32,6 +32,7 @@ import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.lime import check_segment_options, evidence_maps
+from daxjax.segmentation import Segmenter
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
 from daxjax.sampling import image_keys
 from daxjax.segments import HostSegments, query_segment_perturbations, segment_and_fill
@@ -46,7 +47,7 @@ class KernelSHAPConfig:
 
     num_samples: N coalitions (= black-box queries) per image, the two anchors included.
     segmentation, segmentation_options: the players ("quickshift" with LIME's settings, as LIME
-      and DAX).
+      and DAX), or a callable segmenter as for `DAXConfig.segmentation`.
     fill: what a segment outside the coalition shows ("blur", as LIME here, where it measured
       the best fill; the `shap` package's image maskers blur too).
     positive_only: True: negative Shapley values count as no evidence (the map is
@@ -56,7 +57,7 @@ class KernelSHAPConfig:
     """
 
     num_samples: int = 1000
-    segmentation: SegmentationMethod = "quickshift"
+    segmentation: SegmentationMethod | Segmenter = "quickshift"
     segmentation_options: Mapping[str, Any] | None = None
     fill: FillMethod = "blur"
     positive_only: bool = True

@@ -30,6 +30,7 @@ import collections
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from itertools import islice
@@ -43,16 +44,14 @@ from daxjax.budget import Plan, plan_batches
 from daxjax.explain import EXPLAINERS, _resolve_config
 from daxjax.inputs import InputError, image_digest
 from daxjax.querying import device_blackbox
-from daxjax.segmentation import bucket_size
-from daxjax.segments import HostSegments, host_segments
+from daxjax.segmentation import bucket_size, resize_label_map, segmenter_name
+from daxjax.segments import SEGMENT_METHODS, HostSegments, check_takes_segments, host_segments, select_segments
 from daxjax.sharding import image_mesh, shard_images
-from daxjax.sources import ImageReadError, Item, first_items, image_shape, open_source, read_image, source_length
+from daxjax.sources import (ImageReadError, Item, LabelMapSource, first_items, image_shape, open_source, read_image,
+                            read_label_map, source_length)
 from daxjax.store import ResultStore, config_record, load_results, part_name
 
 __all__ = ["RunSummary", "explain_dataset", "load_results", "process_share"]
-
-#: Methods whose engines take segments made ahead of time (`segmented=`).
-SEGMENT_METHODS = ("dax", "lime", "kernelshap")
 
 
 @dataclasses.dataclass
@@ -96,6 +95,7 @@ class _Task:
     size: tuple[int, int]
     channels: int
     segment_config: Any  # the method's config when it segments, else None
+    labels: list[Any] | None = None  # raw label maps (`read_label_map`), one per image or None if missing
 
 
 @dataclasses.dataclass
@@ -117,9 +117,13 @@ def _prepare(task: _Task) -> _Prepared:
     for i, (image_id, raw) in enumerate(zip(task.ids, task.raws)):
         t0 = time.perf_counter()
         try:
-            image = read_image(raw, task.size, task.channels)
+            if task.labels is None:
+                image, labels = read_image(raw, task.size, task.channels), None
+            else:
+                image, labels = _read_with_labels(raw, task.labels[i], task.size, task.channels)
             if task.segment_config is not None:
-                segs.append(host_segments(image[None], task.segment_config, [image_id]))
+                segs.append(host_segments(image[None], task.segment_config, [image_id],
+                                          None if labels is None else labels[None]))
             images.append(image)
             valid.append(i)
         except ImageReadError as err:
@@ -130,6 +134,22 @@ def _prepare(task: _Task) -> _Prepared:
     segmented = _stack_segments(segs) if task.segment_config is not None and segs else None
     stacked = np.stack(images) if images else np.zeros((0, *task.size, task.channels), np.float32)
     return _Prepared(task.batch, task.start, task.ids, valid, stacked, segmented, errors, seconds)
+
+
+def _read_with_labels(raw: Any, label_raw: Any, size: tuple[int, int], channels: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """An image at the run's size, float32 [H, W, C], and its label map resized with it (nearest),
+    int [H, W]. The map must have the image's shape as stored. Raises ImageReadError."""
+    if label_raw is None:
+        raise ImageReadError("no label map for this image in the segments source (matched by id without "
+                             "extension for files, by position for .npz or array maps)")
+    stored = read_image(raw, None, channels)
+    labels = read_label_map(label_raw)
+    if labels.shape != stored.shape[:2]:
+        raise ImageReadError(f"its label map has shape {list(labels.shape)}; the image is "
+                             f"{list(stored.shape[:2])} (H, W as stored, before resizing)")
+    # Resizing the read image is what read_image(raw, size, channels) does after reading it.
+    return read_image(stored, size, channels), resize_label_map(labels, size)
 
 
 def _stack_segments(parts: list[HostSegments]) -> HostSegments:
@@ -288,9 +308,7 @@ class _Run:
         kwargs = {}
         with image_mesh(self.devices) as mesh:
             if prep.segmented is not None:
-                seg = prep.segmented
-                group = HostSegments(seg.segments[take], seg.fills[take], seg.num_segments[take],
-                                     bucket_size(int(seg.num_segments[take].max())))
+                group = select_segments(prep.segmented, take)
                 kwargs["segmented"] = HostSegments(shard_images(mesh, group.segments),
                                                    shard_images(mesh, group.fills),
                                                    shard_images(mesh, group.num_segments), group.max_segments)
@@ -353,7 +371,7 @@ def _resolve_size(bb, src, size) -> tuple[tuple[int, int], int]:
 
 
 def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int = 0, targets=None, *,
-                    size: int | Sequence[int] | None = None, batch_size: int | None = None,
+                    segments=None, size: int | Sequence[int] | None = None, batch_size: int | None = None,
                     memory_budget: int | None = None, device_memory_budget: int | None = None,
                     workers: int | None = None, prefetch: int = 2, progress: bool = True,
                     devices: Sequence | None = None, process_index: int | None = None,
@@ -369,6 +387,12 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         query_chunk) are chosen here from the memory budget unless query_chunk is set.
       targets: None (the black box's top-1 class), one int for all, a sequence in input order,
         or a mapping id -> class (an image without an entry becomes an error row).
+      segments: None, or a second source of label maps that replace config.segmentation ("dax",
+        "lime", "kernelshap"; `daxjax.sources.LabelMapSource`): a directory of .npy files named
+        as the images (``a/cat.png`` -> ``a/cat.npy``), or an .npz array / NumPy array [n, H, W]
+        or iterable of maps in the images' input order. A map has its image's shape as stored
+        and is resized with it (nearest); integer ids >= 0, 2 to H*W/16 segments. An image
+        without a map, or with a bad one, becomes an error row.
       size: (H, W) or one side every image is resized to (the aspect ratio is not kept); None:
         the model's fixed input size, else the first readable image's size. Channels follow the
         model's fixed C, else the first image.
@@ -377,7 +401,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
       memory_budget, device_memory_budget: bytes of host memory / memory per device to plan
         for (None: a quarter of the available host memory / half of each device's memory).
       workers: processes reading and segmenting images (None: `default_workers()`; 0: in
-        this process). prefetch: prepared batches allowed to wait.
+        this process; a callable `config.segmentation` runs in the workers, so it must pickle, and
+        0 keeps a segmentation model such as SAM in this process). prefetch: prepared batches allowed to wait.
       progress: a progress bar (tqdm, on stderr) with images/s and the time left.
       devices: local devices to split each batch over (None: all of `jax.local_devices()`).
       process_index, process_count: this process's share (None: from `jax.process_index()` and
@@ -405,7 +430,16 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         raise InputError(f"process_index={pid} is outside [0, process_count={pcount})")
     out = Path(out)
 
-    identity = {"method": method, "config": config_record(config), "seed": int(seed), "size": None,
+    labels = None
+    if segments is not None:
+        check_takes_segments(method)
+        labels = LabelMapSource(segments)
+        _check_first_image_matched(src, labels)
+    num_workers = default_workers() if workers is None else int(workers)
+    if num_workers:
+        _check_segmenter_picklable(config)
+
+    identity = {"method": method, "config": _config_record(config, labels), "seed": int(seed), "size": None,
                 "channels": None, "batch": batch_size, "num_images": num_images}
     if size is not None or not (out / "meta.json").exists():
         hw, channels = _resolve_size(bb, src, size)
@@ -439,7 +473,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     explained = errors_written = skipped = 0
     seen = 0
     pending: collections.deque = collections.deque()
-    pool = _worker_pool(default_workers() if workers is None else int(workers))
+    pool = _worker_pool(num_workers)
 
     def finish(future) -> None:
         nonlocal explained, errors_written
@@ -472,7 +506,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
                         f"{committed[k]['ids'][:3]}..., the source now gives {ids[:3]}...; use a new --out")
                 skipped += len(chunk)
                 continue
-            task = _Task(k, k * batch, ids, [item.raw for item in chunk], (height, width), channels, segment_config)
+            task = _Task(k, k * batch, ids, [item.raw for item in chunk], (height, width), channels, segment_config,
+                         None if labels is None else [labels.raw_for(item) for item in chunk])
             pending.append(pool.submit(_prepare, task))
             while len(pending) > plan.prefetch:
                 finish(pending.popleft())
@@ -489,6 +524,40 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     return RunSummary(str(out), explained, errors_written, skipped, seconds,
                       (explained + errors_written) / seconds if seconds > 0 else 0.0, dict(run.phases), plan,
                       pid, pcount)
+
+
+def _config_record(config, labels: LabelMapSource | None) -> dict:
+    """The config as the store records it; JSON cannot hold a callable segmenter, so it is named
+    (a resumed run checks the name only), and label maps given instead are named by their source."""
+    segmenter = getattr(config, "segmentation", None)
+    if labels is None and (segmenter is None or isinstance(segmenter, str)):
+        return config_record(config)
+    record = config_record(config.replace(segmentation="grid"))
+    record["segmentation"] = (f"label maps from {labels.description}" if labels is not None
+                              else f"callable {segmenter_name(segmenter)}")
+    return record
+
+
+def _check_segmenter_picklable(config) -> None:
+    """An InputError when the config's callable segmenter cannot reach the worker processes."""
+    segmenter = getattr(config, "segmentation", None)
+    if segmenter is None or isinstance(segmenter, str):
+        return
+    try:
+        pickle.dumps(segmenter)
+    except Exception as err:  # noqa: BLE001 - pickling fails with many types (lambdas, locks, ...)
+        raise InputError(f"the segmenter {segmenter_name(segmenter)} cannot be sent to worker processes "
+                         f"({type(err).__name__}: {err}); define it at module level, or pass workers=0 "
+                         "to segment in this process") from None
+
+
+def _check_first_image_matched(src, labels: LabelMapSource) -> None:
+    """An InputError when the first image has no label map: the two sources are not aligned at all."""
+    first = first_items(src, 1)
+    if first and labels.raw_for(first[0]) is None:
+        how = "by position" if labels.by_position else f"as {labels.key(first[0])!r} (its id without extension)"
+        raise InputError(f"segments: {labels.description} has no label map for the first image {first[0].id!r}, "
+                         f"looked up {how}")
 
 
 def _progress_bar(enabled: bool, total: int | None, initial: int, description: str):

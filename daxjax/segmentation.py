@@ -8,6 +8,11 @@ shapes batch after batch.
 An image's segments depend only on that image's pixels (every method is deterministic; the
 quickshift tie-breaking generator is seeded with a fixed integer), never on the other images
 in its batch. Only `Segmentation.max_segments` depends on the batch.
+
+Besides the named methods, segments can come from any segmenter (a callable image -> integer
+label map, e.g. Segment Anything wrapped by the user; the paper's V3) or as label maps the caller
+computed beforehand (`label_map_segmentation`). Such maps are checked (`check_label_map`) rather
+than repaired: a map with a single segment is an error, not a grid.
 """
 
 from __future__ import annotations
@@ -22,9 +27,21 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from skimage.segmentation import felzenszwalb, quickshift, slic
 
+from daxjax.inputs import InputError
+
+#: A user's segmenter: one image float32 [H, W, C] in [0, 1] -> integer label map [H, W]
+#: (any ids >= 0; relabelled to 0 .. S - 1). `segmentation_options` are passed as keywords.
+Segmenter = Callable[..., np.ndarray]
+
 #: `max_segments` is rounded up to a multiple of this, so that batches with slightly
 #: different segment counts share one jitted shape.
 SEGMENT_BUCKET = 16
+
+#: A label map may hold at most one segment per this many pixels (and at least 2 segments): finer
+#: "segments" are pixel noise rather than parts of the image, and each one costs a column of every
+#: keep-vector and of the regressions (LIME, KernelSHAP solve an S x S system per image). 224 x 224
+#: images may have up to 3136 segments; Segment Anything gives tens to a few hundred.
+PIXELS_PER_SEGMENT = 16
 
 #: Float images may overshoot [0, 1] by resampling round-off; beyond this they are rejected,
 #: because a 0..255 float image silently gives quickshift 117–261 segments instead of 31–50.
@@ -154,9 +171,113 @@ def _scaled_defaults(method: str, height: int, width: int) -> dict[str, Any]:
     return defaults
 
 
+def check_segmenter(value: Any, owner: str) -> None:
+    """Validates a config's `segmentation` field: a method name or a hashable callable.
+
+    owner: the config's class name, for the error. Configs key caches of compiled programs, so
+    the callable must be hashable (functions and `functools.partial` objects are).
+    Raises ValueError naming `owner.segmentation` and the allowed values.
+    """
+    if isinstance(value, str) and value in SEGMENTATION_METHODS:
+        return
+    if not isinstance(value, str) and callable(value):
+        try:
+            hash(value)
+        except TypeError:
+            raise ValueError(f"{owner}.segmentation: the segmenter {value!r} is not hashable (configs key "
+                             "caches); pass a function instead") from None
+        return
+    raise ValueError(f"{owner}.segmentation={value!r} is not one of {SEGMENTATION_METHODS} or a callable "
+                     "image float32 [H, W, C] in [0, 1] -> integer label map [H, W]")
+
+
+def segmenter_name(segmenter: Any) -> str:
+    """A stable name for a segmentation method or callable (module.qualname, no memory address)."""
+    if isinstance(segmenter, str):
+        return segmenter
+    inner = getattr(segmenter, "func", segmenter)  # functools.partial names the function it wraps
+    name = getattr(inner, "__qualname__", type(inner).__qualname__)
+    return f"{getattr(inner, '__module__', None) or '?'}.{name}"
+
+
+def max_label_segments(height: int, width: int) -> int:
+    """The most segments a label map of height x width may hold (see `PIXELS_PER_SEGMENT`)."""
+    return max(2, height * width // PIXELS_PER_SEGMENT)
+
+
+def check_label_map(labels: Any, shape: tuple[int, int], what: str) -> np.ndarray:
+    """Checks one label map and returns it relabelled to contiguous ids: int32 [H, W], ids 0 .. S − 1.
+
+    labels: integer [H, W] segment ids >= 0 (any values; only equality matters).
+    shape: (H, W) of the image it segments. what: how the error names the map ("the label map
+    of image 3"). Raises InputError when the shape differs, the dtype is not an integer, a label
+    is negative, or the map has a single segment (nothing to perturb) or more than
+    `max_label_segments(H, W)`.
+    """
+    array = np.asarray(labels)
+    if array.shape != tuple(shape):
+        raise InputError(f"{what} has shape {array.shape}; it must be [H, W] = {tuple(shape)}, as its image")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"{what} has dtype {array.dtype}; label maps must hold integer segment ids")
+    if array.size and array.min() < 0:
+        raise InputError(f"{what} has negative labels (min {array.min()}); segment ids must be >= 0")
+    relabelled = relabel_contiguous(array)
+    count = int(relabelled.max(initial=0)) + 1
+    if count < 2:
+        raise InputError(f"{what} has a single segment: nothing to switch off; give at least 2 segments")
+    limit = max_label_segments(*shape)
+    if count > limit:
+        raise InputError(f"{what} has {count} segments, more than {limit} (one per {PIXELS_PER_SEGMENT} "
+                         "pixels): merge small segments")
+    return relabelled
+
+
+def label_map_segmentation(labels: Any, shape: tuple[int, int], image_ids: Sequence[Any]) -> Segmentation:
+    """A `Segmentation` from label maps given by the caller, one per image, each checked.
+
+    labels: integer [B, H, W] (or a sequence of B [H, W] maps); shape: the images' (H, W);
+    image_ids: how errors name the images (`check_label_map`). Nothing falls back to a grid.
+    """
+    if len(labels) != len(image_ids):
+        raise InputError(f"{len(labels)} label maps for {len(image_ids)} images; give one per image")
+    maps = [check_label_map(m, shape, f"the label map of image {i!r}") for m, i in zip(labels, image_ids)]
+    return _stacked(maps, shape, np.zeros(len(maps), bool))
+
+
+def resize_label_map(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map [h, w] sampled to size (H, W) by nearest neighbour (pixel centres); values kept."""
+    height, width = labels.shape
+    rows = ((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.intp)
+    cols = ((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.intp)
+    return labels[rows][:, cols]
+
+
+def _call_segmenter(segmenter: Segmenter, image: np.ndarray, options: Mapping[str, Any],
+                    image_id: Any) -> np.ndarray:
+    """The user's segmenter on one image, its failure or bad answer named by image and segmenter."""
+    name = segmenter_name(segmenter)
+    try:
+        labels = segmenter(image, **options)
+    except Exception as err:  # noqa: BLE001 - any failure of user code, reported with its image
+        raise InputError(f"segmenter {name} failed on image {image_id!r}: {type(err).__name__}: {err}") from err
+    return check_label_map(labels, image.shape[:2], f"the label map {name} gave for image {image_id!r}")
+
+
+def _stacked(maps: list[np.ndarray], shape: tuple[int, int], fell_back: np.ndarray) -> Segmentation:
+    """Contiguous per-image maps [H, W] as a `Segmentation` (counts, S_max bucketed)."""
+    segments = np.stack(maps) if maps else np.zeros((0, *shape), np.int32)
+    num_segments = (segments.max(axis=(1, 2), initial=0) + 1).astype(np.int32)
+    return Segmentation(
+        segments=segments,
+        num_segments=num_segments,
+        max_segments=bucket_size(int(num_segments.max(initial=1))),
+        fell_back=fell_back,
+    )
+
+
 def segment_images(
     images: Any,
-    method: str = "quickshift",
+    method: str | Segmenter = "quickshift",
     *,
     grid_cells: int = 8,
     options: Mapping[str, Any] | None = None,
@@ -169,20 +290,28 @@ def segment_images(
         images: float32 [B, H, W, C] in [0, 1] or uint8 [B, H, W, C]; C in {1, 3}.
         method: "quickshift" (LIME's kernel_size=4, max_dist=200, ratio=0.2 at 224 px, distances
             scaled by min(H, W) / 224 for other sizes; grayscale is replicated to RGB), "slic" (n_segments=50, compactness=10), "felzenszwalb"
-            (scale=100, sigma=0.5, min_size=50) or "grid" (grid_cells × grid_cells cells).
+            (scale=100, sigma=0.5, min_size=50) or "grid" (grid_cells × grid_cells cells);
+            or a `Segmenter`, called on each image float32 [H, W, C] in [0, 1] in this thread,
+            one image at a time (user code need not be thread-safe), whose maps are checked
+            (`check_label_map`) and never replaced by a grid.
         grid_cells: cells per side for "grid" and for the single-segment fallback.
-        options: keyword arguments overriding the method's defaults (for "grid": `cells`).
+        options: keyword arguments overriding the method's defaults (for "grid": `cells`; for a
+            callable: passed to it).
         image_ids: how warnings name the images (default: their positions in `images`).
         workers: threads segmenting images side by side; default min(4, os.cpu_count()).
 
     Returns:
-        A `Segmentation`. Images the method leaves as one segment get the grid instead,
+        A `Segmentation`. Images a named method leaves as one segment get the grid instead,
         are flagged in `fell_back`, and one warning names them.
     """
+    unit_images = as_unit_float_images(images)
+    ids = list(range(len(unit_images))) if image_ids is None else list(image_ids)
+    if not isinstance(method, str) and callable(method):
+        maps = [_call_segmenter(method, image, options or {}, i) for image, i in zip(unit_images, ids)]
+        return _stacked(maps, unit_images.shape[1:3], np.zeros(len(maps), bool))
     if method not in _METHODS:
         valid = ", ".join(SEGMENTATION_METHODS)
-        raise ValueError(f"unknown segmentation method {method!r}; valid: {valid}")
-    unit_images = as_unit_float_images(images)
+        raise ValueError(f"unknown segmentation method {method!r}; valid: {valid} (or a callable)")
     function = _METHODS[method][0]
     defaults = _scaled_defaults(method, *unit_images.shape[1:3])
     if method == "grid":
@@ -196,7 +325,6 @@ def segment_images(
     # A grid asked for is never a fallback, even when it has a single cell.
     fell_back = np.array([method != "grid" and m.max() == 0 for m in maps], dtype=bool)
     if fell_back.any():
-        ids = list(range(len(maps))) if image_ids is None else list(image_ids)
         height, width = unit_images.shape[1:3]
         grid = grid_segments(height, width, grid_cells)
         maps = [grid if fb else m for m, fb in zip(maps, fell_back)]
@@ -205,14 +333,7 @@ def segment_images(
             f"using a {grid_cells}x{grid_cells} grid instead",
             stacklevel=2,
         )
-    segments = np.stack(maps) if maps else np.zeros(unit_images.shape[:3], np.int32)
-    num_segments = (segments.max(axis=(1, 2)) + 1).astype(np.int32)
-    return Segmentation(
-        segments=segments,
-        num_segments=num_segments,
-        max_segments=bucket_size(int(num_segments.max(initial=1))),
-        fell_back=fell_back,
-    )
+    return _stacked(maps, unit_images.shape[1:3], fell_back)
 
 
 def bucket_size(count: int, bucket: int = SEGMENT_BUCKET) -> int:

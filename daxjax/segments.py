@@ -15,9 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax.fills import fill_images
+from daxjax.inputs import InputError
 from daxjax.querying import DeviceBlackBox, RenderedQueries, query_targets
 from daxjax.sampling import keep_masks, keep_vectors, segment_perturbations
-from daxjax.segmentation import segment_images
+from daxjax.segmentation import bucket_size, label_map_segmentation, segment_images
+
+#: Methods that perturb segments: they take `segmentation=` a name or callable, label maps given
+#: by the caller (`explain(..., segments=)`), and segments made ahead of time (`segmented=`).
+SEGMENT_METHODS = ("dax", "lime", "kernelshap")
 
 
 class SegmentedImages(NamedTuple):
@@ -43,12 +48,48 @@ class HostSegments(NamedTuple):
     max_segments: int
 
 
-def host_segments(images: np.ndarray, config, image_ids: list) -> HostSegments:
-    """Segments the images on the host (`config.segmentation`) and builds their fills (`config.fill`)."""
-    seg = segment_images(images, config.segmentation, options=config.segmentation_options,
-                         image_ids=image_ids)
+def host_segments(images: np.ndarray, config, image_ids: list, labels=None) -> HostSegments:
+    """Segments the images on the host (`config.segmentation`) and builds their fills (`config.fill`).
+
+    labels: None, or the caller's label maps int [B, H, W], one per image, which replace
+    `config.segmentation` (checked: `segmentation.check_label_map` names a bad one by image_ids).
+    """
+    if labels is None:
+        seg = segment_images(images, config.segmentation, options=config.segmentation_options,
+                             image_ids=image_ids)
+    else:
+        seg = label_map_segmentation(labels, images.shape[1:3], image_ids)
     fills = fill_images(images, seg.segments, config.fill)
     return HostSegments(seg.segments, fills, seg.num_segments, seg.max_segments)
+
+
+def check_takes_segments(method: str) -> None:
+    """An InputError naming `method` when it does not perturb segments (label maps are for SEGMENT_METHODS)."""
+    if method not in SEGMENT_METHODS:
+        raise InputError(f"method={method!r} does not perturb segments, so it takes no label maps (segments=); "
+                         f"they are for {', '.join(SEGMENT_METHODS)}")
+
+
+def given_segments(method: str, config, images: np.ndarray, labels) -> HostSegments:
+    """The caller's label maps int [B, H, W] for images float32 [B, H, W, C], checked, with their fills.
+
+    Errors (InputError) name the method when it takes no segments, and the image (its position)
+    whose label map is wrong (`segmentation.check_label_map`).
+    """
+    check_takes_segments(method)
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.shape[0] != images.shape[0]:
+        raise InputError(f"segments must be label maps int [B, H, W] = {list(images.shape[:3])}, one per image; "
+                         f"got shape {list(labels.shape)}")
+    if not np.issubdtype(labels.dtype, np.integer):  # one dtype for all: no single image to blame
+        raise InputError(f"segments has dtype {labels.dtype}; label maps must hold integer segment ids")
+    return host_segments(images, config, list(range(len(images))), labels)
+
+
+def select_segments(host: HostSegments, index) -> HostSegments:
+    """The images `index` (a slice or int positions) of a group, S_max re-bucketed for them alone."""
+    num = host.num_segments[index]
+    return HostSegments(host.segments[index], host.fills[index], num, bucket_size(int(num.max(initial=1))))
 
 
 def segment_and_fill(images: np.ndarray, config, image_ids: list,

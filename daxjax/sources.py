@@ -9,6 +9,8 @@
   * a NumPy array ``[n, H, W, C]`` or any Python iterable of ``[H, W, C]`` / ``[H, W]`` arrays,
     named by position (``"0"``, ``"1"``, ...).
 
+`LabelMapSource(source)` opens a second source of label maps (segments) matched to the images.
+
 A source only lists `Item`s (position, id, raw); `read_image(raw, ...)` turns a raw item into a
 float32 [H, W, C] image. It runs in worker processes (`daxjax.pipeline`), so raw items are small
 and picklable (a path, an npz reference, or the array itself for in-memory sources), and an image
@@ -223,6 +225,38 @@ def open_source(source) -> DirectorySource | GlobSource | NpzSource | ArraySourc
                       "pattern, an .npz file, an array [n, H, W, C] or an iterable of images")
 
 
+class LabelMapSource:
+    """Label maps (segment ids per pixel) for the images of another source, matched to them.
+
+    `source` is anything `open_source` takes:
+      * files (a directory or glob of .npy files): matched by id without the extension, so the
+        map of image ``a/cat.png`` (directory source) is ``a/cat.npy`` in the label directory;
+      * rows (an .npz array [n, H, W], an array or an iterable of [H, W] maps): row i is the map
+        of the i-th image of the image source, in its input order.
+    Each map has the shape of its image as stored (before resizing) and integer ids >= 0;
+    `read_label_map` reads one, `segmentation.check_label_map` checks it.
+    """
+
+    def __init__(self, source):
+        src = open_source(source)
+        self.description = src.description
+        self.by_position = not isinstance(src, (DirectorySource, GlobSource))
+        self.raws: dict[Any, Any] = {}
+        for item in src.items():
+            key = self.key(item)
+            if key in self.raws:
+                raise SourceError(f"{self.description}: two label maps for {key!r}")
+            self.raws[key] = item.raw
+
+    def key(self, item: Item):
+        """What matches an item (image or label map) here: its position, or its id without extension."""
+        return item.position if self.by_position else os.path.splitext(item.id)[0]
+
+    def raw_for(self, image: Item):
+        """The raw label map of an image item (for `read_label_map`), or None when there is none."""
+        return self.raws.get(self.key(image))
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading one image (in worker processes).
 
@@ -242,6 +276,28 @@ def read_image(raw: Any, size: tuple[int, int] | None, channels: int | None) -> 
     else:
         array = np.asarray(raw)
     return _standardise(array, size, channels)
+
+
+def read_label_map(raw: Any) -> np.ndarray:
+    """Reads one label map as stored: [H, W], values unchecked (`segmentation.check_label_map`).
+
+    raw: a .npy file path, an `NpzRow` or an array (the items of a source of label maps; other
+    files are refused, since decoded pictures are colours, not segment ids). [H, W, 1] is squeezed.
+    Raises ImageReadError naming what is wrong.
+    """
+    if isinstance(raw, NpzRow):
+        array = _npz_row(raw.path, raw.key, raw.row)
+    elif isinstance(raw, str):
+        if not raw.lower().endswith(".npy"):
+            raise ImageReadError(f"label maps are read from .npy files (or an .npz); got {raw}")
+        array = _decode_file(raw)
+    else:
+        array = np.asarray(raw)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ImageReadError(f"not a label map: shape {array.shape} (expected [H, W])")
+    return array
 
 
 def image_shape(raw: Any) -> tuple[int, int, int]:

@@ -34,7 +34,7 @@ from daxjax.maps import normalise
 from daxjax.querying import RenderedQueries, device_blackbox
 from daxjax.rise import RISEConfig
 from daxjax.segmentation import bucket_size
-from daxjax.segments import HostSegments
+from daxjax.segments import SEGMENT_METHODS, HostSegments
 
 SegmentKind = Literal["time", "time_frequency"]
 #: Audio departs from the image defaults where measured: a sound classifier that pools over time
@@ -47,8 +47,7 @@ AUDIO_DEFAULTS = {
     "dax": lambda: DAXConfig(keep_prob=0.3, resolution=64, student_channels=(16, 16)),
     "rise": lambda: RISEConfig(keep_prob=0.3, cells=16),
 }
-#: Methods that perturb segments (and take `segmented=`); the others draw masks on the grid.
-SEGMENT_METHODS = ("dax", "lime", "kernelshap")
+# SEGMENT_METHODS (daxjax.segments) perturb segments and take `segmented=`; the others draw masks on the grid.
 AUDIO_METHODS = SEGMENT_METHODS + ("rise", "occlusion")
 
 
