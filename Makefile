@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-gpu ort-gpu-parts clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,21 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.throughput
+
+# On a GPU machine: the black boxes on the GPU fed by DLPack (benchmarks/throughput/gpu.py says what
+# it measures), with that machine's Python (jax[cuda13], torch with CUDA; no setup: it has no
+# network); ORTGPU is where onnxruntime-gpu's parts were unpacked (see ort-gpu-parts).
+ORTGPU ?= /tmp/ortgpu
+GPU_PYTHON ?= python3
+bench-gpu:
+	PYTHONPATH=$(ORTGPU):$$PYTHONPATH $(GPU_PYTHON) -m benchmarks.throughput --part gpu --out out/gpu
+
+# On a machine with network: onnxruntime-gpu 1.31.1 (CUDA 13, sm_90 kernels only) in parts of
+# 30 MiB under .ortgpu/ for a GPU machine without network. There, in .ortgpu/:
+#   sha256sum -c SHA256SUMS && mkdir -p /tmp/ortgpu && cat ort.tar.xz.part-* | xz -d | tar -x -C /tmp/ortgpu
+ort-gpu-parts:
+	grep -qx '/.ortgpu/' .git/info/exclude || echo '/.ortgpu/' >> .git/info/exclude
+	bash ../shared/tools/ort-gpu-parts.sh .ortgpu 1.31.1 30 90
 
 clean:
 	rm -rf out .pytest_cache

@@ -25,8 +25,9 @@ _MODELS_DIR = Path(__file__).resolve().parent / "models"
 MODEL_FILE = _MODELS_DIR / "efficientnet_lite0.onnx"
 CLASSES_FILE = _MODELS_DIR / "imagenet_classes.json"
 INPUT_SIDE = 224
-# Images per ONNX Runtime run. Small runs keep activations in cache: on 2 shared CPU cores,
-# side by side in one run, batch 8 was 1.0-1.6x the throughput of batch 32 (1 or 2 threads).
+# Images per ONNX Runtime run on the CPU. Small runs keep activations in cache: on 2 shared CPU
+# cores, side by side in one run, batch 8 was 1.0-1.6x the throughput of batch 32 (1 or 2 threads).
+# A CUDA session takes each call whole: a GPU needs large batches (DESIGN.md, "GPU").
 DEFAULT_BATCH = 8
 
 
@@ -62,7 +63,7 @@ class EfficientNetLite0(OnnxBlackBox):
     ``class_names`` (tuple of 1000 str, as ``imagenet_class_names()``).
     """
 
-    def __init__(self, *, threads: int, batch_size: int, providers: Sequence[str] | None):
+    def __init__(self, *, threads: int, batch_size: int | None, providers: Sequence[str] | None):
         super().__init__(
             MODEL_FILE,
             layout="NCHW",
@@ -72,6 +73,8 @@ class EfficientNetLite0(OnnxBlackBox):
             inter_op_threads=1,
             providers=providers,
         )
+        if batch_size is None and self.dlpack_device()[0] == "cpu":
+            self.batch_size = DEFAULT_BATCH
         self.class_names = imagenet_class_names()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -88,7 +91,7 @@ class EfficientNetLite0(OnnxBlackBox):
 def efficientnet_lite0(
     threads: int | None = None,
     *,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = None,
     providers: Sequence[str] | None = None,
 ) -> EfficientNetLite0:
     """The bundled ImageNet classifier as a black box: float32 [n, 224, 224, 3] in [0, 1] -> [n, 1000].
@@ -96,7 +99,8 @@ def efficientnet_lite0(
     Args:
         threads: ONNX Runtime intra-op threads; None: one per core this process may use.
             Pass fewer when JAX must compute at the same time as the model.
-        batch_size: images per ONNX Runtime run (bounds memory; results do not depend on it).
+        batch_size: images per ONNX Runtime run (bounds memory; results do not depend on it);
+            None: `DEFAULT_BATCH` on the CPU, each call in one run on CUDA.
         providers: ONNX Runtime execution providers; None: CUDA if available, then CPU.
 
     Returns:

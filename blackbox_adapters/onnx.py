@@ -270,7 +270,7 @@ class OnnxBlackBox:
             binding.bind_ortvalue_input(self.input_name, ort.OrtValue.from_dlpack(chunk))
             binding.bind_output(self.output_name, *self._device)
             self.session.run_with_iobinding(binding)
-            # Run() has synchronised the provider's stream: the output is complete when imported.
+            binding.synchronize_outputs()  # the output is complete before JAX reads it (a no-op on the CPU)
             (result,) = binding.get_outputs()
             out = jax.dlpack.from_dlpack(result)
             outputs.append(out[:rows] if rows < out.shape[0] else out)

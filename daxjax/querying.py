@@ -231,9 +231,11 @@ class RenderedQueries(NamedTuple):
 #: `query_targets`' paths (the module docstring describes them).
 PATHS = ("jax", "dlpack", "host")
 #: Whether an ONNX Runtime or torch black box on the CPU is fed by DLPack when JAX runs on the
-#: CPU too. Off: measured on 2 CPU cores (`python -m benchmarks.throughput --part gpu --quick`, its
-#: CPU rows; numbers in benchmarks/RESULTS.md) the callback was as fast or faster for ONNX Runtime;
-#: `forced_path("dlpack")` still takes the path (the tests do).
+#: CPU too. Off: on 2 shared CPU cores, `python -m benchmarks.throughput --part gpu --adapters onnx
+#: --no-write` (EfficientNet-Lite0, RISE on 4 photos, N = 300, the two paths alternated twice)
+#: measured host callback / DLPack = 1.00 (best of two runs each; the runs within 1 %), and torch
+#: 0.92 in the --quick run (1 photo, one run each): no gain that would justify a second CPU path.
+#: `forced_path("dlpack")` still takes it (the tests do).
 DLPACK_ON_CPU = False
 
 _FORCED_PATH: list[str | None] = [None]

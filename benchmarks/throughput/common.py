@@ -13,17 +13,21 @@ from typing import Callable
 from benchmarks.results import write_section
 
 
-def run_worker(part: str, spec: dict, env: dict | None = None, timeout: float | None = None) -> dict:
+def run_worker(part: str, spec: dict, env: dict | None = None, timeout: float | None = None,
+               echo: bool = False) -> dict:
     """Runs `measure(spec)` of `benchmarks.throughput.<part>` in a fresh Python process.
 
     A fresh process per measurement gives each its own compile time and peak memory (max RSS);
-    `env` adds environment variables (e.g. XLA_FLAGS for fake devices). Returns the worker's dict.
+    `env` adds environment variables (e.g. XLA_FLAGS for fake devices). echo: the worker's stderr
+    (its progress) goes to ours as it comes instead of being kept for the error message.
+    Returns the worker's dict.
     """
     command = [sys.executable, "-m", "benchmarks.throughput", "--worker", part, json.dumps(spec)]
-    out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout,
-                         env={**os.environ, **(env or {})})
+    out = subprocess.run(command, stdout=subprocess.PIPE, stderr=None if echo else subprocess.PIPE, text=True,
+                         check=False, timeout=timeout, env={**os.environ, **(env or {})})
     if out.returncode != 0:
-        raise RuntimeError(f"{part} worker failed for {spec}:\n{out.stderr[-3000:]}")
+        said = "its output above" if echo else out.stderr[-3000:]
+        raise RuntimeError(f"{part} worker failed (exit {out.returncode}) for {spec}:\n{said}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -59,6 +63,7 @@ class Lines:
 
     def __init__(self):
         self.lines: list[str] = []
+        self.keep = True  # a part sets False when its numbers must not go into RESULTS.md
 
     def __call__(self, line: str = "") -> None:
         print(line, flush=True)
@@ -66,7 +71,7 @@ class Lines:
 
     def write(self, section: str, command: str, enabled: bool) -> None:
         """Writes the section to RESULTS.md headed by the command, date and machine."""
-        if not enabled:
+        if not (enabled and self.keep):
             return
         header = [section, "", f"Command: `{command}` — {machine()}, {time.strftime('%Y-%m-%d')}.", ""]
         write_section(section, "\n".join(header + self.lines) + "\n")
