@@ -361,6 +361,14 @@ def _check_answers(raw, output: str, num_classes: int, size: int, image_ids: lis
         raise _naming_images(err, _image_positions(err, size, len(image_ids)), image_ids) from err
 
 
+def _check_flagged(bad: jax.Array, answers: Callable[[], jax.Array], output: str, num_classes: int, size: int,
+                   image_ids: list, what: str) -> None:
+    """When the device flagged a chunk (`bad` holds a True), fetches its answers (`answers()`,
+    [B * size, K]) and raises the host check's error for them, naming the images."""
+    if bool(jnp.any(bad)):
+        _check_answers(answers(), output, num_classes, size, image_ids, what)
+
+
 def _query_in_jit(device_bb: DeviceBlackBox, build, per_image, targets, chunks, image_ids, path) -> list:
     """The "jax" and "host" paths: [B, size] per chunk, one program per chunk.
 
@@ -379,17 +387,14 @@ def _query_in_jit(device_bb: DeviceBlackBox, build, per_image, targets, chunks, 
         else:
             if unchecked is not None:
                 unchecked()
-            unchecked = functools.partial(_check_jax_chunk, device_bb, build, per_image, start, size, bad, image_ids)
+            answers = functools.partial(_chunk_probabilities, per_image, start, build=build, device_bb=device_bb,
+                                        size=size)
+            unchecked = functools.partial(_check_flagged, bad, answers, "probs", device_bb.num_classes, size,
+                                          image_ids, f"{device_bb.bb!r} on perturbations")
         parts.append(part)
     if unchecked is not None:
         unchecked()
     return parts
-
-
-def _check_jax_chunk(device_bb, build, per_image, start, size, bad, image_ids) -> None:
-    if bool(jnp.any(bad)):
-        probs = _chunk_probabilities(per_image, start, build=build, device_bb=device_bb, size=size)
-        _check_answers(probs, "probs", device_bb.num_classes, size, image_ids, f"{device_bb.bb!r} on perturbations")
 
 
 def _query_by_dlpack(device_bb: DeviceBlackBox, build, per_image, targets, chunks, image_ids) -> list:
@@ -415,16 +420,16 @@ def _query_by_dlpack(device_bb: DeviceBlackBox, build, per_image, targets, chunk
 
     parts, unchecked = [], None
     following = feed(chunks[0])
-    for k, (start, size) in enumerate(chunks):
+    for k, (_, size) in enumerate(chunks):
         current, following = following, feed(chunks[k + 1]) if k + 1 < len(chunks) else None
         raw = forward(current, size)
         part, bad = _chunk_answers(raw, targets, output=bb.output)
-        if unchecked is not None and bool(unchecked[0]):
-            _check_answers(*unchecked[1:], what)
-        unchecked = (bad, raw, bb.output, device_bb.num_classes, size, image_ids)
+        if unchecked is not None:
+            unchecked()
+        unchecked = functools.partial(_check_flagged, bad, lambda raw=raw: raw, bb.output, device_bb.num_classes,
+                                      size, image_ids, what)
         parts.append(part)
-    if bool(unchecked[0]):
-        _check_answers(*unchecked[1:], what)
+    unchecked()
     return parts
 
 

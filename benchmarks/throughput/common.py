@@ -46,13 +46,15 @@ def machine() -> str:
 
 def photos(count: int):
     """`count` RGB photos 224 x 224, float32 [count, 224, 224, 3] in [0, 1]: scikit-image's
-    bundled photos, then their mirror images (distinct inputs, so no explanation is reused)."""
+    bundled photos, then their mirror images, then those transposed (the 8 symmetries of the
+    square: distinct inputs, so no explanation is reused)."""
     import numpy as np
 
     from daxjax.demo import BUNDLED_PHOTOS, load_photos
 
     base = load_photos(BUNDLED_PHOTOS)
     variants = [base, base[:, :, ::-1], base[:, ::-1], base[:, ::-1, ::-1]]
+    variants += [v.transpose(0, 2, 1, 3) for v in variants]
     if count > len(base) * len(variants):
         raise ValueError(f"at most {len(base) * len(variants)} distinct photos, asked for {count}")
     return np.ascontiguousarray(np.concatenate(variants)[:count])
