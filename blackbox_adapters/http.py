@@ -21,6 +21,15 @@ Failures: connection errors, timeouts, HTTP 5xx and 429 are retried ``retries`` 
 exponential back-off (``backoff * 2**attempt`` seconds); other 4xx fail at once with the status
 and the start of the response body. A request that still fails raises ``BlackBoxError`` whose
 ``rows`` are the query rows that request carried.
+
+Credentials: ``https://user:password@host/...`` is sent as HTTP basic auth (the userinfo never
+goes into the request line); ``headers=`` are sent as given. Redirects (any 3xx) are never
+followed: they are an error naming the status and the target, since following one would send
+the credentials and the inputs to wherever the answer points (and urllib turns a redirected
+POST into a body-less GET, whose answer would be read as the model's). Secrets never appear in
+``repr``, ``url`` or error messages: the URL is shown with its userinfo and query values replaced by
+``***``, and every header value, password and query value (at least 4 characters long) is
+replaced by ``***`` wherever it occurs in a message, also in text the server echoes.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
@@ -45,6 +55,61 @@ _BODY_EXCERPT = 300
 _OUTPUT_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 # Rejections worth retrying: the server is overloaded or failing, not the request malformed.
 _RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+# Shorter secrets are not searched for in messages: replacing every "1" or "ab" would garble them.
+_MIN_SECRET_LENGTH = 4
+_REDACTED = "***"
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every redirect into the HTTPError of the 3xx answer itself (see the module docstring)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, msg, headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
+
+
+class _Credentials:
+    """An endpoint URL split into what is sent and what may be shown.
+
+    url: the URL requests go to (userinfo removed); shown: the URL for messages (userinfo and every
+    query value replaced by ``***``); headers: the headers to send (JSON content headers, the user's
+    headers, a basic-auth Authorization made from the userinfo); secrets: the strings no message may contain (userinfo, query values,
+    header values, each also percent-encoded).
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str]):
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        shown_query = "&".join(f"{name}={_REDACTED}" for name, _ in query)
+        self.url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+        shown_host = f"{_REDACTED}@{host}" if "@" in parts.netloc else host
+        self.shown = urllib.parse.urlunsplit(parts._replace(netloc=shown_host, query=shown_query))
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json", **headers}
+        secrets = [value for _, value in query] + list(headers.values())
+        if parts.username is not None:
+            if any(name.lower() == "authorization" for name in self.headers):
+                raise BlackBoxError(f"url {self.shown} has a user name and headers= an Authorization: give one")
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self.headers["Authorization"] = f"Basic {token}"
+            secrets += [parts.username, parts.password or "", user, password, token]
+        words = [word for value in secrets for word in (value, *value.split())]
+        words += [urllib.parse.quote(word, safe="") for word in words]
+        # Longest first, so that a secret containing another is replaced whole.
+        self.secrets = sorted({w for w in words if len(w) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+
+    def __repr__(self) -> str:  # debuggers and vars() show objects by their repr
+        return f"_Credentials({self.shown!r}, headers={_REDACTED})"
+
+    def redact(self, text: str) -> str:
+        """text with every secret replaced by ``***``."""
+        for secret in self.secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
 
 
 class TokenBucket:
@@ -102,7 +167,9 @@ class HttpBlackBox:
         backoff: seconds before the first retry; doubled for each further one.
         max_requests_per_second: rate limit over all requests of this black box (retries count),
             a token bucket of capacity 1 (no bursts); None: no limit.
-        headers: extra HTTP headers, e.g. {"Authorization": "Bearer ..."}.
+        headers: extra HTTP headers, e.g. {"Authorization": "Bearer ..."} (never shown: their
+            values are redacted from messages). A user name and password in the URL
+            (``https://user:pw@host/``) are sent as basic auth instead.
         output: "probs" if the endpoint answers probabilities, "logits" to apply a softmax here.
         encoding: "b64" (raw float32, compact and fast) or "list" (nested JSON lists).
         concurrency: requests in flight at once within one call (answers keep the query order).
@@ -132,8 +199,9 @@ class HttpBlackBox:
         concurrency: int = 1,
         probe_shape: tuple[int, ...] | None = None,
     ) -> None:
+        self._credentials = _Credentials(url, headers or {})
         if not url.startswith(("http://", "https://")):
-            raise BlackBoxError(f"url must start with http:// or https://, got {url!r}")
+            raise BlackBoxError(f"url must start with http:// or https://, got {self._credentials.shown!r}")
         for name, value, low in (("batch_size", batch_size, 1), ("retries", retries, 0), ("concurrency", concurrency, 1)):
             if int(value) != value or value < low:
                 raise BlackBoxError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -145,7 +213,7 @@ class HttpBlackBox:
             raise BlackBoxError(f"encoding must be 'b64' or 'list', got {encoding!r}")
         if num_classes is not None and num_classes < 1:
             raise BlackBoxError(f"num_classes must be >= 1 or None, got {num_classes}")
-        self.url = url
+        self.url = self._credentials.shown  # as shown in messages; requests go to the unredacted one
         self.batch_size = int(batch_size)
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -153,7 +221,6 @@ class HttpBlackBox:
         self.output = check_output_kind(output)
         self.encoding = encoding
         self.concurrency = int(concurrency)
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         self.rate_limit = None if max_requests_per_second is None else TokenBucket(max_requests_per_second)
         self._num_classes = num_classes
         if num_classes is None and probe_shape is not None:
@@ -171,6 +238,15 @@ class HttpBlackBox:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x: float32 [n, ...] (images [n, H, W, C] in [0, 1]) -> float32 [n, K] probabilities."""
+        try:
+            return self._query(x)
+        except BlackBoxError as err:
+            # The one exit of every failure: its message is redacted here, and the chained cause
+            # (which may hold the request) is dropped.
+            raise BlackBoxError(self._credentials.redact(str(err)), err.rows) from None
+
+    def _query(self, x: np.ndarray) -> np.ndarray:
+        """__call__ without the redaction of its errors."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim < 2:
             raise BlackBoxError(f"{self!r} expects a batch of inputs [n, ...], got shape {x.shape}")
@@ -227,12 +303,18 @@ class HttpBlackBox:
         """One attempt: the response body on HTTP 200; _Retryable or BlackBoxError otherwise."""
         if self.rate_limit is not None:
             self.rate_limit.acquire()
-        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        request = urllib.request.Request(self._credentials.url, data=body, headers=self._credentials.headers,
+                                         method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as err:
             excerpt = _excerpt(err.read())
+            if 300 <= err.code < 400:
+                target = self._credentials.redact(str(err.headers.get("Location", "?")))
+                raise BlackBoxError(f"{where}: the server redirects (HTTP {err.code} {err.reason}) to {target}; "
+                                    "redirects are not followed, since they would carry the credentials and "
+                                    "inputs elsewhere: give the final URL", rows) from None
             if err.code in _RETRY_STATUSES:
                 raise _Retryable(f"HTTP {err.code} {err.reason}: {excerpt}") from err
             raise BlackBoxError(f"{where} was rejected: HTTP {err.code} {err.reason}: {excerpt}", rows) from err

@@ -17,6 +17,7 @@ import pytest
 import daxjax
 from blackbox_adapters import BlackBoxError, HttpBlackBox, as_blackbox
 from blackbox_adapters.http import TokenBucket
+from daxjax.report import write_store_report
 from planted import red_and_distractor_scene, red_fraction_box
 
 # Every test's requests are few (tens at most) and every wait is bounded by these.
@@ -34,6 +35,10 @@ class ServerState:
     answer: bytes | None = None  # a fixed (possibly malformed) body to answer with
     logits: bool = False  # answer logits instead of probabilities
     b64_outputs: bool = False  # answer outputs as {"b64", "shape", "dtype"}
+    redirect: tuple | None = None  # (status, location): answer every POST with this redirect
+    echo: bool = False  # error answers quote the request line and headers (a hostile or chatty server)
+    paths: list = field(default_factory=list)
+    gets: int = 0  # body-less GETs received (after a followed redirect)
     batch_sizes: list = field(default_factory=list)
     request_times: list = field(default_factory=list)
     headers: list = field(default_factory=list)
@@ -57,9 +62,11 @@ class PlantedHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, location: str | None = None) -> None:
         try:
             self.send_response(status)
+            if location is not None:
+                self.send_header("Location", location)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -73,12 +80,17 @@ class PlantedHandler(BaseHTTPRequestHandler):
         with state.lock:
             state.request_times.append(time.monotonic())
             state.headers.append(dict(self.headers))
+            state.paths.append(self.path)
             status = state.statuses.pop(0) if state.statuses else state.reject_with
             sleep_s, answer = state.sleep_s, state.answer
         if sleep_s:
             time.sleep(sleep_s)
+        if state.redirect is not None:
+            self._send(state.redirect[0], b"", location=state.redirect[1])
+            return
         if status is not None:
-            self._send(status, json.dumps({"error": f"planted failure {status}"}).encode())
+            said = f" on {self.path} with {dict(self.headers)}" if state.echo else ""
+            self._send(status, json.dumps({"error": f"planted failure {status}{said}"}).encode())
             return
         if answer is not None:
             self._send(200, answer)
@@ -95,21 +107,49 @@ class PlantedHandler(BaseHTTPRequestHandler):
             outputs = out.tolist()
         self._send(200, json.dumps({"outputs": outputs}).encode())
 
+    def do_GET(self):
+        """What a redirect target could answer a body-less GET with: confident probabilities."""
+        state: ServerState = self.server.state
+        with state.lock:
+            state.gets += 1
+            state.headers.append(dict(self.headers))
+        self._send(200, json.dumps({"outputs": [[1.0, 0.0]] * 64}).encode())
 
-@pytest.fixture
-def server():
-    """A planted model on 127.0.0.1:<free port>; yields (url, state); shut down afterwards."""
+
+def _serve():
+    """A planted model on 127.0.0.1:<free port>: (url, state, stop)."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), PlantedHandler)
     httpd.daemon_threads = True
     httpd.state = ServerState()
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/predict", httpd.state
-    finally:
+
+    def stop():
         httpd.shutdown()
         httpd.server_close()
         thread.join(SERVER_JOIN_S)
+
+    return f"http://127.0.0.1:{httpd.server_address[1]}/predict", httpd.state, stop
+
+
+@pytest.fixture
+def server():
+    """A planted model on 127.0.0.1:<free port>; yields (url, state); shut down afterwards."""
+    url, state, stop = _serve()
+    try:
+        yield url, state
+    finally:
+        stop()
+
+
+@pytest.fixture
+def other_origin():
+    """A second server on another port of 127.0.0.1: another origin, as a redirect could point to."""
+    url, state, stop = _serve()
+    try:
+        yield url, state
+    finally:
+        stop()
 
 
 def red_scenes(count: int, size: int = 16) -> np.ndarray:
@@ -294,3 +334,79 @@ def test_explain_end_to_end_over_http(server):
     np.testing.assert_allclose(ex.scores, red_fraction_box(image[None])[:, 1], atol=1e-6)
     assert ex.maps[0][red].mean() > ex.maps[0][~red].mean()
     assert state.requests >= 256 // 64  # every perturbation went over the wire
+
+
+# -- credentials: never sent elsewhere, never shown -------------------------------------------
+
+SECRETS = ("TOPSECRET-token", "s3cr3t-password", "KEY-abcdef-123")
+
+
+def secret_url(url: str) -> str:
+    """url with a user name and password and a query token (all three must stay hidden)."""
+    return url.replace("http://", f"http://alice:{SECRETS[1]}@") + f"?model=m1&token={SECRETS[0]}"
+
+
+def assert_no_secret(text: str) -> None:
+    leaked = [secret for secret in SECRETS if secret in text]
+    assert not leaked, f"{leaked} in {text!r}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_refused_not_followed(server, other_origin, status):
+    url, state = server
+    elsewhere, other = other_origin
+    state.redirect = (status, elsewhere + "?from=redirect")
+    bb = HttpBlackBox(url, headers={"Authorization": "Bearer " + SECRETS[2]}, retries=3, backoff=FAST_BACKOFF)
+    with pytest.raises(BlackBoxError, match=rf"redirects \(HTTP {status}.*to {elsewhere}.*not followed") as caught:
+        bb(red_scenes(2))
+    assert caught.value.rows == [0, 1]
+    assert state.requests == 1  # not retried
+    assert other.gets == 0 and other.requests == 0 and other.headers == []  # nothing reached the other origin
+
+
+def test_credentials_are_sent_but_never_shown(server):
+    url, state = server
+    state.reject_with, state.echo = 400, True
+    bb = HttpBlackBox(secret_url(url), headers={"X-Api-Key": SECRETS[2]}, retries=0)
+    with pytest.raises(BlackBoxError) as caught:
+        bb(red_scenes(1))
+    # Sent: basic auth from the userinfo, the query as given, the header as given.
+    assert state.headers[0]["Authorization"] == "Basic " + base64.b64encode(f"alice:{SECRETS[1]}".encode()).decode()
+    assert state.headers[0]["X-Api-Key"] == SECRETS[2]
+    assert state.paths == [f"/predict?model=m1&token={SECRETS[0]}"]
+    # Shown nowhere, though the server echoed all of it.
+    assert "planted failure 400" in str(caught.value)
+    for text in (str(caught.value), repr(bb), bb.url, repr(vars(bb))):
+        assert_no_secret(text)
+    assert bb.url == url.replace("http://", "http://***@") + "?model=***&token=***"
+
+
+def test_unreachable_secret_url_is_named_without_its_secrets():
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bb = HttpBlackBox(secret_url(f"http://127.0.0.1:{port}/"), retries=0, timeout=1.0)
+    with pytest.raises(BlackBoxError, match=rf"cannot reach http://\*\*\*@127.0.0.1:{port}/\?model") as caught:
+        bb(red_scenes(1))
+    assert_no_secret(str(caught.value))
+    with pytest.raises(BlackBoxError) as caught:
+        HttpBlackBox(secret_url("ftp://127.0.0.1/"))
+    assert_no_secret(str(caught.value))
+
+
+def test_secrets_stay_out_of_the_store_and_its_report(server, tmp_path):
+    url, state = server
+    state.statuses, state.echo = [400], True  # the first image's request fails, quoting the server
+    images = red_scenes(3)
+    bb = HttpBlackBox(secret_url(url), num_classes=2, headers={"X-Api-Key": SECRETS[2]}, batch_size=1)
+    out = tmp_path / "store"
+    daxjax.explain_dataset(bb, images, out, method="rise", config=daxjax.RISEConfig(num_samples=16, cells=4),
+                           workers=0, progress=False, batch_size=4)
+    results = daxjax.load_results(out)
+    assert results.ids == ["1", "2"] and "planted failure 400" in results.errors["0"]
+    assert state.requests <= 3 + 4 * 16  # unperturbed, then 16 masks per image of the batch padded to 4
+    write_store_report(out, images, tmp_path / "report")
+    files = [p for p in [*out.rglob("*"), *(tmp_path / "report").rglob("*")] if p.is_file()]
+    assert any(p.suffix == ".html" for p in files)
+    for path in files:
+        assert_no_secret(path.read_bytes().decode("latin-1"))
