@@ -57,12 +57,26 @@ def _per_channel(value: float | Sequence[float] | None, default: float, name: st
     return array
 
 
+def infer_layout(shape: Sequence[int | None], what: str = "the model input") -> str:
+    """"NCHW" or "NHWC" for a 4-D image input shape (None: a dynamic dimension): the layout whose
+    channel axis is fixed at 1 or 3 while the other candidate axis is not. BlackBoxError when the
+    shape does not tell (both or neither could be channels, e.g. [n, 3, 3, 3] or all dynamic)."""
+    channels = {"NCHW": shape[1], "NHWC": shape[3]}
+    fits = [layout for layout, c in channels.items() if c in (1, 3)]
+    if len(fits) != 1:
+        dims = "x".join("?" if d is None else str(d) for d in shape)
+        raise BlackBoxError(f"{what} has shape {dims}: cannot tell NCHW from NHWC; give the layout "
+                            "(layout= in Python, --layout on the command line)")
+    return fits[0]
+
+
 class OnnxBlackBox:
     """Query an ONNX classifier with images float32 ``[n, H, W, C]`` in ``[0, 1]``.
 
     Args:
         path: the .onnx file.
-        layout: the model's input layout, "NCHW" or "NHWC".
+        layout: the model's input layout, "NCHW" or "NHWC"; "auto": read from the input's shape
+            (`infer_layout`), an error when it cannot tell.
         mean, std: per-channel sequences (or scalars) applied in the [0, 1] space before the
             layout transpose: ``x' = (x - mean) / std``. EfficientNet-Lite's ``(x*255 - 127)/128``
             is ``mean=127/255, std=128/255``. None: no shift / no scaling.
@@ -107,8 +121,8 @@ class OnnxBlackBox:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
-        if layout not in ("NCHW", "NHWC"):
-            raise BlackBoxError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        if layout not in ("NCHW", "NHWC", "auto"):
+            raise BlackBoxError(f"layout must be 'NCHW', 'NHWC' or 'auto', got {layout!r}")
         if batch_size is not None and batch_size < 1:
             raise BlackBoxError(f"batch_size must be >= 1 or None, got {batch_size}")
         self.layout = layout
@@ -152,6 +166,8 @@ class OnnxBlackBox:
         self.output_name = model_output.name
         self._feed_dtype = _FEED_DTYPES[model_input.type]
         self.input_shape = tuple(_fixed(d) for d in model_input.shape)
+        if layout == "auto":
+            layout = self.layout = infer_layout(self.input_shape, f"{self.path}: input {model_input.name!r}")
         # The model's fixed batch, or None when the batch axis is dynamic.
         self.model_batch = self.input_shape[0]
         if self.model_batch is not None and batch_size not in (None, self.model_batch):

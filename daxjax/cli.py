@@ -51,7 +51,8 @@ examples:
 
 Results go to a store directory (zarr arrays + an index). Read them in Python with
   res = daxjax.load_results("results/")   # res.ids, res.maps [n, H, W], res.targets, res.scores, res.errors
-Run the same command again after an interruption: finished images are skipped.
+Run the same command again after an interruption: finished images are skipped (with
+--retry-errors, error rows are explained again). A run in which every image failed exits with 1.
 
 TOML file: top-level keys are the long options with '_' for '-' (model, images, out, method, seed,
 targets, size, layout, mean, std, output, batch_size, workers, memory_budget, ...); a [config]
@@ -66,9 +67,12 @@ part of the store, which must be on a file system they all see.
 # Options that the TOML file may also give (dest -> default when neither gives it).
 _EXPLAIN_DEFAULTS = {
     "model": None, "images": None, "out": None, "method": "dax", "seed": 0, "targets": None, "segments": None,
-    "num_samples": None, "size": None, "layout": "NCHW", "mean": None, "std": None, "output": "logits",
+    "num_samples": None, "size": None, "layout": "auto", "mean": None, "std": None, "output": "logits",
     "batch_size": None, "workers": None, "memory_budget": None, "ort_threads": 1, "prefetch": 2,
+    "retry_errors": False,
 }
+# Integer options and their least values: a value below is a usage error naming the option.
+_COUNT_OPTIONS = {"batch_size": 1, "workers": 0, "prefetch": 1, "ort_threads": 1, "num_samples": 1}
 
 
 def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +105,8 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--memory-budget", metavar="BYTES", help="host memory to plan for, e.g. 8G (default: 1/4 of free)")
     run.add_argument("--workers", type=int, metavar="W", help="processes reading and segmenting images")
     run.add_argument("--prefetch", type=int, metavar="K", help="prepared batches allowed to wait (default 2)")
+    run.add_argument("--retry-errors", action="store_true", default=None,
+                     help="on resume, explain the error rows of the store again (e.g. after black-box outages)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator (several processes)")
     run.add_argument("--num-processes", type=int, metavar="P", help="number of processes (with --coordinator)")
@@ -110,7 +116,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_io_arguments(parser: argparse.ArgumentParser) -> None:
     """How the ONNX model takes images and gives classes (shared by explain and evaluate)."""
     model = parser.add_argument_group("the ONNX model's input and output")
-    model.add_argument("--layout", help="NCHW (default) or NHWC")
+    model.add_argument("--layout", help="NCHW or NHWC (default: read from the model's input shape)")
     model.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels in [0, 1] (per channel)")
     model.add_argument("--std", metavar="S[,S,S]", help="pixels are divided by it after --mean (per channel)")
     model.add_argument("--output", help="logits (default; a softmax is applied) or probs")
@@ -182,6 +188,10 @@ def _merged_options(args: argparse.Namespace) -> tuple[dict, dict]:
     for name in ("model", "images", "out"):
         if options[name] is None:
             raise UsageError(f"--{name} is required (on the command line or in the --config file)")
+    for name, low in _COUNT_OPTIONS.items():
+        value = options[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {low}; got {value!r}")
     return options, config_fields
 
 
@@ -209,7 +219,7 @@ def _onnx_blackbox(options: dict):
     model = Path(options["model"])
     if not model.is_file():
         raise UsageError(f"--model: no such file: {model}")
-    if options["layout"] not in ("NCHW", "NHWC"):
+    if options["layout"] not in ("NCHW", "NHWC", "auto"):
         raise UsageError(f"--layout must be NCHW or NHWC; got {options['layout']!r}")
     if options["output"] not in ("logits", "probs"):
         raise UsageError(f"--output must be logits or probs; got {options['output']!r}")
@@ -229,7 +239,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
         jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
-    from daxjax.pipeline import explain_dataset
+    from daxjax.pipeline import explain_dataset, load_results
 
     bb = _onnx_blackbox(options)
     size = None if options["size"] is None else _numbers(options["size"], "--size", int)
@@ -238,13 +248,22 @@ def run_explain(args: argparse.Namespace) -> int:
     targets = None if options["targets"] is None else read_targets_csv(options["targets"])
     summary = explain_dataset(
         bb, options["images"], options["out"], method=options["method"], config=config,
-        seed=int(options["seed"]), targets=targets, segments=options["segments"],
+        seed=options["seed"], targets=targets, segments=options["segments"],
         size=None if size is None else (size[0] if len(size) == 1 else size),
         batch_size=options["batch_size"], memory_budget=_bytes(options["memory_budget"]),
-        workers=options["workers"], prefetch=int(options["prefetch"]), progress=not args.no_progress)
+        workers=options["workers"], prefetch=int(options["prefetch"]), progress=not args.no_progress,
+        retry_errors=bool(options["retry_errors"]))
+    ignored = (f"; {len(summary.not_images)} files that are not images ignored "
+               f"({', '.join(summary.not_images[:3])}{', ...' if len(summary.not_images) > 3 else ''})"
+               if summary.not_images else "")
     print(f"{summary.out}: {summary.explained} explained, {summary.errors} errors, "
-          f"{summary.skipped} already done; {summary.seconds:.1f} s "
+          f"{summary.skipped} already done{ignored}; {summary.seconds:.1f} s "
           f"({summary.images_per_second:.2f} images/s)", file=sys.stderr)
+    if summary.errors and not summary.explained:
+        first_id, reason = next(iter(load_results(summary.out).errors.items()))
+        print(f"daxjax explain: error: every image of this run failed ({summary.errors} errors; the store's "
+              f"first, {first_id}: {_one_line(reason)})", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 

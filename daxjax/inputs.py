@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 
 import numpy as np
+
+#: Seeds are integers in [0, SEED_LIMIT): what a JAX key takes whole (larger ones overflow or wrap).
+SEED_LIMIT = 2**32
 
 
 class InputError(ValueError):
@@ -55,6 +59,22 @@ def as_float_images(images, *, min_side: int = 8) -> np.ndarray:
     return arr
 
 
+def check_seed(seed) -> int:
+    """seed as an int; InputError unless it is an integer (not a bool) in [0, SEED_LIMIT)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise InputError(f"seed must be an integer in [0, 2**32); got {seed!r}")
+    return int(seed)
+
+
+def check_target(value, num_classes: int, image: str) -> int:
+    """One target class as an int; InputError naming `image` unless it is an integral number
+    (not a bool or string) in [0, num_classes)."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not float(value).is_integer() or not 0 <= value < num_classes):
+        raise InputError(f"target {value!r} of image {image} is not a class in [0, {num_classes})")
+    return int(value)
+
+
 def as_targets(targets, batch: int, num_classes: int, default: np.ndarray) -> np.ndarray:
     """Returns int32 [B] target classes; `None` takes `default` (the black box's top-1 class)."""
     if targets is None:
@@ -64,6 +84,9 @@ def as_targets(targets, batch: int, num_classes: int, default: np.ndarray) -> np
         arr = np.full(batch, arr)
     if arr.shape != (batch,):
         raise InputError(f"targets must have shape [B] = ({batch},); got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"targets must be integer class indices; got {arr.dtype} values such as "
+                         f"{arr.flat[0].item()!r}")
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.equal(np.mod(arr, 1), 0)):
             raise InputError(f"targets must be integer class indices; got {arr.dtype} values")

@@ -2,10 +2,10 @@
 
 `open_source(source)` accepts
   * a directory: every file with an image extension below it (recursively), in sorted path order,
-    named by its path relative to the directory;
+    named by its path relative to the directory; other files are listed in `skipped`;
   * a glob pattern (``"photos/**/*.jpg"``): the matching files, sorted, named by their paths;
-  * a ``.npz`` file: the images of one array (``[n, H, W, C]`` or ``[n, H, W]``, uint8 or floats
-    in [0, 1]), named ``"<array>/<row>"``; rows are read one at a time, never the whole array;
+  * a ``.npz`` file: the images of one array (``[n, H, W, C]`` or ``[n, H, W]``, uint8, uint16 or
+    floats in [0, 1]), named ``"<array>/<row>"``; rows are read one at a time, never the whole array;
   * a NumPy array ``[n, H, W, C]`` or any Python iterable of ``[H, W, C]`` / ``[H, W]`` arrays,
     named by position (``"0"``, ``"1"``, ...).
 
@@ -15,12 +15,19 @@ A source only lists `Item`s (position, id, raw); `read_image(raw, ...)` turns a 
 float32 [H, W, C] image. It runs in worker processes (`daxjax.pipeline`), so raw items are small
 and picklable (a path, an npz reference, or the array itself for in-memory sources), and an image
 that cannot be read raises `ImageReadError` with the reason, which becomes that image's error row.
+A file a source lists is an item even when it cannot be opened (a dangling or looping symbolic
+link, no permission): it becomes an error row, never silently missing.
+
+Pixel values keep their meaning: uint8 is divided by 255, other unsigned integers (16-bit PNGs
+and TIFFs) by their type's maximum (65535), floats must lie in [0, 1]; anything else (signed
+integers, floats outside [0, 1]) is an error row saying why, never clipped or rescaled by guess.
 """
 
 from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -68,7 +75,7 @@ class DirectorySource:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         files, skipped = [], []
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+        for path in sorted(p for p in self.root.rglob("*") if _is_listed(p)):
             rel = path.relative_to(self.root).as_posix()
             if any(part.startswith(".") for part in Path(rel).parts):
                 continue  # hidden files and folders (.DS_Store, .git, ...)
@@ -87,11 +94,20 @@ class DirectorySource:
             yield Item(i, rel, str(self.root / rel))
 
 
+def _is_listed(path: Path) -> bool:
+    """Whether a directory entry is a file of the source: a file, or a symbolic link that is not a
+    directory (a dangling or looping link is listed, so that it becomes an error row, not a gap)."""
+    try:
+        return path.is_file() or (path.is_symlink() and not path.is_dir())
+    except OSError:  # a link loop on platforms where is_file raises
+        return True
+
+
 class GlobSource:
     """Files matching a glob pattern (``**`` recurses), sorted; ids: the matched paths."""
 
     def __init__(self, pattern: str):
-        self.files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        self.files = sorted(p for p in glob.glob(pattern, recursive=True) if _is_listed(Path(p)))
         if not self.files:
             raise SourceError(f"no files match {pattern!r}")
         self.skipped: list[str] = []
@@ -300,31 +316,58 @@ def read_label_map(raw: Any) -> np.ndarray:
     return array
 
 
+def content_digest(raw: Any) -> str | None:
+    """A digest of a raw item's content as the source holds it (BLAKE2b-128, hex): a file's bytes,
+    or an .npz row's / array's values with their dtype and shape. It tells a resumed run that an
+    image changed under the same id; it decodes nothing. None for a file that cannot be read (its
+    error row says why)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        if isinstance(raw, str):
+            with open(raw, "rb") as f:
+                return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        array = _npz_row(raw.path, raw.key, raw.row) if isinstance(raw, NpzRow) else np.asarray(raw)
+    except (OSError, ImageReadError):
+        return None
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
 def image_shape(raw: Any) -> tuple[int, int, int]:
     """(H, W, C) of a raw item as stored (C after dropping alpha: 1 or 3)."""
     image = read_image(raw, None, None)
     return image.shape  # type: ignore[return-value]
 
 
-def _decode_file(path: str) -> np.ndarray:
-    if path.lower().endswith(".npy"):
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ImageReadError(f"cannot read .npy file: {err}") from err
-    from PIL import Image, UnidentifiedImageError
+# PIL modes of pixels wider than 8 bits: read as their numbers (uint16, int32, float32) and scaled
+# by `_standardise`, since PIL's conversion to "L" clips them to 0..255 (16-bit grey came out white,
+# floats in [0, 1] black).
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
+
+def _decode_file(path: str) -> np.ndarray:
+    """A file's pixels as stored: [H, W] or [H, W, C] of the file's own dtype. Raises ImageReadError."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA"):
-                converted = image.convert("L")
-            else:
-                converted = image.convert("RGB")
-            return np.asarray(converted)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(f"cannot decode as an image: {err}") from err
+        handle = open(path, "rb")
+    except OSError as err:  # missing, a dangling or looping link, no permission, a directory
+        raise ImageReadError(f"cannot open the file: {err.strerror or err}") from None
+    with handle:
+        if path.lower().endswith(".npy"):
+            try:
+                return np.load(handle, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise ImageReadError(f"cannot read .npy file: {err}") from err
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(handle) as image:
+                image.load()
+                if image.mode in _WIDE_MODES:
+                    return np.asarray(image)
+                return np.asarray(image.convert("L" if image.mode in ("1", "L", "LA") else "RGB"))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+            raise ImageReadError(f"cannot decode as an image: {err}") from err
 
 
 def _standardise(array: np.ndarray, size, channels) -> np.ndarray:
@@ -336,8 +379,8 @@ def _standardise(array: np.ndarray, size, channels) -> np.ndarray:
         raise ImageReadError(f"empty image: shape {array.shape}")
     if array.shape[-1] == 4:
         array = array[..., :3]
-    if array.dtype == np.uint8:
-        image = array.astype(np.float32) / np.float32(255)
+    if np.issubdtype(array.dtype, np.unsignedinteger):  # 8 or 16 bits: the type's range is the image's
+        image = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
     elif np.issubdtype(array.dtype, np.floating):
         image = array.astype(np.float32)
         if not np.isfinite(image).all():
@@ -347,7 +390,8 @@ def _standardise(array: np.ndarray, size, channels) -> np.ndarray:
             raise ImageReadError(f"float image outside [0, 1] (min {low:.4g}, max {high:.4g}); "
                                  "store uint8 or divide by 255 (nothing is clipped)")
     else:
-        raise ImageReadError(f"image dtype {array.dtype} is neither uint8 nor float in [0, 1]")
+        raise ImageReadError(f"image dtype {array.dtype} is not unsigned integers (uint8, uint16) or floats in "
+                             "[0, 1]: the range its values stand for is unknown; convert it to one of those")
     if channels is not None and image.shape[-1] != channels:
         if channels == 1:  # ITU-R 601 luma, as PIL's "L" conversion
             image = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
