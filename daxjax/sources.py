@@ -29,6 +29,8 @@ import functools
 import glob
 import hashlib
 import os
+import struct
+import threading
 import zipfile
 from dataclasses import dataclass
 from itertools import islice
@@ -142,7 +144,8 @@ class NpzSource:
         if key not in keys:
             raise SourceError(f"{self.path} has no array {key!r}; it holds {keys}")
         self.key = key
-        shape, dtype = _npz_header(self.path, key)[:2]
+        layout = _npz_header(self.path, key)
+        shape, dtype = layout.shape, layout.dtype
         if len(shape) not in (3, 4):
             raise SourceError(f"{self.path}:{key} has shape {shape}; expected images [n, H, W, C] or [n, H, W]")
         self.shape, self.dtype = shape, dtype
@@ -412,9 +415,27 @@ def _resize(image: np.ndarray, size) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _NpzArray:
+    """Where array `key` of an .npz file lies: its shape and dtype, the offset of its first value in
+    the member's data (after the .npy header), whether the member is compressed, and for a stored
+    (uncompressed) member the offset of its data in the .npz file itself."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    compressed: bool
+    file_offset: int | None
+
+
+def _npz_header(path: str, key: str) -> _NpzArray:
+    """The layout of array `key` in an .npz (cached while the file's size and time stay the same)."""
+    stat = os.stat(path)
+    return _npz_layout(path, key, (stat.st_mtime_ns, stat.st_size))
+
+
 @functools.lru_cache(maxsize=16)
-def _npz_header(path: str, key: str):
-    """(shape, dtype, fortran_order, data offset, compressed) of array `key` in an .npz."""
+def _npz_layout(path: str, key: str, stamp: tuple[int, int]) -> _NpzArray:
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{key}.npy")
         with archive.open(info) as member:
@@ -427,16 +448,57 @@ def _npz_header(path: str, key: str):
             offset = member.tell()
     if fortran:
         raise SourceError(f"{path}:{key} is stored in Fortran order; save it C-contiguous")
-    return shape, dtype, fortran, offset, info.compress_type != zipfile.ZIP_STORED
+    compressed = info.compress_type != zipfile.ZIP_STORED
+    file_offset = None
+    if not compressed:
+        # The member's data follows its local header: 30 bytes, then the name and an extra field
+        # whose lengths the header's last two 16-bit fields give (they may differ from the central
+        # directory's, so they are read here).
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        file_offset = info.header_offset + 30 + name_length + extra_length
+    return _NpzArray(tuple(shape), dtype, offset, compressed, file_offset)
+
+
+class _MemberCursor:
+    """An open compressed .npz member that reads forward: rows asked for in increasing order (as
+    a worker reads its batches) cost only the bytes between them; a row behind the cursor reopens
+    the member. One per (file, array, file version) in each process."""
+
+    def __init__(self, path: str, key: str):
+        self.archive = zipfile.ZipFile(path)
+        self.member = self.archive.open(f"{key}.npy")
+        self.lock = threading.Lock()
+
+    def read(self, start: int, size: int) -> bytes:
+        with self.lock:
+            if start < self.member.tell():
+                self.member.close()
+                self.member = self.archive.open(self.member.name)
+            self.member.seek(start)  # forward: decompresses and drops what lies between
+            return self.member.read(size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cursor(path: str, key: str, stamp: tuple[int, int]) -> _MemberCursor:
+    return _MemberCursor(path, key)
 
 
 def _npz_row(path: str, key: str, row: int) -> np.ndarray:
-    """One row of an .npz array, reading only that row (seeking inside the zip member)."""
-    shape, dtype, _, offset, _ = _npz_header(path, key)
-    row_items = int(np.prod(shape[1:]))
-    with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
-        member.seek(offset + row * row_items * dtype.itemsize)
-        data = member.read(row_items * dtype.itemsize)
-    if len(data) != row_items * dtype.itemsize:
+    """One row of an .npz array, reading only that row: a seek in the file for stored members,
+    a forward read of the member for compressed ones (`_MemberCursor`)."""
+    layout = _npz_header(path, key)
+    size = int(np.prod(layout.shape[1:])) * layout.dtype.itemsize
+    start = layout.offset + row * size
+    if layout.file_offset is not None:
+        with open(path, "rb") as f:
+            f.seek(layout.file_offset + start)
+            data = f.read(size)
+    else:
+        stat = os.stat(path)
+        data = _cursor(path, key, (stat.st_mtime_ns, stat.st_size)).read(start, size)
+    if len(data) != size:
         raise ImageReadError(f"{path}:{key} row {row} is truncated")
-    return np.frombuffer(data, dtype=dtype).reshape(shape[1:])
+    return np.frombuffer(data, dtype=layout.dtype).reshape(layout.shape[1:])

@@ -64,3 +64,21 @@ def test_every_listed_file_is_explained_or_an_error_row_and_others_are_counted(t
     assert res.errors == {"dangling.png": "cannot open the file: No such file or directory",
                           "loop.png": "cannot open the file: Too many levels of symbolic links"}
     assert (summary.explained, summary.errors, summary.not_images) == (3, 2, ["notes.txt"])
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_rows_cost_one_row_each(save, tmp_path, monkeypatch):
+    import zipfile
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    save(tmp_path / "x.npz", images=images)
+    items = list(open_source(tmp_path / "x.npz").items())
+    read_image(items[0].raw, None, None)  # the array's layout is read once
+    decompressed = []
+    real_read = zipfile.ZipExtFile.read
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", lambda self, n=-1: decompressed.append(
+        len(data := real_read(self, n))) or data)
+    rows = [read_image(item.raw, None, None) for item in items]
+    np.testing.assert_array_equal(np.stack(rows), images / np.float32(255))
+    # In input order, every row is read (or decompressed) once: not the O(row) bytes before it.
+    assert sum(decompressed) <= images.nbytes + 16 * 1024, sum(decompressed)
