@@ -161,14 +161,40 @@ def _scaled_defaults(method: str, height: int, width: int) -> dict[str, Any]:
     segments at 224 px but 2-6 on 64 px scenes (Fashion-MNIST benchmark), too coarse to separate
     an object from its background (the best union of segments reached IoU 0.20 with the object).
     Scaled by side / 224 they give 21-41 segments at 64 px (best union IoU 0.78) and leave
-    224 px images unchanged.
+    224 px images unchanged. Below 56 px the scaled kernel would be under skimage's least valid
+    size, 1 pixel: it is clamped there (at 8 px quickshift still finds several segments).
     """
     defaults = dict(_METHODS[method][1])
     if method == "quickshift":
         scale = min(height, width) / REFERENCE_SIDE
-        defaults["kernel_size"] = defaults["kernel_size"] * scale
+        defaults["kernel_size"] = max(1.0, defaults["kernel_size"] * scale)
         defaults["max_dist"] = defaults["max_dist"] * scale
     return defaults
+
+
+#: quickshift with the defaults at REFERENCE_SIDE px took this many seconds per image on 2 shared
+#: CPU cores (0.025 s at 112 px, 4.5 s at 448 px: the time grows with the pixels times the kernel's area).
+QUICKSHIFT_REFERENCE_SECONDS = 0.3
+#: Images whose default quickshift would take longer than this per image are refused.
+QUICKSHIFT_LIMIT_SECONDS = 60.0
+
+
+def check_segmentation_cost(method: str, options: Mapping[str, Any], height: int, width: int) -> None:
+    """Refuses quickshift with its scaled defaults on images where it would take unreasonably long.
+
+    The estimate is QUICKSHIFT_REFERENCE_SECONDS x (H W / 224^2) x (kernel_size / 4)^2: e.g. about
+    2 minutes per image at 1024 px and 9 hours at 4096 px. Options given by the caller are taken
+    as chosen and never refused.
+    """
+    if method != "quickshift" or "kernel_size" in options:
+        return
+    kernel = _scaled_defaults(method, height, width)["kernel_size"]
+    seconds = QUICKSHIFT_REFERENCE_SECONDS * height * width / REFERENCE_SIDE**2 * (kernel / 4) ** 2
+    if seconds > QUICKSHIFT_LIMIT_SECONDS:
+        raise ValueError(
+            f"quickshift on {height}x{width} images would take about {seconds / 60:.0f} min per image "
+            f"(over the {QUICKSHIFT_LIMIT_SECONDS:.0f} s limit); resize the images (size= / --size, e.g. 224), "
+            "or choose segmentation='slic' or 'grid', or give quickshift's kernel_size in segmentation_options")
 
 
 def check_segmenter(value: Any, owner: str) -> None:
@@ -313,6 +339,7 @@ def segment_images(
         valid = ", ".join(SEGMENTATION_METHODS)
         raise ValueError(f"unknown segmentation method {method!r}; valid: {valid} (or a callable)")
     function = _METHODS[method][0]
+    check_segmentation_cost(method, options or {}, *unit_images.shape[1:3])
     defaults = _scaled_defaults(method, *unit_images.shape[1:3])
     if method == "grid":
         defaults = {"cells": grid_cells}

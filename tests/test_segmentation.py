@@ -1,16 +1,21 @@
 """Segmentation (daxjax.segmentation) and baseline fills (daxjax.fills)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from skimage import data, transform
 
+import daxjax
 from daxjax.fills import fill_images
 from daxjax.segmentation import (
     SEGMENT_BUCKET,
     Segmentation,
+    check_segmentation_cost,
     grid_segments,
     segment_images,
 )
+from planted import red_and_distractor_scene, red_fraction_box
 
 METHODS = ["quickshift", "slic", "felzenszwalb", "grid"]
 
@@ -190,3 +195,30 @@ def test_fill_accepts_segmentation_and_rejects_bad_input(astronaut64):
         fill_images(astronaut64[None], seg, "noise")
     with pytest.raises(ValueError, match="does not match"):
         fill_images(astronaut64[None], np.zeros((1, 32, 32), np.int32))
+
+
+@pytest.mark.parametrize("side", [8, 16, 32, 55])
+def test_quickshift_defaults_work_on_small_images(side):
+    images = np.stack([red_and_distractor_scene(s, side)[0] for s in range(2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no single-segment fallback either
+        seg = segment_images(images, "quickshift")
+    assert seg.segments.shape == (2, side, side) and (seg.num_segments >= 2).all()
+
+
+def test_dax_explains_8_pixel_images_with_the_default_segmentation():
+    images = np.stack([red_and_distractor_scene(s, 8)[0] for s in range(2)])
+    config = daxjax.DAXConfig(num_samples=64, epochs=1, batch_size=16, restarts=1)
+    assert daxjax.explain(red_fraction_box, images, method="dax", config=config).maps.shape == (2, 8, 8)
+
+
+def test_quickshift_on_huge_images_is_refused_with_the_estimate_and_the_ways_out():
+    with pytest.raises(ValueError, match=r"4096x4096 images would take about 5\d\d min per image.*size=.*"
+                                         r"'slic' or 'grid'.*kernel_size"):
+        check_segmentation_cost("quickshift", {}, 4096, 4096)
+    image = np.zeros((1, 1100, 1100, 3), np.float32)
+    with pytest.raises(ValueError, match="1100x1100 images would take about 3 min per image"):
+        segment_images(image, "quickshift")
+    check_segmentation_cost("quickshift", {}, 512, 512)  # about 8 s: allowed
+    check_segmentation_cost("quickshift", {"kernel_size": 2}, 4096, 4096)  # the caller's choice
+    check_segmentation_cost("slic", {}, 4096, 4096)
