@@ -228,8 +228,8 @@ class ResultStore:
     def read_batch(self, record: dict) -> tuple[dict[str, np.ndarray] | None, str | None]:
         """(rows, None): a committed batch's rows, column -> [stop - start, ...], verified against
         the record's checksums; (None, reason) for a damaged batch, the reason naming the batch's
-        index file, part, rows, images and what is wrong. Records written before checksums existed
-        are checked for what an unwritten row reads as: NaN maps marked ok."""
+        index file, part, rows, images and what is wrong. Maps marked ok must be finite too (what an
+        unwritten row reads as is NaN: the only check left for records written before checksums)."""
         import zarr
 
         where = (f"batch {record['batch']} ({self.index_path(record['batch']).relative_to(self.root)}, "
@@ -248,7 +248,7 @@ class ResultStore:
             if sums is not None and sums.get(name) != checksum(value):
                 return None, f"{where}: column {name!r} does not match its checksum (missing or altered chunk)"
         ok = np.asarray(record["status"]) == "ok"
-        if sums is None and not np.isfinite(values["maps"][ok]).all():
+        if not np.isfinite(values["maps"][ok]).all():
             return None, f"{where}: maps marked ok hold NaN (a missing chunk)"
         return values, None
 

@@ -192,3 +192,20 @@ def test_an_image_changed_under_the_same_name_is_explained_again(tmp_path):
         warnings.simplefilter("error")
         assert run(out, folder).skipped == 6  # nothing changed since
 
+
+
+def test_a_map_with_nan_from_the_explainer_becomes_an_error_row(tmp_path, monkeypatch):
+    from daxjax import pipeline
+
+    real = pipeline._Run._run_engine
+
+    def nan_for_the_first(self, prep, rows, targets):
+        maps, timings = real(self, prep, rows, targets)
+        maps = np.array(maps)
+        maps[0, 0, 0] = np.nan
+        return maps, timings
+
+    monkeypatch.setattr(pipeline._Run, "_run_engine", nan_for_the_first)
+    run(tmp_path / "store", scenes(2))
+    res = daxjax.load_results(tmp_path / "store")
+    assert res.ids == ["1"] and res.errors == {"0": "the explainer gave a map with NaN or inf values"}
