@@ -132,24 +132,25 @@ def _serve():
     return f"http://127.0.0.1:{httpd.server_address[1]}/predict", httpd.state, stop
 
 
-@pytest.fixture
-def server():
-    """A planted model on 127.0.0.1:<free port>; yields (url, state); shut down afterwards."""
+def _served():
+    """Yields (url, state) of a fresh planted server, shut down afterwards (the fixtures' body)."""
     url, state, stop = _serve()
     try:
         yield url, state
     finally:
         stop()
+
+
+@pytest.fixture
+def server():
+    """A planted model on 127.0.0.1:<free port>; yields (url, state); shut down afterwards."""
+    yield from _served()
 
 
 @pytest.fixture
 def other_origin():
     """A second server on another port of 127.0.0.1: another origin, as a redirect could point to."""
-    url, state, stop = _serve()
-    try:
-        yield url, state
-    finally:
-        stop()
+    yield from _served()
 
 
 def red_scenes(count: int, size: int = 16) -> np.ndarray:
