@@ -59,6 +59,28 @@ def as_float_images(images, *, min_side: int = 8) -> np.ndarray:
     return arr
 
 
+# A config field's annotation (as text) -> the kinds of value it takes: a number of another kind
+# (num_samples=64.7, epochs=True) would otherwise reach the engines and fail there, or be truncated.
+_FIELD_KINDS = {"int": (numbers.Integral,), "float": (numbers.Real,), "bool": (bool, np.bool_)}
+
+
+def check_field_types(config) -> None:
+    """InputError naming the first field of a config dataclass whose value is not of its annotated
+    kind: int (not bool), float (any real number, not bool) or bool, each optionally "| None"."""
+    import dataclasses
+
+    for field in dataclasses.fields(config):
+        annotation = str(field.type).replace(" ", "")
+        optional = annotation.endswith("|None")
+        kinds = _FIELD_KINDS.get(annotation.removesuffix("|None"))
+        value = getattr(config, field.name)
+        if kinds is None or (optional and value is None):
+            continue
+        is_bool = isinstance(value, (bool, np.bool_))
+        if not isinstance(value, kinds) or (is_bool and bool not in kinds):
+            raise InputError(f"{type(config).__name__}.{field.name} must be {field.type}; got {value!r}")
+
+
 def check_seed(seed) -> int:
     """seed as an int; InputError unless it is an integer (not a bool) in [0, SEED_LIMIT)."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:

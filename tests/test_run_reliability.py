@@ -18,7 +18,8 @@ import daxjax
 from blackbox_adapters import BlackBoxError, bundled_model_path
 from blackbox_adapters.onnx import infer_layout
 from daxjax.cli import main
-from daxjax.inputs import InputError
+from daxjax.explain import EXPLAINERS
+from daxjax.inputs import InputError, check_field_types
 from planted import red_and_distractor_scene, red_fraction_box
 
 MODEL = str(bundled_model_path("colour_nchw"))
@@ -177,3 +178,17 @@ def test_layout_inference():
     for shape in [(None, 3, 3, 3), (None, None, None, None), (None, 8, 64, 8)]:
         with pytest.raises(BlackBoxError, match="cannot tell NCHW from NHWC; give the layout"):
             infer_layout(shape)
+
+
+def test_config_fields_of_the_wrong_kind_are_named(image_dir, tmp_path, capsys):
+    images = np.stack([red_and_distractor_scene(0, 16)[0]])
+    for config, field in [(daxjax.DAXConfig(num_samples=64.7), "DAXConfig.num_samples must be int; got 64.7"),
+                          (daxjax.RISEConfig(num_samples=True), "RISEConfig.num_samples must be int; got True")]:
+        with pytest.raises(InputError, match=field):
+            daxjax.explain(red_fraction_box, images, method=config.__class__.__name__[:-6].lower(), config=config)
+    for config_type, _ in EXPLAINERS.values():  # every default config passes
+        check_field_types(config_type())
+    (tmp_path / "run.toml").write_text("[config]\nnum_samples = 64.7\n")
+    code, err = run_cli(["explain", "--config", str(tmp_path / "run.toml"), "--model", MODEL, "--images",
+                         str(image_dir), "--out", str(tmp_path / "out"), "--no-progress"], capsys)
+    assert code == 2 and "DAXConfig.num_samples must be int; got 64.7" in err, err
