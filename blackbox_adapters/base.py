@@ -3,6 +3,13 @@
 A black box maps a batch of inputs to class probabilities and nothing else: no gradients,
 no internals. For images the input is float32 ``[n, H, W, C]`` in ``[0, 1]``; the answer is
 float32 ``[n, K]`` whose rows are probability distributions over the K classes.
+
+A black box may also take inputs already on a device (``daxjax.querying``'s DLPack path; the
+ONNX Runtime and torch adapters do): ``dlpack_device()`` -> ("cpu", 0) or ("cuda", i), where
+it reads its input; ``device_feed(x)``, JAX code traced inside the program that builds the
+images x [n, H, W, C], returning what it takes (normalised, in its layout); ``device_forward(feed)``
+-> raw jax.Array [n, K] on the same device, logits or probabilities as its ``output`` says. The
+caller checks the answer as ``check_probabilities`` does.
 """
 
 from __future__ import annotations

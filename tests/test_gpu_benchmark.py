@@ -37,3 +37,4 @@ def test_an_adapter_process_measures_rates_methods_and_paths():
     assert result["platform"] == "cpu" and result["rates"]["4"] > 0
     assert result["methods"]["rise"]["path"] == "host"  # the CPU default for ONNX Runtime
     assert set(result["paths"]) == {"dlpack", "host"} and result["skipped"] == {}
+    assert result["paths_max_map_difference"] < 1e-5

@@ -11,7 +11,8 @@ Each process measures, side by side:
   * `daxjax.explain` with RISE, DAX, LIME and KernelSHAP on the same photos (N queries each; a
     first call compiles, the second is timed): s/image, floor ratio = (images/s) / (rate / N),
     and the query path `daxjax.querying` took ("dlpack", "jax" or "host");
-  * ONNX Runtime and torch: RISE on a few photos through each path (`forced_path`), side by side;
+  * ONNX Runtime and torch: RISE on a few photos through each path (`forced_path`), side by side,
+    and the largest difference between the two paths' maps;
   * JAX: DAX batched against a loop over single images (the same photos, per image);
   * ONNX Runtime on a GPU: its answers against a CPU session's (max |difference| of probabilities),
     the providers the session got, and the CUDA libraries the process mapped (one file each is
@@ -137,6 +138,7 @@ def explain_seconds(bb, images, method: str, spec: dict, path: str | None = None
         seconds = time.perf_counter() - start
         taken = query_path(device_blackbox(bb, bb, bb.num_classes), jax.devices()[0])
     return {"seconds": seconds, "first_seconds": first, "images": len(images), "path": taken,
+            "maps": ex.maps,
             "phases": {k: v for k, v in ex.timings.items() if k != "total"}}
 
 
@@ -225,20 +227,25 @@ def measure(spec: dict) -> dict:
     for item in [methods[0], "paths", *methods[1:2], "loop", *methods[2:]]:
         if item == "paths":
             if getattr(bb, "device_forward", None) is not None:
-                result["paths"] = {}
+                result["paths"], maps = {}, {}
                 for path in spec["path_runs"]:  # alternated: the machine's noise hits both
                     if due(f"rise via {path}"):
                         run = explain_seconds(bb, images[:spec["path_images"]], "rise", spec, path,
                                               compile=path not in result["paths"])
                         result["paths"].setdefault(path, []).append(run["seconds"])
+                        maps[path] = run["maps"]
                         progress(f"{adapter}: rise via {path}: {run['seconds']:.2f} s")
+                if len(maps) == 2:  # the same maps either way (tests/test_query_paths.py on the CPU)
+                    result["paths_max_map_difference"] = float(abs(maps["dlpack"] - maps["host"]).max())
         elif item == "loop":
             if adapter == spec["loop_adapter"] and due("dax loop"):
                 result["dax_loop"] = dax_loop(bb, images[:spec["loop_images"]], spec)
                 progress(f"{adapter}: dax loop {result['dax_loop']}")
         elif due(item):
-            result["methods"][item] = explain_seconds(bb, images, item, spec)
-            progress(f"{adapter}: {item} {result['methods'][item]}")
+            run = explain_seconds(bb, images, item, spec)
+            del run["maps"]
+            result["methods"][item] = run
+            progress(f"{adapter}: {item} {run}")
     return result
 
 
@@ -300,7 +307,8 @@ def report(args, lines) -> None:
         if paths and "dlpack" in paths and "host" in paths:
             ratio = min(paths["host"]) / min(paths["dlpack"])
             lines(f"- {r['adapter']}: RISE on {spec['path_images']} photos, host callback / DLPack path, best of "
-                  f"{len(paths['host'])} alternated runs each: **{ratio:.2f}** (> 1: DLPack faster).")
+                  f"{len(paths['host'])} alternated runs each: **{ratio:.2f}** (> 1: DLPack faster); maps "
+                  f"within {r.get('paths_max_map_difference', float('nan')):.1e} of each other.")
         if "dax_loop" in r:
             d = r["dax_loop"]
             lines(f"- {r['adapter']}: DAX loop over single images / batch of {d['images']}, per image: "
