@@ -23,6 +23,9 @@ _CHOICES = {
     "mask_input": ("original", "perturbed"),
     "mask_fill": ("fill", "zero"),
     "student_input": ("raw", "centred"),
+    "student": ("segments", "image"),
+    "target": ("logit", "probability"),
+    "gate": ("hard_concrete", "soft"),
 }
 
 
@@ -107,17 +110,6 @@ class DAXConfig:
         side in the same vmap on the same samples; their maps are averaged (a single pair can
         lock onto the background; see DESIGN.md). Costs restarts x the training, no extra queries.
         Fashion-MNIST scenes, N=2000, 4 epochs: IoU 0.654 (std 0.185) with 1, 0.720 (0.115) with 3.
-      area_fit_floor: None (lambda_area as given) or f in (0, 1]: at the end of the student
-        warm-up each row's lambda_area is multiplied by how well the student then fits the black
-        box's answers on the validation samples (1 - normalised MSE, clipped to [f, 1]). The area
-        term prices covering the image in shares of the black box's variation explained; where the
-        student can explain little (a fine-grained ImageNet class on a photo) a full price kills
-        every mask (V2 with normalize_loss only; not in the paper). Measured (benchmarks/RESULTS.md,
-        real photos): 0.1 raised insertion AUC on ten photos from 0.308 to 0.320 (RISE 0.406), but
-        lowered IoU on the Fashion scenes, so it is not the default.
-      restart_area_scales: None (every restart uses lambda_area) or one multiplier of lambda_area
-        per restart, so that restarts learn masks of different sparsity; averaged, the pixels that
-        even the sparsest mask keeps rank first (a graded map rather than a flat region).
 
     Execution (no effect on the result, only on speed and memory):
       query_chunk: perturbations per image in one black-box call (host memory ~ B * chunk * H*W*C);
@@ -143,8 +135,13 @@ class DAXConfig:
     student_input: Literal["raw", "centred"] = "centred"
     mask_channels: int = 8
     mask_grid_bias: bool = True
+    mask_init: float = 0.0
+    student: Literal["segments", "image"] = "segments"
     student_channels: tuple[int, int] = (8, 16)
     student_hidden: int = 32
+    target: Literal["logit", "probability"] = "logit"
+    gate: Literal["hard_concrete", "soft"] = "hard_concrete"
+    gate_temperature: float = 2.0 / 3.0
 
     variant: Variant = "v2"
     lambda_q: float = 0.5
@@ -155,15 +152,15 @@ class DAXConfig:
     normalize_loss: bool = True
     bounded_q: bool = True
 
+    steps: int | None = 1000
     epochs: int = 4
-    batch_size: int = 64
-    learning_rate: float = 3e-3
+    batch_size: int = 256
+    learning_rate: float = 1e-2
     mask_learning_rate: float = 3e-2
     validation_fraction: float = 0.1
+    validations: int = 10
     student_warmup: float = 0.25
     restarts: int = 3
-    area_fit_floor: float | None = None
-    restart_area_scales: tuple[float, ...] | None = None
 
     query_chunk: int | None = None
     image_batch: int = 16
@@ -172,19 +169,6 @@ class DAXConfig:
     def __post_init__(self):
         # Hashable, so that configs can key caches of compiled programs.
         object.__setattr__(self, "student_channels", tuple(int(c) for c in self.student_channels))
-        if self.restart_area_scales is not None:
-            scales = tuple(float(s) for s in self.restart_area_scales)
-            object.__setattr__(self, "restart_area_scales", scales)
-            if len(scales) != self.restarts or not all(s >= 0 for s in scales):
-                raise ValueError(f"DAXConfig.restart_area_scales={scales!r} must hold restarts={self.restarts} "
-                                 "numbers >= 0, one per restart")
-        if self.area_fit_floor is not None:
-            if not 0.0 < self.area_fit_floor <= 1.0:
-                raise ValueError(f"DAXConfig.area_fit_floor must be None or in (0, 1], got {self.area_fit_floor!r}")
-            if self.variant != "v2" or not self.normalize_loss:
-                raise ValueError("DAXConfig.area_fit_floor needs variant='v2' and normalize_loss=True (the fit "
-                                 f"is the normalised MSE), got variant={self.variant!r}, "
-                                 f"normalize_loss={self.normalize_loss!r}; set area_fit_floor=None")
         if self.segmentation_options is not None:
             object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
         check_segmenter(self.segmentation, "DAXConfig")
@@ -192,13 +176,23 @@ class DAXConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"DAXConfig.{name}={value!r} is not one of {allowed}")
-        positive_ints = ("num_samples", "resolution", "mask_cells", "mask_channels",
-                         "student_hidden", "epochs", "batch_size", "image_batch",
-                         "restarts")
+        positive_ints = ("num_samples", "resolution", "mask_cells", "student_hidden", "epochs",
+                         "batch_size", "image_batch", "restarts", "validations")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"DAXConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("vmap_width", "query_chunk"):
+        if int(self.mask_channels) < 0 or (self.mask_channels == 0 and not self.mask_grid_bias):
+            raise ValueError(f"DAXConfig.mask_channels must be >= 1, or 0 with mask_grid_bias=True (a mask of "
+                             f"the grid alone), got {self.mask_channels!r} with mask_grid_bias={self.mask_grid_bias!r}")
+        if not self.gate_temperature > 0:
+            raise ValueError(f"DAXConfig.gate_temperature must be > 0, got {self.gate_temperature!r}")
+        if self.student == "segments" and self.mask_input != "original":
+            raise ValueError("DAXConfig(student='segments') reads the mask off the original image; "
+                             f"mask_input={self.mask_input!r} needs student='image'")
+        if self.num_samples < 3:
+            raise ValueError(f"DAXConfig.num_samples must be >= 3 (the original, a training and a validation "
+                             f"sample), got {self.num_samples!r}")
+        for name in ("vmap_width", "query_chunk", "steps"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise ValueError(f"DAXConfig.{name} must be None or >= 1, got {value!r}")
@@ -210,13 +204,9 @@ class DAXConfig:
         if self.resolution % self.mask_cells:
             raise ValueError(f"DAXConfig.resolution={self.resolution} must be a multiple of "
                              f"mask_cells={self.mask_cells}")
-        if self.resolution % 8:
+        if self.student == "image" and self.resolution % 8:
             raise ValueError(f"DAXConfig.resolution={self.resolution} must be a multiple of 8 "
-                             "(the student downsamples by 4, then by 2)")
-        if self.num_samples_train < self.batch_size:
-            raise ValueError(f"DAXConfig: num_samples={self.num_samples} leaves "
-                             f"{self.num_samples_train} training samples, fewer than "
-                             f"batch_size={self.batch_size}")
+                             "(the image student downsamples by 4, then by 2)")
 
     @property
     def num_samples_validation(self) -> int:
@@ -228,8 +218,18 @@ class DAXConfig:
 
 
     @property
+    def minibatch(self) -> int:
+        """Samples per Adam step: batch_size, or all training samples when there are fewer."""
+        return min(self.batch_size, self.num_samples_train)
+
+    @property
     def steps_per_epoch(self) -> int:
-        return self.num_samples_train // self.batch_size
+        return self.num_samples_train // self.minibatch
+
+    @property
+    def total_steps(self) -> int:
+        """Adam steps per row: `steps`, or epochs x steps_per_epoch when steps is None."""
+        return self.steps if self.steps is not None else self.epochs * self.steps_per_epoch
 
     def replace(self, **changes) -> "DAXConfig":
         return dataclasses.replace(self, **changes)
@@ -277,8 +277,9 @@ class DAXConfig:
 
 
 _PAPER_COMMON = dict(
+    student="image", target="probability", gate="soft", steps=None, mask_init=0.0, validations=9,
     num_samples=6000, mask_input="perturbed", student_input="raw", mask_fill="zero",
     student_warmup=0.0, lambda_area=0.0, mask_grid_bias=False, normalize_loss=False, bounded_q=False,
-    complement_stop_gradient=False, area_fit_floor=None, resolution=128, batch_size=16, epochs=9,
+    complement_stop_gradient=False, resolution=128, batch_size=16, epochs=9,
     learning_rate=1e-3, mask_learning_rate=1e-3, fill="segment_grey", mask_channels=32,
 )

@@ -5,8 +5,25 @@ computation is vectorised over images — `vmap`, or on CPU a loop inside the sa
 (`vmap_width`) — and each image has its own key, parameters and optimizer state):
 
   segments (host) -> keep-vectors z [B, N, S] (device) -> black-box answers y [B, N]
-  (chunked queries) -> Adam steps on (mask net, student), perturbations rebuilt inside each step
-  from (z, segment map, fill) at the working resolution -> f_M(original) upsampled to H x W.
+  (chunked queries) -> the student's targets (logits of y by default) -> Adam steps on
+  (mask net, student), the masked perturbations rebuilt inside each step from z and the mask
+  -> f_M(original) upsampled to H x W, with the student's held-out fit and the mask's state.
+
+Two students (`DAXConfig.student`):
+- "segments" (the default): the student reads a masked perturbation as the share of each segment
+  it shows. The mask is a grid over the image; its share of segment j is the mean of the upsampled
+  mask over j's pixels (`nets.segment_pooling`), and each training sample shows segment j when it
+  was kept (z_j) *and* a relaxed Bernoulli gate with that share as its probability opens
+  (`sampling.hard_concrete_gates`). A sampled gate is 0 or 1 most of the time, so the student
+  cannot undo a shrinking mask by growing its weights: a segment the black box needs must stay
+  open, and the area term closes the others.
+- "image": the paper's CNN on the masked pixels (the presets `DAXConfig.paper_v1/v2/v3`).
+
+Why the default is what it is (benchmarks/RESULTS.md, "DAX on real models"): on EfficientNet's
+answers to perturbed photos the image student did not fit held-out perturbations (1 - normalised
+MSE near 0, against about 0.6 for a linear surrogate in segment space on the same queries), and
+the area term then killed every mask; in segment space, on logits, the student fits as well as
+the surrogate or better, and the mask lives.
 """
 
 from __future__ import annotations
@@ -24,12 +41,37 @@ from flax import nnx
 
 from daxjax import losses
 from daxjax.config import DAXConfig
+from daxjax.engine import GroupResult
+from daxjax.lime import weighted_ridge
 from daxjax.maps import normalise
-from daxjax.nets import DaxNets, init_nets, upsample_mask
+from daxjax.nets import DaxNets, init_nets, segment_pooling, upsample_mask
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
-from daxjax.sampling import image_keys, keep_masks, perturb, proximity_weights, split_indices
+from daxjax.sampling import (hard_concrete_gates, image_keys, keep_masks, perturb, proximity_weights,
+                             split_indices)
 from daxjax.segments import HostSegments, draw_keep_vectors, query_segment_perturbations, segment_and_fill
 from daxjax.sharding import over_images
+
+#: Per-image diagnostics of a DAX explanation (`Explanation.diagnostics`), each [B]:
+#:   heldout_fit     1 - the student's pi-weighted squared error on the held-out perturbations
+#:                   (masked as at the end of training) over their pi-weighted variance: how much of
+#:                   the black box's variation the student, seeing only what the mask keeps,
+#:                   predicts on queries it never trained on (1 perfect, 0 no better than the mean).
+#:   surrogate_fit   the same for a linear surrogate in segment space (LIME's ridge regression on
+#:                   the student's targets, same split): how much a simple model explains at all.
+#:   mask_area       mean of the mask over the image (0 dead, 1 everything kept).
+#:   mask_contrast   max - min of the mask before the map is scaled to [0, 1] (0 flat).
+#:   trusted         heldout_fit >= FIT_FLOOR and the mask alive (contrast >= CONTRAST_FLOOR and
+#:                   area between AREA_RANGE): a map to act on; False flags it.
+DIAGNOSTICS = ("heldout_fit", "surrogate_fit", "mask_area", "mask_contrast", "trusted")
+#: Below this held-out fit the student explains too little of the black box's answers for its
+#: mask to mean much (answers that are noise or a hash of the input score about 0).
+FIT_FLOOR = 0.2
+#: A mask whose range is below this is flat; one outside this area range is dead or everything.
+CONTRAST_FLOOR = 0.1
+AREA_RANGE = (0.005, 0.95)
+#: Logit targets are clipped to +-this: a probability of 1e-7 and one of 1e-9 differ by 4.6 in
+#: logit but both mean "absent"; the clip keeps such samples from dominating the squared error.
+LOGIT_CLIP = 12.0
 
 
 class WorkingImage(NamedTuple):
@@ -38,13 +80,14 @@ class WorkingImage(NamedTuple):
     image: jax.Array     # [R, R, C]
     segments: jax.Array  # int32 [R, R]
     fill: jax.Array      # [R, R, C]
+    pooling: jax.Array   # [S_max, cells * cells] segment shares of the mask grid (segment student)
 
 
 class Samples(NamedTuple):
     """One image's perturbations and the black box's answers to them."""
 
     z: jax.Array   # bool [N, S]
-    y: jax.Array   # [N] target-class probability
+    y: jax.Array   # [N] the student's targets (`student_targets` of the target-class probability)
     pi: jax.Array  # [N] proximity weight
 
 
@@ -52,27 +95,47 @@ class Batch(NamedTuple):
     """A minibatch of one image's samples, plus the image they perturb."""
 
     image: WorkingImage
-    z: jax.Array           # bool [b, S]
-    y: jax.Array           # [b]
-    pi: jax.Array          # [b]
-    area_scale: jax.Array  # [] this row's multiplier of lambda_area (`DAXConfig.restart_area_scales`)
+    z: jax.Array             # bool [b, S]
+    y: jax.Array             # [b]
+    pi: jax.Array            # [b]
+    target_scale: jax.Array  # [] 1 / pi-weighted variance of the row's training targets
 
 
-def to_working_resolution(image, segments, fill, resolution: int) -> WorkingImage:
-    """Resizes one image and its fill (antialiased) and samples its segment map (nearest)."""
+def to_working_resolution(image, segments, fill, resolution: int, max_segments: int,
+                          cells: int | None) -> WorkingImage:
+    """Resizes one image and its fill (antialiased), samples its segment map (nearest) and, given
+    `cells`, builds the pooling of the mask grid onto the full-resolution segments."""
     height, width = segments.shape
     rows = ((jnp.arange(resolution) + 0.5) * height / resolution).astype(jnp.int32)
     cols = ((jnp.arange(resolution) + 0.5) * width / resolution).astype(jnp.int32)
     shape = (resolution, resolution, image.shape[-1])
+    pooling = (segment_pooling(segments, max_segments, cells) if cells is not None
+               else jnp.zeros((0,), jnp.float32))
     return WorkingImage(
         image=jax.image.resize(image, shape, "linear", antialias=True),
         segments=segments[rows][:, cols],
         fill=jax.image.resize(fill, shape, "linear", antialias=True),
+        pooling=pooling,
     )
 
 
+def student_targets(y: jax.Array, target: str) -> jax.Array:
+    """What the student fits: the target-class probabilities y, or their logits (clipped).
+
+    Logits: evidence for a class adds up in the logit (a softmax classifier's logit is a sum of
+    evidence), while the probability saturates, and many real photos sit at p = 0.1-0.5 where a
+    few segments multiply it. A linear surrogate on the same queries explained 0.76 of the held-out
+    variation of logits against 0.57 of probabilities (restricted views: 0.76 vs 0.38).
+    """
+    if target == "probability":
+        return y
+    p = jnp.clip(y, 1e-12, 1.0)
+    logit = jnp.log(p) - jnp.log1p(-jnp.minimum(p, 1.0 - 1e-7))
+    return jnp.clip(logit, -LOGIT_CLIP, LOGIT_CLIP)
+
+
 def student_input(x: jax.Array, *, work: WorkingImage, config: DAXConfig) -> jax.Array:
-    """What the student sees of a (masked) perturbation x [..., R, R, C].
+    """What the image student sees of a (masked) perturbation x [..., R, R, C].
 
     "raw": x itself (the paper). "centred": x minus the mean perturbation, in units of the RMS
     change a switched-off segment makes. All perturbations of one image share most of their
@@ -87,17 +150,28 @@ def student_input(x: jax.Array, *, work: WorkingImage, config: DAXConfig) -> jax
     return (x - mean) / scale
 
 
-def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Array, dict]:
-    """The DAX objective for one image's minibatch. Returns (loss, metrics).
+def segment_predictions(nets, complement_student, batch: Batch, key, config: DAXConfig):
+    """The segment student on the masked samples and on their complements: (y_hat, y_bar, mask).
+
+    key: None for the deterministic gates of validation and explanation, else this step's key.
+    """
+    mask = nets.mask(batch.image.image)                                    # [cells, cells]
+    shares = batch.image.pooling @ mask.reshape(-1)                        # [S]
+    z = batch.z.astype(jnp.float32)
+    gate = hard_concrete_gates(shares, key, z.shape, config.gate_temperature) if config.gate == "hard_concrete" \
+        else jnp.broadcast_to(shares, z.shape)
+    return nets.student(z * gate), complement_student(z * (1.0 - gate)), mask
+
+
+def image_predictions(nets, complement_student, batch: Batch, config: DAXConfig):
+    """The image student on x_p * m + hidden * (1 - m) and on the complement: (y_hat, y_bar, mask).
 
     A perturbation is x_p = fill + keep * (image - fill), keep [b, R, R] in {0, 1}, so what the
-    student sees of it under a mask m, x_p * m + hidden * (1 - m), is one base image plus
-    keep * m times the image's difference from its fill; the student's linear first layer takes
-    it in that form (`nets.StudentNet.gated`) and no [b, R, R, C] input is built. Same losses and
-    gradients to float rounding; `python -m benchmarks.dax_floor_probes steps` on 2 CPU cores:
-    2.5-3.3 ms per row and step against 4.1 ms when those inputs were built.
+    student sees of it under a mask m is one base image plus keep * m times the image's difference
+    from its fill; the student's linear first layer takes it in that form (`nets.StudentNet.gated`)
+    and no [b, R, R, C] input is built (same losses and gradients to float rounding;
+    `python -m benchmarks.dax_floor_probes steps`: 2.5-3.3 ms per row and step against 4.1 ms).
     """
-    nets = nnx.merge(graphdef, params)
     work = batch.image
     keep = keep_masks(batch.z, work.segments)
     mask_in = work.image if config.mask_input == "original" else perturb(work.image, work.segments, work.fill, batch.z)
@@ -107,30 +181,45 @@ def dax_loss(params, graphdef, batch: Batch, config: DAXConfig) -> tuple[jax.Arr
     student_in = functools.partial(student_input, work=work, config=config)
     direction = student_in(work.image) - student_in(work.fill)  # student_in is affine
 
-    def masked_prediction(student, m):
-        """The student on x_p * m + hidden * (1 - m): [b]."""
+    def masked(student, m):
         m = m[..., None]
         return student.gated(student_in(work.fill * m + hidden * (1.0 - m)), m * direction, keep)
 
-    y_hat = masked_prediction(nets.student, mask)
-    if config.variant == "v1":
-        return losses.loss_v1(y_hat, batch.y, batch.pi, mask,
-                              lambda_l1=config.lambda_l1, lambda_kl=config.lambda_kl)
-    complement_nets = nets
+    return masked(nets.student, mask), masked(complement_student, 1.0 - mask), mask
+
+
+def dax_loss(params, graphdef, batch: Batch, key, config: DAXConfig) -> tuple[jax.Array, dict]:
+    """The DAX objective for one image's minibatch. Returns (loss, metrics).
+
+    key: the step's key for the segment student's gates; None for deterministic gates.
+    """
+    nets = nnx.merge(graphdef, params)
+    complement = nets
     if config.complement_stop_gradient:
-        complement_nets = nnx.merge(graphdef, jax.lax.stop_gradient(params))
-    y_bar = masked_prediction(complement_nets.student, 1.0 - mask)
+        complement = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+    if config.student == "segments":
+        y_hat, y_bar, mask = segment_predictions(nets, complement.student, batch, key, config)
+    else:
+        y_hat, y_bar, mask = image_predictions(nets, complement.student, batch, config)
+    if config.variant == "v1":
+        return losses.loss_v1(y_hat, batch.y, batch.pi, mask, lambda_l1=config.lambda_l1, lambda_kl=config.lambda_kl)
     return losses.loss_v2(y_hat, y_bar, batch.y, batch.pi, mask, lambda_q=config.lambda_q,
-                          lambda_area=config.lambda_area * batch.area_scale, normalize=config.normalize_loss,
+                          lambda_area=config.lambda_area,
+                          scale=batch.target_scale if config.normalize_loss else None,
                           bounded_q=config.bounded_q)
 
 
-def train_step(params, opt_state, batch: Batch, *, graphdef, config: DAXConfig,
+def train_step(params, opt_state, batch: Batch, key, *, graphdef, config: DAXConfig,
                optimizer: optax.GradientTransformation):
-    """One Adam step for one image: (params, opt_state, batch) -> (params, opt_state, metrics)."""
-    (loss, metrics), grads = jax.value_and_grad(dax_loss, has_aux=True)(params, graphdef, batch, config)
+    """One Adam step for one image: (params, opt_state, batch, key) -> (params, opt_state, metrics)."""
+    (loss, metrics), grads = jax.value_and_grad(dax_loss, has_aux=True)(params, graphdef, batch, key, config)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, {"loss": loss, **metrics}
+
+
+def warmup_steps(config: DAXConfig) -> int:
+    """Adam steps during which only the student learns (`DAXConfig.student_warmup`)."""
+    return int(round(config.student_warmup * config.total_steps))
 
 
 def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
@@ -140,10 +229,9 @@ def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
     constant input: the mask then fell to all zeros within 14 steps, where its sigmoid saturates
     and the student never learns (measured on the demo scenes). So the student learns first.
     """
-    frozen_steps = int(round(config.student_warmup * config.epochs * config.steps_per_epoch))
     mask_rate = optax.join_schedules(
         [optax.constant_schedule(0.0), optax.constant_schedule(config.mask_learning_rate)],
-        [frozen_steps])
+        [warmup_steps(config)])
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(lambda path, _: path[0].key, params)
@@ -151,8 +239,20 @@ def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
         {"mask": optax.adam(mask_rate), "student": optax.adam(config.learning_rate)}, labels)
 
 
-def _minibatch(work: WorkingImage, samples: Samples, area_scale: jax.Array, indices: jax.Array) -> Batch:
-    return Batch(work, samples.z[indices], samples.y[indices], samples.pi[indices], area_scale)
+def checkpoints(config: DAXConfig) -> list[int]:
+    """Steps after which the validation loss is computed and the best parameters kept.
+
+    `config.validations` points spread evenly over the steps after the warm-up (the mask is frozen
+    before, so earlier losses are not comparable), the last at the end of training.
+    """
+    start, total = warmup_steps(config), config.total_steps
+    span = max(total - start, 1)
+    points = {min(total, start + -(-k * span // config.validations)) for k in range(1, config.validations + 1)}
+    return sorted(p for p in points if p > 0)
+
+
+def _minibatch(work: WorkingImage, samples: Samples, target_scale, indices: jax.Array) -> Batch:
+    return Batch(work, samples.z[indices], samples.y[indices], samples.pi[indices], target_scale)
 
 
 class TrainingPrograms:
@@ -161,61 +261,99 @@ class TrainingPrograms:
     Every array argument carries a leading row axis (one row per image and restart).
     """
 
-    def __init__(self, config: DAXConfig, channels: int):
-        self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: DaxNets(config, channels, rngs=nnx.Rngs(0))))
+    def __init__(self, config: DAXConfig, channels: int, max_segments: int):
+        self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: DaxNets(config, channels, max_segments,
+                                                                    rngs=nnx.Rngs(0))))
         self.optimizer = make_optimizer(config)
-        step = functools.partial(train_step, graphdef=self.graphdef, config=config,
-                                 optimizer=self.optimizer)
+        step = functools.partial(train_step, graphdef=self.graphdef, config=config, optimizer=self.optimizer)
         loss = functools.partial(dax_loss, graphdef=self.graphdef, config=config)
+        b = config.minibatch
 
         def init(keys):
-            _, params = init_nets(config, channels, keys)
+            _, params = init_nets(config, channels, max_segments, keys)
             return params, jax.vmap(self.optimizer.init)(params)
 
         over_rows = functools.partial(map_rows, width=vmap_width(config))
 
-        def batched_step(params, opt_state, work, samples, area_scales, orders, step_index):
-            b = config.batch_size
-            idx = jax.lax.dynamic_slice_in_dim(orders, step_index * b, b, axis=1)
-            batches = jax.vmap(_minibatch)(work, samples, area_scales, idx)
-            return over_rows(step, params, opt_state, batches)
+        def run_steps(params, opt_state, work, samples, target_scales, train_idx, order_keys, gate_keys,
+                      first_step, count):
+            """Adam steps first_step .. first_step + count - 1 of every row, in one program.
 
-        def batched_validation(params, work, samples, area_scales, indices, weights):
-            batches = jax.vmap(_minibatch)(work, samples, area_scales, indices)
+            Step t of a row trains on `b` of its training samples drawn (with replacement) from
+            fold_in(its order key, t) and gates drawn from fold_in(its gate key, t): a step's batch
+            depends only on the row's keys and t, not on how the steps are split into calls.
+            """
+            def body(carry, t):
+                params, opt_state = carry
+                idx = jax.vmap(lambda k, tr: tr[jax.random.randint(jax.random.fold_in(k, t), (b,), 0, tr.shape[0])])(
+                    order_keys, train_idx)
+                batches = jax.vmap(_minibatch)(work, samples, target_scales, idx)
+                keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(gate_keys)
+                params, opt_state, _ = over_rows(step, params, opt_state, batches, keys)
+                return (params, opt_state), None
+            (params, opt_state), _ = jax.lax.scan(body, (params, opt_state), first_step + jnp.arange(count))
+            return params, opt_state
+
+        def batched_validation(params, work, samples, target_scales, indices, weights):
+            batches = jax.vmap(_minibatch)(work, samples, target_scales, indices)
             # Padding rows carry weight 0 in the pi-weighted terms.
             batches = batches._replace(pi=batches.pi * weights)
-            total, metrics = over_rows(lambda p, bt: loss(p, batch=bt), params, batches)
-            return total, metrics["mse"]
+            total, _ = over_rows(lambda p, bt: loss(p, batch=bt, key=None), params, batches)
+            return total
 
-        def epoch_orders(keys, train_idx, epoch):
-            """A fresh random order of each row's training samples: [rows, N_train]."""
-            return jax.vmap(lambda k, idx: jax.random.permutation(jax.random.fold_in(k, epoch), idx))(
-                keys, train_idx)
+        def heldout_residuals(params, work, samples, indices, weights):
+            """Per row: sum of pi (y_hat - y)^2 over `indices` (deterministic gates), [rows]."""
+            def one(p, w, s, idx):
+                nets = nnx.merge(self.graphdef, p)
+                batch = Batch(w, s.z[idx], s.y[idx], s.pi[idx] * weights, jnp.ones(()))
+                if config.student == "segments":
+                    y_hat = segment_predictions(nets, nets.student, batch, None, config)[0]
+                else:
+                    y_hat = image_predictions(nets, nets.student, batch, config)[0]
+                return jnp.sum(batch.pi * (y_hat - batch.y) ** 2)
+            return over_rows(one, params, work, samples, indices)
 
         def final_maps(params, images, height, width):
-            """E = f_M(x) on the original image, upsampled to H x W and scaled to [0, 1]."""
+            """f_M(x) on the original image, upsampled to H x W: [rows, H, W], not yet scaled."""
             def one(p, x):
                 return jax.image.resize(nnx.merge(self.graphdef, p).mask(x), (height, width), "linear")
-            return normalise(jax.vmap(one)(params, images))
+            return jax.vmap(one)(params, images)
 
         self.init = jax.jit(init)
-        self.step = jax.jit(batched_step, donate_argnums=(0, 1))
+        self.run_steps = jax.jit(run_steps, donate_argnums=(0, 1), static_argnums=9)
         self.validation = jax.jit(batched_validation)
-        self.epoch_orders = jax.jit(epoch_orders)
+        self.heldout_residuals = jax.jit(heldout_residuals)
         self.final_maps = jax.jit(final_maps, static_argnums=(2, 3))
+
+
+def weighted_r2(prediction: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+    """1 - sum w (prediction - target)^2 / sum w (target - weighted mean)^2 over the last axis."""
+    mean = jnp.sum(weight * target, -1, keepdims=True) / jnp.sum(weight, -1, keepdims=True)
+    residual = jnp.sum(weight * (prediction - target) ** 2, -1)
+    return 1.0 - residual / jnp.maximum(jnp.sum(weight * (target - mean) ** 2, -1), 1e-12)
+
+
+def steps_per_call(config: DAXConfig) -> int:
+    """Adam steps run in one compiled call (a `lax.scan`): as many as the checkpoints allow for the
+    segment student, whose steps are small enough that dispatching them one by one from Python
+    would cost more than computing them; one for the image student on CPU, where a scan over its
+    convolution steps ran 6-9x slower than the same steps dispatched one by one (DESIGN.md)."""
+    if config.student == "image" and jax.default_backend() == "cpu":
+        return 1
+    return config.total_steps
 
 
 def vmap_width(config: DAXConfig) -> int | None:
     """Rows per vectorised pass inside a training step (None: all rows at once).
 
-    On CPU one row at a time keeps a row's activations in cache; measured on 2 cores at the
-    default config (`python -m benchmarks.dax_floor_probes steps` / `rows`): 2.5-3.3 ms per row
-    and step one row at a time, 2.2-2.4 ms with 3, 3.6-4.3 ms with 12; whole trainings of 4
-    images 3.9 s with one row, 4.0 s with 3, 6.6 s with 12. Accelerators take all rows at once.
+    The image student on CPU goes one row at a time, which keeps a row's activations in cache;
+    measured on 2 cores (`python -m benchmarks.dax_floor_probes steps` / `rows`): 2.5-3.3 ms per row
+    and step one row at a time, 2.2-2.4 ms with 3, 3.6-4.3 ms with 12. The segment student's step is
+    a few small matrix products per row, so all rows go at once. Accelerators take all rows at once.
     """
     if config.vmap_width is not None:
         return config.vmap_width
-    return 1 if jax.default_backend() == "cpu" else None
+    return 1 if jax.default_backend() == "cpu" and config.student == "image" else None
 
 
 def map_rows(fn, *args, width: int | None):
@@ -231,8 +369,8 @@ def map_rows(fn, *args, width: int | None):
 
 
 @functools.lru_cache(maxsize=8)
-def training_programs(config: DAXConfig, channels: int) -> TrainingPrograms:
-    return TrainingPrograms(config, channels)
+def training_programs(config: DAXConfig, channels: int, max_segments: int) -> TrainingPrograms:
+    return TrainingPrograms(config, channels, max_segments)
 
 
 def _validation_chunks(val_idx: jax.Array, size: int):
@@ -255,51 +393,52 @@ def _select(improved: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, area_scales,
-                      train_idx, val_idx, init_keys, order_keys, config: DAXConfig, height: int, width: int):
-    """Trains one (mask net, student) pair per row and returns f_M(x) maps [rows, H, W].
+class Trained(NamedTuple):
+    """What training leaves per row: raw maps [rows, H, W] and the row's diagnostics [rows]."""
 
-    area_scales: [rows], each row's multiplier of `config.lambda_area`.
-    Each epoch ends with the validation loss; every row keeps its best parameters.
+    maps: jax.Array
+    heldout_fit: jax.Array
+    mask_area: jax.Array
+    mask_contrast: jax.Array
+
+
+def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, target_scales,
+                      train_idx, val_idx, init_keys, order_keys, gate_keys, config: DAXConfig,
+                      height: int, width: int) -> Trained:
+    """Trains one (mask net, student) pair per row; returns f_M(x) maps and diagnostics per row.
+
+    At each checkpoint (`checkpoints`) every row keeps its parameters if its validation loss is
+    the lowest so far.
     """
     rows = init_keys.shape[0]
     params, opt_state = programs.init(init_keys)
 
-    def validation_loss(p, scales):
-        """Per row: the validation loss and the student's normalised MSE, [rows] each."""
-        total = mse = jnp.zeros((rows,), jnp.float32)
-        for idx, weights in _validation_chunks(val_idx, config.batch_size):
-            chunk_total, chunk_mse = programs.validation(p, work, samples, scales, idx, weights)
-            total, mse = total + chunk_total, mse + chunk_mse
-        chunks = -(-val_idx.shape[1] // config.batch_size)
-        return total * config.batch_size / val_idx.shape[1], mse / chunks
+    def validation_loss(p):
+        total = jnp.zeros((rows,), jnp.float32)
+        for idx, weights in _validation_chunks(val_idx, config.minibatch):
+            total = total + programs.validation(p, work, samples, target_scales, idx, weights)
+        return total
 
-    adapt_epoch = _area_fit_epoch(config)
     best_params = jax.tree.map(jnp.copy, params)
     best_loss = jnp.full((rows,), jnp.inf)
-    for epoch in range(config.epochs):
-        orders = programs.epoch_orders(order_keys, train_idx, epoch)
-        for step_index in range(config.steps_per_epoch):
-            params, opt_state, _ = programs.step(params, opt_state, work, samples, area_scales, orders,
-                                                 step_index)
-        val, mse = validation_loss(params, area_scales)
-        if epoch == adapt_epoch:
-            area_scales = area_scales * jnp.clip(1.0 - mse, config.area_fit_floor, 1.0)
-            val, _ = validation_loss(params, area_scales)
-            best_loss = jnp.full((rows,), jnp.inf)  # earlier epochs were priced at the old scale
+    done = 0
+    for mark in checkpoints(config):
+        for start in range(done, mark, steps_per_call(config)):
+            count = min(steps_per_call(config), mark - start)
+            params, opt_state = programs.run_steps(params, opt_state, work, samples, target_scales, train_idx,
+                                                   order_keys, gate_keys, start, count)
+        done = mark
+        val = validation_loss(params)
         improved = val < best_loss
         best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
         best_loss = jnp.where(improved, val, best_loss)
-    return programs.final_maps(best_params, work.image, height, width)
-
-
-def _area_fit_epoch(config: DAXConfig) -> int | None:
-    """The epoch at whose end `config.area_fit_floor` rescales lambda_area: the first that ends
-    at or after the student warm-up (None: never)."""
-    if config.area_fit_floor is None or config.lambda_area == 0:
-        return None
-    frozen_steps = int(round(config.student_warmup * config.epochs * config.steps_per_epoch))
-    return min(config.epochs - 1, max(0, -(-frozen_steps // config.steps_per_epoch) - 1))
+    residual = jnp.zeros((rows,), jnp.float32)
+    for idx, weights in _validation_chunks(val_idx, config.minibatch):
+        residual = residual + programs.heldout_residuals(best_params, work, samples, idx, weights)
+    fit = 1.0 - residual / _weighted_spread(samples.y, samples.pi, val_idx)
+    maps = programs.final_maps(best_params, work.image, height, width)
+    flat = maps.reshape(rows, -1)
+    return Trained(maps, fit, flat.mean(-1), flat.max(-1) - flat.min(-1))
 
 
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
@@ -308,32 +447,72 @@ def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
         jnp.arange(restarts)))(keys).reshape(-1)
 
 
-_working_resolution = jax.jit(jax.vmap(to_working_resolution, in_axes=(0, 0, 0, None)),
-                              static_argnums=3)
+@jax.jit
+def _weighted_spread(y, pi, idx) -> jax.Array:
+    """sum pi (y - weighted mean)^2 over each row's samples `idx`: [rows] (floored, never 0)."""
+    def one(y, pi, idx):
+        yv, wv = y[idx], pi[idx]
+        mean = jnp.sum(wv * yv) / jnp.sum(wv)
+        return jnp.maximum(jnp.sum(wv * (yv - mean) ** 2), 1e-12)
+    return jax.vmap(one)(y, pi, idx)
+
+
+def _target_scales(y, pi, train_idx) -> jax.Array:
+    """1 / (pi-weighted variance of each row's training targets): [rows]."""
+    def one(y, pi, idx):
+        yt, wt = y[idx], pi[idx]
+        mean = jnp.sum(wt * yt) / jnp.sum(wt)
+        return 1.0 / (jnp.sum(wt * (yt - mean) ** 2) / jnp.sum(wt) + 1e-6)
+    return jax.vmap(one)(y, pi, train_idx)
+
+
+def _surrogate_fit(z, y, pi, train_idx, val_idx) -> jax.Array:
+    """Held-out fit of LIME's ridge regression on the same targets and split: [B]."""
+    def one(z, y, pi, tr, va):
+        zf = z.astype(jnp.float32)
+        w, b = weighted_ridge(zf[tr], y[tr], pi[tr], 1.0)
+        return weighted_r2(zf[va] @ w + b, y[va], pi[va])
+    return jax.vmap(one)(z, y, pi, train_idx, val_idx)
+
+
 _split = jax.jit(jax.vmap(split_indices, in_axes=(0, None, None)), static_argnums=(1, 2))
 _proximity = jax.jit(jax.vmap(proximity_weights, in_axes=(0, 0, None)), static_argnums=2)
+_targets = jax.jit(student_targets, static_argnums=1)
+_scales = jax.jit(_target_scales)
+_surrogate = jax.jit(_surrogate_fit)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _working_resolution(images, segments, fills, resolution: int, max_segments: int, cells: int | None):
+    return jax.vmap(lambda i, s, f: to_working_resolution(i, s, f, resolution, max_segments, cells))(
+        images, segments, fills)
 
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: DAXConfig, seed: int,
                    image_ids: list, segmented: HostSegments | None = None,
-                   queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
+                   queries: RenderedQueries | None = None) -> GroupResult:
     """Explains one group of images side by side with DAX.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints (`inputs.image_digest`); image_ids: the caller's names for the images.
     queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
     (audio), which are then rendered from the masks on `images`' grid.
-    Returns (maps float32 [B, H, W] in [0, 1], seconds per phase).
+    Returns maps float32 [B, H, W] in [0, 1], seconds per phase ("segmentation", "queries",
+    "training") and the diagnostics of `DIAGNOSTICS` per image.
     """
     t0 = time.perf_counter()
     group = segment_and_fill(images, config, image_ids, segmented)
+    group = group._replace(max_segments=padded_segments(group.max_segments))
     timings = {"segmentation": time.perf_counter() - t0}
     batch, height, width, channels = images.shape
     n = config.num_samples
-    keys = image_keys(seed, digests)
-    sample_keys, split_keys, init_keys, order_keys = (
-        jax.vmap(lambda k: jax.random.split(k, 4))(keys).transpose(1, 0))
+    # The keep-vectors come from the image's key itself, as LIME's do (same N, same segments: the
+    # same perturbations); training draws from keys folded off it.
+    sample_keys = image_keys(seed, digests)
+    split_keys, init_keys, order_keys, gate_keys = (
+        jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(1, 5)))(sample_keys)
+        .transpose(1, 0))
 
     t0 = time.perf_counter()
     z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
@@ -341,29 +520,49 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
     chex.assert_shape(z, (batch, n, group.max_segments))
     chex.assert_shape(y, (batch, n))
-    samples = Samples(z, y, _proximity(z, group.num_segments, config.kernel_width))
+    samples = Samples(z, _targets(y, config.target), _proximity(z, group.num_segments, config.kernel_width))
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    work = _working_resolution(group.images, group.segments, group.fills, config.resolution)
+    cells = config.mask_cells if config.student == "segments" else None
+    work = _working_resolution(group.images, group.segments, group.fills, config.resolution,
+                               group.max_segments, cells)
     train_idx, val_idx = _split(split_keys, n, config.num_samples_validation)
+    scales = _scales(samples.y, samples.pi, train_idx)
     # Restarts train side by side as extra rows of the same vmap: row b * K + k is restart k of
-    # image b, sharing the image's samples but with its own initialisation and batch order.
+    # image b, sharing the image's samples but with its own initialisation, batch order and gates.
     k = config.restarts
     repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, k, axis=0))
-    programs = training_programs(_training_key(config), channels)
-    area_scales = jnp.tile(jnp.asarray(config.restart_area_scales or (1.0,) * k, jnp.float32), batch)
-    maps = train_and_explain(programs, repeat(work), repeat(samples), area_scales, repeat(train_idx),
-                             repeat(val_idx), _restart_keys(init_keys, k),
-                             _restart_keys(order_keys, k), config, height, width)
-    chex.assert_shape(maps, (batch * k, height, width))
-    maps = np.asarray(normalise(maps.reshape(batch, k, height, width).mean(axis=1)))
+    programs = training_programs(_training_key(config), channels, group.max_segments)
+    trained = train_and_explain(programs, repeat(work), repeat(samples), repeat(scales), repeat(train_idx),
+                                repeat(val_idx), _restart_keys(init_keys, k), _restart_keys(order_keys, k),
+                                _restart_keys(gate_keys, k), config, height, width)
+    chex.assert_shape(trained.maps, (batch * k, height, width))
+    maps = np.asarray(normalise(normalise(trained.maps).reshape(batch, k, height, width).mean(axis=1)))
+    per_image = {name: np.asarray(value).reshape(batch, k).mean(axis=1)
+                 for name, value in trained._asdict().items() if name != "maps"}
+    per_image["surrogate_fit"] = np.asarray(_surrogate(z, samples.y, samples.pi, train_idx, val_idx))
+    per_image["trusted"] = trusted(per_image)
     timings["training"] = time.perf_counter() - t0
-    return maps, timings
+    return GroupResult(maps, timings, {name: per_image[name].astype(np.float32 if name != "trusted" else bool)
+                                       for name in DIAGNOSTICS})
+
+
+def padded_segments(max_segments: int) -> int:
+    """S_max for DAX: the next power of two, at least 32. The training programs are compiled per
+    S_max, and quickshift at 224 px gives 30-60 segments an image: a few sizes cover most groups.
+    Padded segments are never shown, so a map does not depend on it (the determinism contract)."""
+    return max(32, 1 << (int(max_segments) - 1).bit_length())
+
+
+def trusted(diagnostics: dict) -> np.ndarray:
+    """bool [B]: the held-out fit reaches FIT_FLOOR and the mask is alive (see `DIAGNOSTICS`)."""
+    alive = ((diagnostics["mask_contrast"] >= CONTRAST_FLOOR) & (diagnostics["mask_area"] >= AREA_RANGE[0])
+             & (diagnostics["mask_area"] <= AREA_RANGE[1]))
+    return (diagnostics["heldout_fit"] >= FIT_FLOOR) & alive
 
 
 def _training_key(config: DAXConfig) -> DAXConfig:
     """The config with the fields that do not shape the training programs reset (a cache key)."""
     return config.replace(segmentation_options=None, segmentation="grid", fill="zero",
-                          query_chunk=None, image_batch=1, restart_area_scales=None,
-                          area_fit_floor=None)
+                          query_chunk=None, image_batch=1, target="probability", kernel_width=0.25)

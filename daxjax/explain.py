@@ -11,13 +11,15 @@ import numpy as np
 from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax import dax, gradients, kernelshap, lime, occlusion, rise
 from daxjax.config import DAXConfig
-from daxjax.inputs import InputError, as_float_images, as_targets, image_digest
+from daxjax.engine import gather_diagnostics
+from daxjax.inputs import InputError, as_float_images, as_targets, check_field_types, check_seed, image_digest
 from daxjax.querying import device_blackbox
 from daxjax.segments import given_segments, select_segments
 
 # method -> (config dataclass, explain_images). Every explain_images has the signature
 #   (device_bb, images float32 [b, H, W, C], targets int32 [b], digests uint32 [b], config, seed,
-#    image_ids) -> (maps float32 [b, H, W] in [0, 1], {phase: seconds})
+#    image_ids) -> engine.GroupResult (maps float32 [b, H, W] in [0, 1], {phase: seconds},
+#    per-image diagnostics)
 # and every config has an `image_batch` field (images per group).
 #   Query-only, through `querying.query_targets` (any black box):
 #     "dax"          DAX, a mask net distilled from queries          (dax.py, DAXConfig)
@@ -50,6 +52,9 @@ class Explanation:
     scores: float32 [B], the black box's probability of the target on the unperturbed image.
     method, config: what produced the maps.
     timings: seconds spent per phase (for DAX "segmentation", "queries", "training"; all "total").
+    diagnostics: per-image arrays [B] saying how far each map can be trusted, for explainers that
+      can tell (DAX: `daxjax.dax.DIAGNOSTICS`: the student's held-out fit, a linear surrogate's,
+      the mask's area and contrast, and `trusted`); empty for the others.
     """
 
     maps: np.ndarray
@@ -58,6 +63,12 @@ class Explanation:
     method: str
     config: Any
     timings: dict = dataclasses.field(default_factory=dict)
+    diagnostics: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def trusted(self) -> np.ndarray | None:
+        """bool [B]: maps the explainer vouches for (DAX: fit and a living mask); None if it cannot tell."""
+        return self.diagnostics.get("trusted")
 
 
 def _resolve_config(method: str, config):
@@ -68,6 +79,7 @@ def _resolve_config(method: str, config):
         return expected()
     if not isinstance(config, expected):
         raise InputError(f"method={method!r} takes a {expected.__name__}; got {type(config).__name__}")
+    check_field_types(config)
     return config
 
 
@@ -92,6 +104,7 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
       An `Explanation`.
     """
     config = _resolve_config(method, config)
+    seed = check_seed(seed)
     user_bb, bb = bb, as_blackbox(bb)
     start = time.perf_counter()
     x = as_float_images(images)
@@ -106,15 +119,17 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
 
     maps = np.zeros(x.shape[:3], np.float32)
     timings: dict[str, float] = {}
+    diagnostics: dict[str, np.ndarray] = {}
     device_bb = device_blackbox(user_bb, bb, num_classes)
     explain_images = EXPLAINERS[method][1]
     for lo in range(0, batch, config.image_batch):
         hi = min(batch, lo + config.image_batch)
         extra = {} if given is None else {"segmented": select_segments(given, slice(lo, hi))}
-        group_maps, group_timings = explain_images(device_bb, x[lo:hi], targets[lo:hi], digests[lo:hi],
-                                                   config, seed, list(range(lo, hi)), **extra)
-        maps[lo:hi] = group_maps
-        for phase, seconds in group_timings.items():
+        result = explain_images(device_bb, x[lo:hi], targets[lo:hi], digests[lo:hi],
+                                config, seed, list(range(lo, hi)), **extra)
+        maps[lo:hi] = result.maps
+        gather_diagnostics(diagnostics, result.diagnostics, slice(lo, hi), batch)
+        for phase, seconds in result.timings.items():
             timings[phase] = timings.get(phase, 0.0) + seconds
     timings["total"] = time.perf_counter() - start
-    return Explanation(maps, targets, scores, method, config, timings)
+    return Explanation(maps, targets, scores, method, config, timings, diagnostics)

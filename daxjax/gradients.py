@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax.engine import GroupResult
 from daxjax.maps import normalise
 from daxjax.inputs import InputError
 from daxjax.querying import DeviceBlackBox
@@ -185,7 +186,7 @@ def _timed(method: str, device_bb: DeviceBlackBox,
     _require_jax(device_bb, method)
     t0 = time.perf_counter()
     maps = np.asarray(compute())
-    return maps, {"gradients": time.perf_counter() - t0}
+    return GroupResult(maps, {"gradients": time.perf_counter() - t0})
 
 
 # The four `explain_images` of the registry: (device_bb, images float32 [B, H, W, C], targets

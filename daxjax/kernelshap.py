@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
+from daxjax.engine import GroupResult
 from daxjax.lime import check_segment_options, evidence_maps
 from daxjax.segmentation import Segmenter
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
@@ -188,4 +189,4 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     phi = _sampled_shapley_values(z, y, group.num_segments)
     maps = np.asarray(evidence_maps(phi, group.segments, config.positive_only))
     timings["regression"] = time.perf_counter() - t0
-    return maps, timings
+    return GroupResult(maps, timings)

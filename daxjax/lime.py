@@ -25,6 +25,7 @@ import numpy as np
 
 from daxjax.config import FillMethod, SegmentationMethod
 from daxjax.fills import FILL_METHODS
+from daxjax.engine import GroupResult
 from daxjax.maps import normalise
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
 from daxjax.sampling import image_keys, proximity_weights
@@ -172,4 +173,4 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
                                      alpha=config.ridge_alpha)
     maps = np.asarray(evidence_maps(coefficients, group.segments, config.positive_only))
     timings["regression"] = time.perf_counter() - t0
-    return maps, timings
+    return GroupResult(maps, timings)

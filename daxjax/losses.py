@@ -60,22 +60,24 @@ def loss_v1(y_hat, y, pi, mask, *, lambda_l1: float, lambda_kl: float) -> tuple[
 
 
 def loss_v2(y_hat, y_bar, y, pi, mask, *, lambda_q: float, lambda_area: float = 0.0,
-            normalize: bool = False, bounded_q: bool = False) -> tuple[jax.Array, dict]:
+            scale: jax.Array | None = None, bounded_q: bool = False) -> tuple[jax.Array, dict]:
     """DAX-V2: pi-MSE + lambda_q * Q (+ lambda_area * mean(m), 0 in the paper).
 
-    normalize: divide both error terms by the pi-weighted variance of y (the error of predicting
-    the mean), so they read as "share of the black box's variation not explained".
-    bounded_q: with normalize, Q = -min(normalised complement error, 1): the complement is
-    rewarded for being as uninformative as no input at all, not for pushing the student to
-    answers further from y than the mean (unbounded, that reward drove masks to all ones).
+    scale: None (the paper) or 1 / the pi-weighted variance of the targets (the error of predicting
+    their mean, over the row's training samples): both error terms are then multiplied by it, so
+    they read as "share of the black box's variation not explained" whatever the targets' scale,
+    and lambda_area prices the mask's area in those shares.
+    bounded_q: with a scale, Q = -min(normalised complement error, 1): the complement is rewarded
+    for being as uninformative as no input at all, not for pushing the student to answers further
+    from y than the mean (unbounded, that reward drove masks to all ones).
     """
-    scale = 1.0
-    if normalize:
-        mean_y = jnp.sum(pi * y) / jnp.sum(pi)
-        scale = jax.lax.stop_gradient(1.0 / (weighted_mse(mean_y, y, pi) + 1e-4))
-    mse = scale * weighted_mse(y_hat, y, pi)
-    q = scale * counterfactual_q(y_bar, y, pi)
-    if normalize and bounded_q:
+    normalised = scale is not None
+    scale = 1.0 if scale is None else jax.lax.stop_gradient(scale)
+    # The pi-weighted mean (not the mean of pi-weighted terms): a minibatch's error is then on the
+    # scale of the variance it is divided by.
+    mse = scale * jnp.sum(pi * (y_hat - y) ** 2) / jnp.sum(pi) if normalised else weighted_mse(y_hat, y, pi)
+    q = -scale * jnp.sum(pi * (y_bar - y) ** 2) / jnp.sum(pi) if normalised else counterfactual_q(y_bar, y, pi)
+    if normalised and bounded_q:
         q = jnp.maximum(q, -1.0)
     area = jnp.mean(mask)
     return mse + lambda_q * q + lambda_area * area, {"mse": mse, "q": q, "area": area}

@@ -1,5 +1,10 @@
 """The two small networks DAX trains per image: the mask generator f_M and the student f_S.
 
+Two students: `SegmentStudent` (the default) reads a masked perturbation as the share of each
+segment it shows, which is all that distinguishes one perturbation of an image from another;
+`StudentNet` is the paper's CNN on the masked pixels (the presets). `segment_pooling` is the
+linear map from the mask grid to those shares.
+
 Each image has its own parameters, and images are trained side by side under `jax.vmap`. A
 vmapped `lax.conv` with per-image kernels lowers to a grouped convolution, measured 4-10x slower
 per image than a Python loop on XLA CPU; so convolutions here are patch extraction (a kernel-free
@@ -54,24 +59,28 @@ class MaskNet(nnx.Module):
     """f_M: image [..., R, R, C] -> mask [..., cells, cells] in (0, 1).
 
     Two 3x3 convolutions at the working resolution (the paper's "two layer CNN"), average-pooled to
-    the mask grid (the reference code pools to 16 x 16), then a sigmoid (the paper).
+    the mask grid (the reference code pools to 16 x 16), plus a learnable logit per cell, then a
+    sigmoid (the paper). channels=0 leaves the convolutions out: the mask is the grid alone.
     """
 
     def __init__(self, in_channels: int, channels: int, cells: int, *, grid_bias: bool = False,
-                 rngs: nnx.Rngs):
+                 grid_init: float = 0.0, rngs: nnx.Rngs):
+        if channels == 0 and not grid_bias:
+            raise ValueError("MaskNet with channels=0 needs grid_bias=True (it would have no parameters)")
         self.cells = cells
-        self.conv1 = PatchConv(in_channels, channels, 3, rngs=rngs)
-        self.conv2 = PatchConv(channels, 1, 3, rngs=rngs)
+        self.conv1 = PatchConv(in_channels, channels, 3, rngs=rngs) if channels else None
+        self.conv2 = PatchConv(channels, 1, 3, rngs=rngs) if channels else None
         # A learnable logit per mask cell: the convolutions see 5 x 5 pixels and can only mark
         # what looks locally different; the grid lets the mask mark where the evidence is.
-        self.grid = nnx.Param(jnp.zeros((cells, cells))) if grid_bias else None
+        self.grid = nnx.Param(jnp.full((cells, cells), grid_init, jnp.float32)) if grid_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = jax.nn.leaky_relu(self.conv1(x))
-        logits = self.conv2(h)[..., 0]
-        side = logits.shape[-1]
-        pool = side // self.cells
-        pooled = logits.reshape(logits.shape[:-2] + (self.cells, pool, self.cells, pool)).mean((-3, -1))
+        pooled = jnp.zeros(x.shape[:-3] + (self.cells, self.cells), x.dtype)
+        if self.conv1 is not None:
+            h = jax.nn.leaky_relu(self.conv1(x))
+            logits = self.conv2(h)[..., 0]
+            pool = logits.shape[-1] // self.cells
+            pooled = logits.reshape(logits.shape[:-2] + (self.cells, pool, self.cells, pool)).mean((-3, -1))
         if self.grid is not None:
             pooled = pooled + self.grid[...]
         return jax.nn.sigmoid(pooled)
@@ -147,27 +156,83 @@ class StudentNet(nnx.Module):
         return jax.nn.sigmoid(self.out(h)[..., 0])
 
 
+class SegmentStudent(nnx.Module):
+    """f_S on a masked perturbation read in segment space: shown [..., S] -> prediction [...].
+
+    shown_j in [0, 1] is how much of segment j the masked perturbation shows (keep_j x the mask's
+    gate on j). Every perturbation of one image is a function of its keep-vector alone, so this is
+    the student's whole input, without the ill-conditioned detour through pixels; the pixel mask
+    still decides the gates (`segment_pooling`). A linear term (what a LIME surrogate fits) plus a
+    one-hidden-layer MLP for interactions between segments; the output is unbounded (it fits the
+    black box's logits or probabilities, `DAXConfig.target`).
+
+    Row j of the first layer is drawn from fold_in(key, j), so a segment's initial weights do not
+    depend on how many segments the batch pads to (the determinism contract); padded segments are
+    never shown and keep their initial weights.
+    """
+
+    def __init__(self, max_segments: int, hidden: int, *, rngs: nnx.Rngs):
+        key = rngs.params()
+        rows = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), (hidden,)))(jnp.arange(max_segments))
+        # 0.3: pre-activations of order 1 with tens of segments shown; the output layers start at
+        # zero so that the student starts as a constant and no restart starts far off.
+        self.hidden = nnx.Param(0.3 * rows)
+        self.hidden_bias = nnx.Param(jnp.zeros((hidden,)))
+        self.out = nnx.Param(jnp.zeros((hidden,)))
+        self.linear = nnx.Param(jnp.zeros((max_segments,)))
+        self.bias = nnx.Param(jnp.zeros(()))
+
+    def __call__(self, shown: jax.Array) -> jax.Array:
+        h = jax.nn.gelu(shown @ self.hidden[...] + self.hidden_bias[...])
+        return h @ self.out[...] + shown @ self.linear[...] + self.bias[...]
+
+
 class DaxNets(nnx.Module):
-    """The pair trained jointly for one image."""
+    """The pair trained jointly for one image.
 
-    def __init__(self, config: DAXConfig, in_channels: int, *, rngs: nnx.Rngs):
+    max_segments: S_max, the keep-vectors' padded length (the segment student's input width).
+    """
+
+    def __init__(self, config: DAXConfig, in_channels: int, max_segments: int, *, rngs: nnx.Rngs):
         self.mask = MaskNet(in_channels, config.mask_channels, config.mask_cells,
-                            grid_bias=config.mask_grid_bias, rngs=rngs)
-        self.student = StudentNet(in_channels, tuple(config.student_channels), config.student_hidden,
-                                  config.resolution, rngs=rngs)
+                            grid_bias=config.mask_grid_bias, grid_init=config.mask_init, rngs=rngs)
+        if config.student == "segments":
+            self.student = SegmentStudent(max_segments, config.student_hidden, rngs=rngs)
+        else:
+            self.student = StudentNet(in_channels, tuple(config.student_channels), config.student_hidden,
+                                      config.resolution, rngs=rngs)
 
 
-def init_nets(config: DAXConfig, in_channels: int, keys: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
+def init_nets(config: DAXConfig, in_channels: int, max_segments: int,
+              keys: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
     """Initialises one independent pair of networks per key.
 
     Returns the shared graph definition and the parameters stacked along a leading image axis.
     """
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DaxNets(config, in_channels, rngs=nnx.Rngs(0))))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DaxNets(config, in_channels, max_segments, rngs=nnx.Rngs(0))))
 
     def one(key):
-        return nnx.state(DaxNets(config, in_channels, rngs=nnx.Rngs(params=key)), nnx.Param)
+        return nnx.state(DaxNets(config, in_channels, max_segments, rngs=nnx.Rngs(params=key)), nnx.Param)
 
     return graphdef, jax.vmap(one)(keys)
+
+
+def segment_pooling(segments: jax.Array, max_segments: int, cells: int) -> jax.Array:
+    """The share of each segment a mask grid shows: P [S_max, cells * cells], shares = P @ mask.
+
+    segments: int [H, W] at the image's own size. The mask grid is shown bilinearly upsampled to
+    H x W (as the explanation is, `upsample_mask`), so share_j = mean over segment j's pixels of
+    the upsampled mask, which is linear in the grid: P[j, (a, b)] = mean over j's pixels of the
+    upsampling weights of cell (a, b). The weights are separable (rows x columns), so P is one
+    contraction of the segments' one-hot map with the two 1-D weight tables. Padded segments
+    (no pixels) get zero rows.
+    """
+    height, width = segments.shape
+    rows = jax.image.resize(jnp.eye(cells), (height, cells), "bilinear")   # [H, cells]
+    cols = jax.image.resize(jnp.eye(cells), (width, cells), "bilinear")    # [W, cells]
+    onehot = jax.nn.one_hot(segments, max_segments, dtype=jnp.float32)    # [H, W, S]
+    pooled = jnp.einsum("hws,ha,wb->sab", onehot, rows, cols).reshape(max_segments, cells * cells)
+    return pooled / jnp.maximum(onehot.sum((0, 1)), 1.0)[:, None]
 
 
 def upsample_mask(mask: jax.Array, side: int) -> jax.Array:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax.engine import GroupResult
 from daxjax.maps import normalise
 from daxjax.fills import fill_images
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
@@ -163,4 +164,4 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     maps = np.asarray(occlusion_maps(scores, window=config.window, stride=config.stride, height=height,
                                      width=width, positive_only=config.positive_only))
     timings["saliency"] = time.perf_counter() - t0
-    return maps, timings
+    return GroupResult(maps, timings)

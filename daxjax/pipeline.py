@@ -312,12 +312,12 @@ class _Run:
                 kwargs["segmented"] = HostSegments(shard_images(mesh, group.segments),
                                                    shard_images(mesh, group.fills),
                                                    shard_images(mesh, group.num_segments), group.max_segments)
-            group_maps, timings = self.explain_images(
+            result = self.explain_images(
                 self.device_bb, shard_images(mesh, images) if mesh is not None else images,
                 shard_images(mesh, targets) if mesh is not None else targets,
                 shard_images(mesh, digests) if mesh is not None else digests,
                 self.config, self.seed, ids, **kwargs)
-        return np.asarray(group_maps)[:count], timings
+        return np.asarray(result.maps)[:count], result.timings
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax.engine import GroupResult
 from daxjax.maps import normalise
 from daxjax.fills import fill_images
 from daxjax.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
@@ -197,4 +198,4 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
                              height=height, width=width, chunk=chunk)
     maps = np.asarray(normalise(saliency))
     timings["saliency"] = time.perf_counter() - t0
-    return maps, timings
+    return GroupResult(maps, timings)

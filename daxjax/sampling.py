@@ -80,3 +80,54 @@ def split_indices(key: jax.Array, num_samples: int, num_validation: int) -> tupl
     validation = order[:num_validation]
     train = jnp.concatenate([jnp.zeros((1,), order.dtype), order[num_validation:]])
     return train.astype(jnp.int32), validation.astype(jnp.int32)
+
+
+# Hard concrete (Louizos, Welling & Kingma, 2018): a logistic sample stretched to (GATE_LOW,
+# GATE_HIGH) and clipped to [0, 1], so a gate is exactly 0 or 1 with positive probability.
+GATE_LOW, GATE_HIGH = -0.1, 1.1
+
+
+def hard_concrete_gates(probabilities: jax.Array, key: jax.Array | None, shape: tuple,
+                        temperature: float) -> jax.Array:
+    """Relaxed Bernoulli gates in [0, 1], differentiable in their opening probabilities.
+
+    probabilities: [S] in [0, 1], how likely each gate is open (a segment's share of the mask).
+    key: None gives the deterministic gate clip(p * (high - low) + low, 0, 1) (validation and
+    explanation); else a sample of `shape` [..., S] (noise from `hashed_uniform`). Small
+    temperatures make samples nearly 0/1.
+    """
+    p = jnp.clip(probabilities, 1e-6, 1.0 - 1e-6)
+    if key is None:
+        stretched = jnp.broadcast_to(p, shape)
+    else:
+        u = hashed_uniform(key, shape)
+        logit = jnp.log(p) - jnp.log1p(-p)
+        stretched = jax.nn.sigmoid((jnp.log(u) - jnp.log1p(-u) + logit) / temperature)
+    return jnp.clip(stretched * (GATE_HIGH - GATE_LOW) + GATE_LOW, 0.0, 1.0)
+
+
+def _fmix32(x: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(key: jax.Array, shape: tuple) -> jax.Array:
+    """Uniform floats in (0, 1) of `shape`, a hash of (key, position): float32.
+
+    Noise for the gates of every training sample and segment at every step (tens of thousands of
+    numbers per row and step): the threefry generator cost more than the rest of the step on CPU
+    (4.7 ms for 48 x 256 x 64 numbers against 0.12 ms hashed, 2 cores). Counter-based like
+    threefry, so a position's number depends only on the key and the position, not on what else
+    is drawn or vmapped beside it. Not for cryptography; 24 bits of resolution.
+    """
+    words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+    count = 1
+    for n in shape:
+        count *= n
+    x = _fmix32(jnp.arange(count, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9) ^ words[0])
+    x = _fmix32(x ^ words[-1])
+    return ((x >> 8).astype(jnp.float32) + 0.5).reshape(shape) / jnp.float32(1 << 24)

@@ -11,7 +11,7 @@ from blackbox_adapters import BlackBoxError
 from daxjax import DAXConfig, InputError
 from planted import red_fraction_box
 
-TINY = DAXConfig(num_samples=96, epochs=1, batch_size=32, resolution=16, mask_cells=4,
+TINY = DAXConfig(num_samples=96, steps=3, batch_size=32, resolution=16, mask_cells=4,
                  segmentation="grid", query_chunk=32, restarts=1)
 
 
@@ -105,14 +105,15 @@ def test_bad_config_values():
         DAXConfig(segmentation="sam")
     with pytest.raises(ValueError, match=r"keep_prob"):
         DAXConfig(keep_prob=1.0)
-    with pytest.raises(ValueError, match=r"fewer than batch_size"):
-        DAXConfig(num_samples=40, batch_size=64)
-    with pytest.raises(ValueError, match=r"restart_area_scales=\(1\.0, 2\.0\) must hold restarts=3"):
-        DAXConfig(restart_area_scales=(1, 2))
-    with pytest.raises(ValueError, match=r"numbers >= 0"):
-        DAXConfig(restarts=2, restart_area_scales=(1, -2))
-    with pytest.raises(ValueError, match=r"area_fit_floor must be None or in \(0, 1\], got 0"):
-        DAXConfig(area_fit_floor=0)
-    with pytest.raises(ValueError, match=r"area_fit_floor needs variant='v2' and normalize_loss=True"):
-        DAXConfig(area_fit_floor=0.2, normalize_loss=False)
-    assert DAXConfig.paper_v1().area_fit_floor is None and DAXConfig.paper_v2().area_fit_floor is None
+    with pytest.raises(ValueError, match=r"student='mlp' is not one of"):
+        DAXConfig(student="mlp")
+    with pytest.raises(ValueError, match=r"gate_temperature must be > 0"):
+        DAXConfig(gate_temperature=0)
+    with pytest.raises(ValueError, match=r"mask_channels must be >= 1, or 0 with mask_grid_bias=True"):
+        DAXConfig(mask_channels=0, mask_grid_bias=False)
+    with pytest.raises(ValueError, match=r"mask_input='perturbed' needs student='image'"):
+        DAXConfig(mask_input="perturbed")
+    with pytest.raises(ValueError, match=r"num_samples must be >= 3"):
+        DAXConfig(num_samples=2)
+    # Fewer training samples than batch_size: every step takes all of them.
+    assert DAXConfig(num_samples=40, batch_size=64).minibatch == 36

@@ -53,9 +53,14 @@ def test_v2_area_and_normalisation():
     assert np.isclose(float(plain), 0.5 * float(parts["q"]))
     with_area, parts = losses.loss_v2(y, 1 - y, y, pi, mask, lambda_q=0.5, lambda_area=2.0)
     assert np.isclose(float(with_area - plain), 0.5)
-    scaled, _ = losses.loss_v2(10 * (y - 0.5) / 10 + 0.5, y, y, pi, mask, lambda_q=0.0,
-                               normalize=True)
-    assert np.isclose(float(scaled), 0.0)
+    # With a scale (1 / the targets' variance), the error terms are shares of that variance: a
+    # prediction off by one standard deviation everywhere costs 1, whatever the targets' units.
+    for units in (1.0, 100.0):
+        target = units * y
+        spread = float(jnp.mean((target - target.mean()) ** 2))
+        scaled, parts = losses.loss_v2(target + np.sqrt(spread), target, target, pi, mask, lambda_q=0.0,
+                                       scale=1.0 / spread)
+        assert np.isclose(float(parts["mse"]), 1.0, rtol=1e-5)
 
 
 def test_v1_combines_terms():

@@ -25,7 +25,7 @@ from planted import red_and_distractor_scene
 RUNNER = str(Path(__file__).with_name("pipeline_run.py"))
 ROOT = str(Path(__file__).resolve().parents[1])
 # Tiny but real: grid segments, a few Adam steps; RISE with few masks.
-DAX_SMALL = dict(num_samples=64, epochs=1, batch_size=16, resolution=16, mask_cells=4, segmentation="grid",
+DAX_SMALL = dict(num_samples=64, steps=3, batch_size=16, resolution=16, mask_cells=4, segmentation="grid",
                  mask_channels=4, student_channels=(4, 4), student_hidden=8)
 RISE_SMALL = dict(num_samples=32, cells=4)
 

@@ -166,8 +166,9 @@ def _background(rng: np.random.Generator, exclude: str, side: int) -> tuple[str,
     return name, out[:, ::-1] if rng.random() < 0.5 else out
 
 
-def draw_composite(rng: np.random.Generator, side: int) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """(object name, description, image [side, side, 3], mask [side, side]) of one composite."""
+def draw_composite(rng: np.random.Generator, side: int) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
+    """(object name, description, image [side, side, 3], mask [side, side], the background before
+    pasting [side, side, 3]) of one composite."""
     names = sorted(objects())
     name = names[rng.integers(len(names))]
     image, inside = objects()[name]
@@ -185,7 +186,7 @@ def draw_composite(rng: np.random.Generator, side: int) -> tuple[str, str, np.nd
     mask[top:top + h, left:left + w] = keep
     out = canvas.copy()
     out[top:top + h, left:left + w] = np.where(keep[..., None], patch, out[top:top + h, left:left + w])
-    return name, f"{name} on {background_name}", np.clip(out, 0, 1).astype(np.float32), mask
+    return name, f"{name} on {background_name}", np.clip(out, 0, 1).astype(np.float32), mask, canvas
 
 
 def draw_region(rng: np.random.Generator, image: np.ndarray) -> tuple[str, np.ndarray]:
@@ -210,14 +211,20 @@ def draw_region(rng: np.random.Generator, image: np.ndarray) -> tuple[str, np.nd
                   channel_axis=-1)
     region = labels == labels[rng.integers(side), rng.integers(side)]
     while region.mean() < area:
-        # Grow by a random neighbouring superpixel (4-neighbourhood), so the union stays connected.
+        # Grow by a random neighbouring superpixel (4-neighbourhood), so the union stays connected,
+        # among those that keep the region within REGION_AREA.
         edge = np.zeros_like(region)
         edge[1:] |= region[:-1]
         edge[:-1] |= region[1:]
         edge[:, 1:] |= region[:, :-1]
         edge[:, :-1] |= region[:, 1:]
-        candidates = np.unique(labels[edge & ~region])
+        candidates = [c for c in np.unique(labels[edge & ~region])
+                      if (region | (labels == c)).mean() <= REGION_AREA[1]]
+        if not candidates:
+            break
         region |= labels == candidates[rng.integers(len(candidates))]
+    if region.mean() > REGION_AREA[1]:  # the seed superpixel alone was too large: draw again
+        return draw_region(rng, image)
     return shape, region
 
 
@@ -237,7 +244,7 @@ def make_cases(model, side: int, composites: int, restricted: int, seed: int = 0
         batch = [draw_composite(rng, side) for _ in range(16)]
         draws += len(batch)
         top, _ = _top1(model, np.stack([b[2] for b in batch]))
-        for (name, description, image, mask), t in zip(batch, top):
+        for (name, description, image, mask, _), t in zip(batch, top):
             if t == classes[name] and kept < composites:
                 kinds.append("composite"), names.append(description), images.append(image)
                 masks.append(mask), regions.append(None)

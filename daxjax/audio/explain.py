@@ -28,6 +28,7 @@ from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.render import TimeFrequencyRender, TimeRender
 from daxjax.audio.spectrogram import SpectrogramConfig, log_mel, noise_floor_db, spectrogram_images
 from daxjax.config import DAXConfig
+from daxjax.engine import gather_diagnostics
 from daxjax.explain import EXPLAINERS
 from daxjax.inputs import InputError, as_targets, image_digest
 from daxjax.maps import normalise
@@ -111,6 +112,7 @@ class AudioExplanation:
     targets: int32 [B]; scores: float32 [B], the black box's probability of the target.
     spectrograms: float32 [B, M, F] log-mel dB of the clips (what the maps are drawn on).
     method, config (the resolved `AudioConfig`), sample_rate, timings (seconds per phase).
+    diagnostics: per-clip arrays [B] of how far each map can be trusted (as `Explanation.diagnostics`).
     """
 
     maps: np.ndarray
@@ -123,6 +125,7 @@ class AudioExplanation:
     config: AudioConfig
     sample_rate: int
     timings: dict = dataclasses.field(default_factory=dict)
+    diagnostics: dict = dataclasses.field(default_factory=dict)
 
 
 def resolve_config(method: str, config) -> AudioConfig:
@@ -215,6 +218,7 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
     device_bb = device_blackbox(user_bb, bb, num_classes, input_rank=1)
     explain_group = EXPLAINERS[method][1]
     maps = np.zeros((batch,) + grid, np.float32)
+    diagnostics: dict[str, np.ndarray] = {}
     for lo in range(0, batch, explainer.image_batch):
         hi = min(batch, lo + explainer.image_batch)
         queries = RenderedQueries(render, x[lo:hi], fills[lo:hi])
@@ -224,15 +228,16 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
             extra["segmented"] = HostSegments(np.broadcast_to(segments, (count,) + grid).copy(),
                                               fill_images[lo:hi], np.full(count, num_segments, np.int32),
                                               bucket_size(num_segments))
-        group_maps, group_timings = explain_group(device_bb, grid_images[lo:hi], targets[lo:hi], digests[lo:hi],
-                                                  explainer, seed, list(range(lo, hi)), queries=queries, **extra)
-        maps[lo:hi] = group_maps
-        for phase, seconds in group_timings.items():
+        result = explain_group(device_bb, grid_images[lo:hi], targets[lo:hi], digests[lo:hi],
+                               explainer, seed, list(range(lo, hi)), queries=queries, **extra)
+        maps[lo:hi] = result.maps
+        gather_diagnostics(diagnostics, result.diagnostics, slice(lo, hi), batch)
+        for phase, seconds in result.timings.items():
             timings[phase] = timings.get(phase, 0.0) + seconds
 
     time_maps = np.asarray(normalise(jnp.asarray(maps.mean(axis=1, keepdims=True))))[:, 0]
     tf_maps = maps.transpose(0, 2, 1).copy() if tiles else None
     timings["total"] = time.perf_counter() - start
     return AudioExplanation(time_maps, spec.frame_times(samples, rate), tf_maps, targets, scores,
-                            np.asarray(db), method, config, rate, timings)
+                            np.asarray(db), method, config, rate, timings, diagnostics)
 

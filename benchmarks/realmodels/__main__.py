@@ -1,0 +1,255 @@
+"""Real models, real photos, exact ground truth: the project's primary quality table.
+
+    python -m benchmarks.realmodels                     # Lite0 and Lite2, N = 1000 and 3000 (hours on 2 CPU cores)
+    python -m benchmarks.realmodels --quick --no-write  # a smoke run of a minute (Lite0, 6 cases, N = 200)
+    python -m benchmarks.realmodels --models lite0 --budgets 1000 --parts ablation
+
+Cases (`benchmarks/realmodels/cases.py`): cut-outs of bundled photos pasted on other bundled photos,
+kept when the model's top-1 is the object's class (ground truth = the pasted pixels), and restricted
+views (the model sees only a region R of a photo, grey elsewhere: ground truth = R). Models:
+EfficientNet-Lite0 (224 px, bundled) and EfficientNet-Lite2 (260 px, exported on first use,
+`models.py`). Every method gets the same N; Occlusion's stride is chosen so that its window count is
+closest to N. Maps of each row are kept under `--out` and reused by a rerun (`--fresh` recomputes).
+
+Columns:
+  IoU            mean (std) IoU of the map thresholded at mean + 1 std with the ground truth
+  comp / restr   the IoU mean over the composites / the restricted views alone
+  top-20 %       IoU of the map's top 20 % of pixels with the ground truth
+  flat           maps with no usable region: std of the [0, 1] map below 0.02 (a dead or flat map)
+  del / ins      deletion AUC (zero fill; lower is better) and insertion AUC (from a blurred image;
+                 higher is better), pixel order, 50 steps, divided by the target's unperturbed
+                 probability (many cases sit at 0.1-0.5)
+  s/image        wall-clock seconds per image (2 CPU cores; composites explained as one batch,
+                 restricted views one at a time, each behind its own region)
+References: a random map, a centred Gaussian, and the ground truth itself (what a perfect localiser
+hands deletion and insertion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.results import write_section
+from benchmarks.realmodels import models as model_zoo
+from benchmarks.realmodels.cases import Cases, make_cases
+
+SECTION = "## Real models, real photos, exact ground truth (issue 18)"
+ABLATION_SECTION = "## DAX on real models: why it failed and what each part is worth (issue 18)"
+PARTS = ("table", "ablation")
+AUC_STEPS = 50
+FLAT_STD = 0.02
+
+
+def occlusion_stride(side: int, budget: int) -> int:
+    """The stride whose window count (ceil(side / stride))^2 is closest to `budget`."""
+    strides = np.arange(1, side + 1)
+    counts = np.ceil(side / strides) ** 2
+    return int(strides[np.argmin(np.abs(counts - budget))])
+
+
+def methods(budget: int, side: int, presets: bool) -> dict:
+    """Row name -> (method, config), each method's default config but for N."""
+    import daxjax
+
+    rows = {"DAX (ours)": ("dax", daxjax.DAXConfig(num_samples=budget))}
+    if presets:
+        rows["DAX-V1 (paper preset)"] = ("dax", daxjax.DAXConfig.paper_v1(num_samples=budget))
+        rows["DAX-V2 (paper preset)"] = ("dax", daxjax.DAXConfig.paper_v2(num_samples=budget))
+    rows.update({
+        "RISE": ("rise", daxjax.RISEConfig(num_samples=budget)),
+        "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget)),
+        "KernelSHAP": ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget)),
+        "Occlusion": ("occlusion", daxjax.OcclusionConfig(stride=occlusion_stride(side, budget))),
+    })
+    return rows
+
+
+def ablation_variants() -> dict:
+    """Change name -> DAXConfig fields changed from the default, one change at a time."""
+    return {"default": {}}
+
+
+def reference_maps(cases: Cases, seed: int = 0) -> dict:
+    """Maps every table reports beside the explainers': random, centred Gaussian, ground truth."""
+    count, side = len(cases), cases.images.shape[1]
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    gaussian = np.exp(-(yy ** 2 + xx ** 2) / (2 * (side / 4) ** 2)).astype(np.float32)
+    jitter = 1e-3 * rng.uniform(size=(count, side, side))
+    return {"random map": rng.uniform(size=(count, side, side)).astype(np.float32),
+            "centred Gaussian": np.repeat(gaussian[None], count, axis=0),
+            "ground truth (reference)": (cases.masks.astype(np.float32) + jitter).astype(np.float32)}
+
+
+def explain_cases(model, cases: Cases, method: str, config, seed: int = 0):
+    """Maps [n, side, side] of every case and the wall-clock seconds per image.
+
+    Composites share the model and are explained as one call; each restricted view has its own
+    black box (the model behind its region) and is explained alone. Returns (maps, seconds, extras)
+    with extras the Explanation's per-image diagnostics when it has any.
+    """
+    import daxjax
+
+    maps = np.zeros(cases.masks.shape, np.float32)
+    diagnostics: dict = {}
+    start = time.perf_counter()
+    shared = [i for i, region in enumerate(cases.regions) if region is None]
+    groups = ([shared] if shared else []) + [[i] for i, region in enumerate(cases.regions) if region is not None]
+    for group in groups:
+        ex = daxjax.explain(cases.black_box(model, group[0]), cases.images[group], targets=cases.targets[group],
+                            method=method, config=config, seed=seed)
+        maps[group] = ex.maps
+        for name, values in getattr(ex, "diagnostics", {}).items():
+            diagnostics.setdefault(name, np.zeros(len(cases), np.asarray(values).dtype))[group] = values
+    return maps, (time.perf_counter() - start) / len(cases), diagnostics
+
+
+def top_share_iou(maps: np.ndarray, masks: np.ndarray, share: float = 0.2) -> np.ndarray:
+    """IoU of each map's top `share` of pixels (ties at the cut included) with its mask: [n]."""
+    flat = maps.reshape(len(maps), -1)
+    cut = np.quantile(flat, 1.0 - share, axis=1)
+    region = maps >= cut[:, None, None]
+    inter = (region & masks).sum((1, 2))
+    union = (region | masks).sum((1, 2))
+    return (inter / np.maximum(union, 1)).astype(np.float32)
+
+
+def score(model, cases: Cases, maps: np.ndarray) -> dict:
+    """Per-case scores of one row's maps (see the module docstring)."""
+    from daxjax import metrics
+
+    deletion = np.zeros(len(cases), np.float32)
+    insertion = np.zeros(len(cases), np.float32)
+    shared = [i for i, region in enumerate(cases.regions) if region is None]
+    groups = ([shared] if shared else []) + [[i] for i, region in enumerate(cases.regions) if region is not None]
+    for group in groups:
+        bb = cases.black_box(model, group[0])
+        deletion[group] = metrics.deletion_auc(bb, cases.images[group], maps[group], cases.targets[group],
+                                               steps=AUC_STEPS, normalize=True)
+        insertion[group] = metrics.insertion_auc(bb, cases.images[group], maps[group], cases.targets[group],
+                                                 steps=AUC_STEPS, fill="blur", normalize=True)
+    return {"iou": metrics.iou(maps, cases.masks), "top20": top_share_iou(maps, cases.masks),
+            "flat": np.array([m.std() < FLAT_STD for m in maps]), "deletion": deletion, "insertion": insertion}
+
+
+HEADER = ["| method | IoU mean (std) | comp | restr | top-20 % | flat | del | ins | s/image |",
+          "|---|---|---|---|---|---|---|---|---|"]
+
+
+def row_line(name: str, cases: Cases, s: dict, seconds) -> str:
+    kinds = np.array(cases.kinds)
+
+    def part(kind):
+        chosen = s["iou"][kinds == kind]
+        return f"{chosen.mean():.3f}" if len(chosen) else "—"
+    secs = "—" if seconds is None else f"{seconds:.2f}"
+    return (f"| {name} | {s['iou'].mean():.3f} ({s['iou'].std():.3f}) | {part('composite')} | {part('restricted')} | "
+            f"{s['top20'].mean():.3f} | {int(s['flat'].sum())} | {s['deletion'].mean():.3f} | "
+            f"{s['insertion'].mean():.3f} | {secs} |")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+class Section:
+    """One section of RESULTS.md, rewritten after every row so that a stopped run keeps its rows."""
+
+    def __init__(self, title: str, header: list, write: bool):
+        self.title, self.header, self.write, self.lines = title, header, write, []
+
+    def __call__(self, line: str = "", publish: bool = False) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+        if publish:
+            self.publish("\n*The run had not finished when this was written: rows or tables below are missing.*")
+
+    def publish(self, note: str = "") -> None:
+        if self.write:
+            write_section(self.title, "\n".join(self.header + self.lines + ([note] if note else [])) + "\n")
+
+
+def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, label: str) -> dict:
+    """Explains and scores every row (maps kept in `store`, reused unless `fresh`); returns scores."""
+    results = {}
+    for name, (method, config) in rows.items():
+        path = store / f"{slug(name)}.npz"
+        if path.is_file() and not fresh:
+            saved = np.load(path)
+            maps, seconds = saved["maps"], float(saved["seconds"])
+        else:
+            maps, seconds, extras = explain_cases(model, cases, method, config)
+            store.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, maps=maps, seconds=seconds, **{f"diag_{k}": v for k, v in extras.items()})
+        results[name] = score(model, cases, maps)
+        out(row_line(name, cases, results[name], seconds), publish=True)
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: Lite0, 4 composites + 2 restricted, N=200")
+    parser.add_argument("--models", default=",".join(model_zoo.MODELS), help="comma-separated: lite0,lite2")
+    parser.add_argument("--budgets", default="1000,3000", help="comma-separated query budgets N")
+    parser.add_argument("--composites", type=int, default=60)
+    parser.add_argument("--restricted", type=int, default=40)
+    parser.add_argument("--preset-cases", type=int, default=12,
+                        help="cases (the first ones) on which the paper's slow V1/V2 presets run (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="which cases are drawn")
+    parser.add_argument("--parts", default="table", help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--out", default="out/realmodels", help="where each row's maps are kept")
+    parser.add_argument("--fresh", action="store_true", help="recompute rows whose maps are kept")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated row names to run (e.g. RISE,LIME); default all")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.budgets, args.composites, args.restricted, args.preset_cases = "lite0", "200", 4, 2, 0
+    command = "python -m benchmarks.realmodels " + " ".join(argv if argv is not None else sys.argv[1:])
+    from benchmarks.throughput.common import machine
+
+    header = [SECTION, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
+              "Columns: see the docstring of `benchmarks/realmodels/__main__.py`.", ""]
+    out = Section(SECTION, header, write=not args.no_write and "table" in args.parts)
+    for model_name in args.models.split(","):
+        model = model_zoo.load(model_name)
+        side = model_zoo.SIDES[model_name]
+        cases = make_cases(model, side, args.composites, args.restricted, seed=args.seed)
+        kinds = np.array(cases.kinds)
+        counts = f"{int((kinds == 'composite').sum())} composites, {int((kinds == 'restricted').sum())} restricted views"
+        for budget in (int(b) for b in args.budgets.split(",")):
+            out(f"### {model_zoo.NAMES[model_name]} ({side} px), N = {budget}")
+            out()
+            out(f"{len(cases)} cases ({counts}; drawn with seed {args.seed}); target probability "
+                f"{np.median(cases.scores):.2f} median ({cases.scores.min():.2f} to {cases.scores.max():.2f}).")
+            out()
+            out("\n".join(HEADER))
+            store = Path(args.out) / f"{model_name}_seed{args.seed}_N{budget}"
+            for name, maps in reference_maps(cases).items():
+                out(row_line(name, cases, score(model, cases, maps), None))
+            rows = methods(budget, side, presets=False)
+            if args.methods:
+                rows = {name: row for name, row in rows.items() if name in args.methods.split(",")}
+            run_rows(model, cases, rows, store, args.fresh, out, model_name)
+            if args.preset_cases and "table" in args.parts:
+                subset = cases.select(range(min(args.preset_cases, len(cases))))
+                out()
+                out(f"The paper's presets on the first {len(subset)} cases only (their training is "
+                    f"~10x DAX's), beside our default on the same cases:")
+                out()
+                out("\n".join(HEADER))
+                presets = {name: row for name, row in methods(budget, side, presets=True).items()
+                           if name.startswith("DAX")}
+                run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, out, model_name)
+            out()
+    out.publish()
+
+
+if __name__ == "__main__":
+    main()
