@@ -29,9 +29,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import multiprocessing
+import numbers
 import os
 import pickle
+import select
+import threading
 import time
+import warnings
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -42,14 +46,14 @@ import numpy as np
 from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
 from daxjax.budget import Plan, plan_batches
 from daxjax.explain import EXPLAINERS, _resolve_config
-from daxjax.inputs import InputError, image_digest
+from daxjax.inputs import InputError, check_seed, check_target, image_digest
 from daxjax.querying import device_blackbox
 from daxjax.segmentation import bucket_size, resize_label_map, segmenter_name
 from daxjax.segments import SEGMENT_METHODS, HostSegments, check_takes_segments, host_segments, select_segments
 from daxjax.sharding import image_mesh, shard_images
-from daxjax.sources import (ImageReadError, Item, LabelMapSource, first_items, image_shape, open_source, read_image,
-                            read_label_map, source_length)
-from daxjax.store import ResultStore, config_record, load_results, part_name
+from daxjax.sources import (ImageReadError, Item, LabelMapSource, content_digest, first_items, image_shape,
+                            open_source, read_image, read_label_map, source_length)
+from daxjax.store import ResultStore, StoreWarning, config_record, load_results, part_name, some_ids
 
 __all__ = ["RunSummary", "explain_dataset", "load_results", "process_share"]
 
@@ -59,7 +63,11 @@ class RunSummary:
     """What one `explain_dataset` call did (this process only).
 
     explained: images explained in this call; errors: error rows written in this call;
-    skipped: images of this process's share already in the store; seconds: wall time of the call;
+    skipped: images of this process's share already in the store; recomputed: images of batches
+    committed before and explained again in this call (damaged in the store, changed in the source,
+    or `retry_errors`; counted in explained/errors too); not_images: files of the source that are
+    not read as images (a directory's files without an image extension; neither explained nor error
+    rows); seconds: wall time of the call;
     images_per_second: (explained + errors) / seconds; phases: seconds per phase summed over
     batches ("wait" = the device loop waiting for prepared batches, "targets" = unperturbed
     queries, then the engine's own phases, "commit" = store writes); plan: the batch plan.
@@ -75,6 +83,8 @@ class RunSummary:
     plan: Plan
     process_index: int
     process_count: int
+    recomputed: int = 0
+    not_images: list[str] = dataclasses.field(default_factory=list)
 
 
 def process_share(batch: int, process_index: int, process_count: int) -> bool:
@@ -108,14 +118,16 @@ class _Prepared:
     segmented: HostSegments | None
     errors: dict[int, str]      # position within the batch -> reason
     host_seconds: np.ndarray    # [len(ids)] read + resize + segment, per image
+    digests: list[str | None]   # [len(ids)] `content_digest` of each image as the source holds it
 
 
 def _prepare(task: _Task) -> _Prepared:
     """Reads, resizes and segments one batch; failures become per-image errors."""
-    valid, images, segs, errors = [], [], [], {}
+    valid, images, segs, errors, digests = [], [], [], {}, []
     seconds = np.zeros(len(task.ids), np.float32)
     for i, (image_id, raw) in enumerate(zip(task.ids, task.raws)):
         t0 = time.perf_counter()
+        digests.append(content_digest(raw))
         try:
             if task.labels is None:
                 image, labels = read_image(raw, task.size, task.channels), None
@@ -133,7 +145,7 @@ def _prepare(task: _Task) -> _Prepared:
         seconds[i] = time.perf_counter() - t0
     segmented = _stack_segments(segs) if task.segment_config is not None and segs else None
     stacked = np.stack(images) if images else np.zeros((0, *task.size, task.channels), np.float32)
-    return _Prepared(task.batch, task.start, task.ids, valid, stacked, segmented, errors, seconds)
+    return _Prepared(task.batch, task.start, task.ids, valid, stacked, segmented, errors, seconds, digests)
 
 
 def _read_with_labels(raw: Any, label_raw: Any, size: tuple[int, int], channels: int
@@ -177,7 +189,41 @@ def _worker_pool(workers: int) -> Executor:
     # Not fork: the parent runs JAX's threads. The fork server imports the readers once.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["daxjax.sources", "daxjax.segments"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with,
+                               initargs=(os.getpid(),))
+
+
+def _end_with(pid: int) -> None:
+    """Worker initializer: the worker ends when process `pid` (the run's main process) does, even
+    when that is killed with SIGKILL and cannot shut its pool down. The fork server and the
+    resource tracker live as long as any process they serve, so they end with the last worker."""
+    threading.Thread(target=_exit_after, args=(pid,), daemon=True, name="daxjax-end-with-parent").start()
+
+
+def _exit_after(pid: int) -> None:
+    """Blocks until process `pid` has ended, then ends this process at once."""
+    try:
+        handle = os.pidfd_open(pid)  # Linux: readable once the process has ended
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here: poll
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])
+    else:
+        while _alive(pid):
+            time.sleep(1.0)
+    os._exit(1)  # no cleanup: nothing of a worker outlives its batch, and the parent waits for no answer
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user (a reused pid)
+        return True
+    return True
 
 
 def default_workers() -> int:
@@ -217,9 +263,7 @@ class _Run:
             if position >= len(given):
                 raise InputError(f"no target for image {image_id!r}: targets has {len(given)} entries")
             value = given[position]
-        if not float(value).is_integer() or not 0 <= int(value) < self.bb.num_classes:
-            raise InputError(f"target {value!r} of image {image_id!r} is not a class in [0, {self.bb.num_classes})")
-        return int(value)
+        return check_target(value, self.bb.num_classes, repr(image_id))
 
     def explain(self, prep: _Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str], np.ndarray]:
         """Maps [b, H, W], targets [b], scores [b], errors, device seconds [b] for a whole batch."""
@@ -375,7 +419,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
                     memory_budget: int | None = None, device_memory_budget: int | None = None,
                     workers: int | None = None, prefetch: int = 2, progress: bool = True,
                     devices: Sequence | None = None, process_index: int | None = None,
-                    process_count: int | None = None) -> RunSummary:
+                    process_count: int | None = None, retry_errors: bool = False) -> RunSummary:
     """Explains every image of `source` and writes the results to the store `out`.
 
     Args:
@@ -407,6 +451,13 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
       devices: local devices to split each batch over (None: all of `jax.local_devices()`).
       process_index, process_count: this process's share (None: from `jax.process_index()` and
         `jax.process_count()`, i.e. after `jax.distributed.initialize`).
+      retry_errors: on resume, explain again the committed batches that hold error rows (a batch
+        is the unit of commit, so its other images are recomputed too, to the same maps).
+
+    Resuming: a committed batch is skipped unless it must be explained again, which happens
+    when its rows in the store are damaged (`ResultStore.read_batch`), when an image's content
+    in the source changed since (its `content_digest` differs from the stored one; the batch is
+    re-explained with a StoreWarning naming the images), or with `retry_errors`.
 
     Returns:
       A `RunSummary` of this call. Results: `daxjax.load_results(out)`.
@@ -420,6 +471,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
 
     start_time = time.perf_counter()
     config = _resolve_config(method, config)
+    seed = check_seed(seed)
+    _check_counts(batch_size=(batch_size, 1), workers=(workers, 0), prefetch=(prefetch, 1))
     src = open_source(source)
     num_images = source_length(src)
     user_bb, bb = bb, as_blackbox(bb)
@@ -470,7 +523,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         min(batch, num_images - k * batch) for k in range(-(-num_images // batch)) if process_share(k, pid, pcount))
     already = sum(r["stop"] - r["start"] for k, r in committed.items() if process_share(k, pid, pcount))
     bar = _progress_bar(progress, mine_total, already, f"{method} -> {out.name}")
-    explained = errors_written = skipped = 0
+    explained = errors_written = skipped = recomputed = 0
     seen = 0
     pending: collections.deque = collections.deque()
     pool = _worker_pool(num_workers)
@@ -481,12 +534,15 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         prep = future.result()
         run.phases["wait"] += time.perf_counter() - t0
         maps, targets_, scores, errors, device_seconds = run.explain(prep)
+        for i in np.flatnonzero(~np.isfinite(maps).all(axis=(1, 2))):  # never stored as explained
+            errors.setdefault(int(i), "the explainer gave a map with NaN or inf values")
         t0 = time.perf_counter()
         status = ["error" if i in errors else "ok" for i in range(len(prep.ids))]
         timings = np.stack([prep.host_seconds, device_seconds], axis=1)
         store.commit(prep.batch, part, range(prep.start, prep.start + len(prep.ids)), prep.ids, status,
-                     {prep.ids[i]: reason for i, reason in errors.items()}, maps, targets_, scores, timings,
-                     dict(run.phases))
+                     {prep.ids[i]: reason for i, reason in errors.items()},
+                     {"maps": maps, "targets": targets_, "scores": scores, "timings": timings},
+                     dict(run.phases), prep.digests)
         run.phases["commit"] += time.perf_counter() - t0
         explained += status.count("ok")
         errors_written += len(errors)
@@ -504,8 +560,14 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
                     raise InputError(
                         f"the images changed since {out} was written: batch {k} held "
                         f"{committed[k]['ids'][:3]}..., the source now gives {ids[:3]}...; use a new --out")
-                skipped += len(chunk)
-                continue
+                redo = _redo_reason(store, committed[k], chunk)
+                if redo is not None:
+                    warnings.warn(f"{redo}: explaining it again", StoreWarning, stacklevel=2)
+                elif not (retry_errors and "error" in committed[k]["status"]):
+                    skipped += len(chunk)
+                    continue
+                recomputed += len(chunk)
+                bar.update(-len(chunk))  # counted as done when the bar was made
             task = _Task(k, k * batch, ids, [item.raw for item in chunk], (height, width), channels, segment_config,
                          None if labels is None else [labels.raw_for(item) for item in chunk])
             pending.append(pool.submit(_prepare, task))
@@ -523,7 +585,31 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     seconds = time.perf_counter() - start_time
     return RunSummary(str(out), explained, errors_written, skipped, seconds,
                       (explained + errors_written) / seconds if seconds > 0 else 0.0, dict(run.phases), plan,
-                      pid, pcount)
+                      pid, pcount, recomputed, list(getattr(src, "skipped", [])))
+
+
+def _redo_reason(store: ResultStore, record: dict, chunk: list[Item]) -> str | None:
+    """Why committed batch `record` must be explained again, unasked (None: it is sound): its rows
+    in the store are damaged, or an image of `chunk` (its items now) has another content in the
+    source than when it was explained."""
+    _, damage = store.read_batch(record)
+    if damage is not None:
+        return damage
+    stored = record.get("digests") or [None] * len(chunk)  # stores written before digests: not checked
+    changed = [item.id for item, digest in zip(chunk, stored)
+               if digest is not None and content_digest(item.raw) != digest]
+    if changed:
+        return (f"batch {record['batch']}: the content of {some_ids(changed)} changed in the source since it "
+                "was explained")
+    return None
+
+
+def _check_counts(**counts: tuple[Any, int]) -> None:
+    """InputError naming the first option whose value (when given) is not an integer >= its minimum.
+    counts: option name -> (value or None, minimum)."""
+    for name, (value, low) in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low):
+            raise InputError(f"{name} must be an integer >= {low}; got {value!r}")
 
 
 def _config_record(config, labels: LabelMapSource | None) -> dict:
