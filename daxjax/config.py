@@ -176,14 +176,17 @@ class DAXConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"DAXConfig.{name}={value!r} is not one of {allowed}")
-        positive_ints = ("num_samples", "resolution", "mask_cells", "student_hidden", "epochs",
-                         "batch_size", "image_batch", "restarts", "validations")
+        positive_ints = ("num_samples", "resolution", "mask_cells", "epochs", "batch_size", "image_batch",
+                         "restarts", "validations") + (("student_hidden",) if self.student == "image" else ())
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"DAXConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if int(self.mask_channels) < 0 or (self.mask_channels == 0 and not self.mask_grid_bias):
             raise ValueError(f"DAXConfig.mask_channels must be >= 1, or 0 with mask_grid_bias=True (a mask of "
                              f"the grid alone), got {self.mask_channels!r} with mask_grid_bias={self.mask_grid_bias!r}")
+        if int(self.student_hidden) < 0:
+            raise ValueError(f"DAXConfig.student_hidden must be >= 0 (0: a linear segment student), "
+                             f"got {self.student_hidden!r}")
         if not self.gate_temperature > 0:
             raise ValueError(f"DAXConfig.gate_temperature must be > 0, got {self.gate_temperature!r}")
         if self.student == "segments" and self.mask_input != "original":

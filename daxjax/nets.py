@@ -176,15 +176,18 @@ class SegmentStudent(nnx.Module):
         rows = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), (hidden,)))(jnp.arange(max_segments))
         # 0.3: pre-activations of order 1 with tens of segments shown; the output layers start at
         # zero so that the student starts as a constant and no restart starts far off.
-        self.hidden = nnx.Param(0.3 * rows)
-        self.hidden_bias = nnx.Param(jnp.zeros((hidden,)))
-        self.out = nnx.Param(jnp.zeros((hidden,)))
+        # hidden=0 leaves the MLP out: a linear student (LIME's model, trained jointly with the mask).
+        self.hidden = nnx.Param(0.3 * rows) if hidden else None
+        self.hidden_bias = nnx.Param(jnp.zeros((hidden,))) if hidden else None
+        self.out = nnx.Param(jnp.zeros((hidden,))) if hidden else None
         self.linear = nnx.Param(jnp.zeros((max_segments,)))
         self.bias = nnx.Param(jnp.zeros(()))
 
     def __call__(self, shown: jax.Array) -> jax.Array:
-        h = jax.nn.gelu(shown @ self.hidden[...] + self.hidden_bias[...])
-        return h @ self.out[...] + shown @ self.linear[...] + self.bias[...]
+        prediction = shown @ self.linear[...] + self.bias[...]
+        if self.hidden is not None:
+            prediction = prediction + jax.nn.gelu(shown @ self.hidden[...] + self.hidden_bias[...]) @ self.out[...]
+        return prediction
 
 
 class DaxNets(nnx.Module):

@@ -353,7 +353,30 @@ def method_caption(i: int, name: str, ex, same_target: bool, labels, table, shor
     values = [f"{short[metric]} {v[i]:.2f}" for metric, v in table.get(name, {}).items()]
     if values:
         caption += f'<br><span class="values">{escape(" · ".join(values))}</span>'
-    return caption
+    return caption + trust_note(getattr(ex, "diagnostics", {}), i)
+
+
+def trust_note(diagnostics: Mapping[str, np.ndarray], i: int) -> str:
+    """HTML: how far input i's map can be trusted, from the explainer's diagnostics ("" if none).
+
+    Shows the student's held-out fit beside a linear surrogate's, and flags a map the explainer
+    does not vouch for (a fit below the floor, or a dead or flat mask) in words, never silently.
+    """
+    if "trusted" not in diagnostics:
+        return ""
+    fit, surrogate = float(diagnostics["heldout_fit"][i]), float(diagnostics["surrogate_fit"][i])
+    text = f"held-out fit {fit:.2f} (linear {surrogate:.2f})"
+    if bool(diagnostics["trusted"][i]):
+        return f'<br><span class="values">{escape(text)}</span>'
+    from daxjax.dax import FIT_FLOOR
+
+    if fit < FIT_FLOOR:
+        reason = f"the student predicts little of the black box's answers ({text})"
+    else:
+        reason = (f"the mask is dead or flat (area {float(diagnostics['mask_area'][i]):.2f}, "
+                  f"contrast {float(diagnostics['mask_contrast'][i]):.2f})")
+    return f'<br><span class="untrusted">untrusted: {escape(reason)}</span>'
+
 
 
 def figure_html(src: str, alt: str, caption: str, width: int, raw_caption: bool = False) -> str:
@@ -643,6 +666,7 @@ figure img { width: var(--tile); height: auto; display: block; border-radius: 3p
 img.pixelated { image-rendering: pixelated; }
 figcaption { font-size: 12px; line-height: 1.3; margin-top: 3px; overflow-wrap: anywhere; }
 figcaption .values { color: var(--muted); }
+figcaption .untrusted { color: #b00020; font-weight: 600; }
 table { border-collapse: collapse; background: var(--card); font-size: 13px; }
 th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
 thead th { background: #eef1f5; } td { font-variant-numeric: tabular-nums; }

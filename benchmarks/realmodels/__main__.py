@@ -70,9 +70,58 @@ def methods(budget: int, side: int, presets: bool) -> dict:
     return rows
 
 
+#: The default before issue 18 (a CNN student on the masked pixels, probabilities, a soft mask,
+#: 4 epochs of batch 64, a conv mask net, 3 restarts averaged): the "why it failed" row.
+BEFORE = dict(student="image", target="probability", gate="soft", steps=None, epochs=4, batch_size=64,
+              learning_rate=3e-3, mask_channels=8, restarts=3, lambda_area=1.0)
+
+
 def ablation_variants() -> dict:
-    """Change name -> DAXConfig fields changed from the default, one change at a time."""
-    return {"default": {}}
+    """Change name -> DAXConfig fields changed from the default, one change at a time.
+
+    Every variant perturbs the same segments with the same fill and keep-vectors, so they share
+    the black box's answers (`AnswerCache`): the ablation pays the queries once.
+    """
+    return {
+        "default": {},
+        "the default before (image student, probabilities, soft mask, 4 epochs)": BEFORE,
+        "student=image (the paper's CNN on masked pixels)": {"student": "image"},
+        "target=probability (not logits)": {"target": "probability"},
+        "gate=soft (the mask multiplies, no sampled gates)": {"gate": "soft"},
+        "student_hidden=0 (a linear student)": {"student_hidden": 0},
+        "steps=300": {"steps": 300},
+        "steps=2000": {"steps": 2000},
+        "restarts=3 (averaged)": {"restarts": 3},
+        "lambda_area=1.0": {"lambda_area": 1.0},
+        "lambda_area=0.25": {"lambda_area": 0.25},
+        "lambda_q=0 (no counterfactual term)": {"lambda_q": 0.0},
+        "mask_channels=8 (a conv mask net beside the grid)": {"mask_channels": 8},
+        "mask_cells=8": {"mask_cells": 8},
+        "student_warmup=0": {"student_warmup": 0.0},
+    }
+
+
+class AnswerCache:
+    """A black box whose answers are kept by query (its bytes): each distinct input is answered once.
+
+    The ablation's variants perturb alike, so all but the first find their answers here.
+    """
+
+    def __init__(self, bb):
+        import hashlib
+
+        self.bb, self.answers, self.calls, self._hash = bb, {}, 0, hashlib.blake2b
+        self.num_classes = getattr(bb, "num_classes", None)
+
+    def __call__(self, x):
+        x = np.ascontiguousarray(x, np.float32)
+        keys = [self._hash(row.tobytes(), digest_size=16).digest() for row in x]
+        missing = [i for i, key in enumerate(keys) if key not in self.answers]
+        if missing:
+            self.calls += len(missing)
+            for i, answer in zip(missing, np.asarray(self.bb(x[missing]))):
+                self.answers[keys[i]] = answer
+        return np.stack([self.answers[key] for key in keys])
 
 
 def reference_maps(cases: Cases, seed: int = 0) -> dict:
@@ -87,22 +136,29 @@ def reference_maps(cases: Cases, seed: int = 0) -> dict:
             "ground truth (reference)": (cases.masks.astype(np.float32) + jitter).astype(np.float32)}
 
 
-def explain_cases(model, cases: Cases, method: str, config, seed: int = 0):
+def case_groups(cases: Cases) -> list[list[int]]:
+    """Cases explained together: all composites (they share the model), each restricted view alone."""
+    shared = [i for i, region in enumerate(cases.regions) if region is None]
+    return ([shared] if shared else []) + [[i] for i, region in enumerate(cases.regions) if region is not None]
+
+
+def explain_cases(model, cases: Cases, method: str, config, seed: int = 0, black_boxes=None):
     """Maps [n, side, side] of every case and the wall-clock seconds per image.
 
     Composites share the model and are explained as one call; each restricted view has its own
-    black box (the model behind its region) and is explained alone. Returns (maps, seconds, extras)
-    with extras the Explanation's per-image diagnostics when it has any.
+    black box (the model behind its region) and is explained alone. black_boxes: one per group of
+    `case_groups` (e.g. answer caches), else made here. Returns (maps, seconds, diagnostics) with
+    the Explanation's per-image diagnostics when it has any.
     """
     import daxjax
 
     maps = np.zeros(cases.masks.shape, np.float32)
     diagnostics: dict = {}
     start = time.perf_counter()
-    shared = [i for i, region in enumerate(cases.regions) if region is None]
-    groups = ([shared] if shared else []) + [[i] for i, region in enumerate(cases.regions) if region is not None]
-    for group in groups:
-        ex = daxjax.explain(cases.black_box(model, group[0]), cases.images[group], targets=cases.targets[group],
+    groups = case_groups(cases)
+    black_boxes = black_boxes or [cases.black_box(model, group[0]) for group in groups]
+    for group, bb in zip(groups, black_boxes):
+        ex = daxjax.explain(bb, cases.images[group], targets=cases.targets[group],
                             method=method, config=config, seed=seed)
         maps[group] = ex.maps
         for name, values in getattr(ex, "diagnostics", {}).items():
@@ -126,9 +182,7 @@ def score(model, cases: Cases, maps: np.ndarray) -> dict:
 
     deletion = np.zeros(len(cases), np.float32)
     insertion = np.zeros(len(cases), np.float32)
-    shared = [i for i, region in enumerate(cases.regions) if region is None]
-    groups = ([shared] if shared else []) + [[i] for i, region in enumerate(cases.regions) if region is not None]
-    for group in groups:
+    for group in case_groups(cases):
         bb = cases.black_box(model, group[0])
         deletion[group] = metrics.deletion_auc(bb, cases.images[group], maps[group], cases.targets[group],
                                                steps=AUC_STEPS, normalize=True)
@@ -175,26 +229,63 @@ class Section:
             write_section(self.title, "\n".join(self.header + self.lines + ([note] if note else [])) + "\n")
 
 
-def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, label: str) -> dict:
-    """Explains and scores every row (maps kept in `store`, reused unless `fresh`); returns scores."""
+def explained(model, cases: Cases, name: str, method: str, config, store: Path, fresh: bool, black_boxes=None):
+    """(maps, seconds, diagnostics) of one row, kept in `store` and reused unless `fresh`."""
+    path = store / f"{slug(name)}.npz"
+    if path.is_file() and not fresh:
+        saved = np.load(path)
+        diagnostics = {key[5:]: saved[key] for key in saved.files if key.startswith("diag_")}
+        return saved["maps"], float(saved["seconds"]), diagnostics
+    maps, seconds, diagnostics = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+    store.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, maps=maps, seconds=seconds, **{f"diag_{k}": v for k, v in diagnostics.items()})
+    return maps, seconds, diagnostics
+
+
+def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out) -> dict:
+    """Explains and scores every row; prints and publishes its line; returns the scores."""
     results = {}
     for name, (method, config) in rows.items():
-        path = store / f"{slug(name)}.npz"
-        if path.is_file() and not fresh:
-            saved = np.load(path)
-            maps, seconds = saved["maps"], float(saved["seconds"])
-        else:
-            maps, seconds, extras = explain_cases(model, cases, method, config)
-            store.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(path, maps=maps, seconds=seconds, **{f"diag_{k}": v for k, v in extras.items()})
+        maps, seconds, _ = explained(model, cases, name, method, config, store, fresh)
         results[name] = score(model, cases, maps)
         out(row_line(name, cases, results[name], seconds), publish=True)
     return results
 
 
+ABLATION_HEADER = ["| change | IoU mean (std) | comp | restr | top-20 % | flat | held-out fit | surrogate fit | "
+                   "mask area | untrusted | s/image |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def ablation_line(name: str, cases: Cases, maps: np.ndarray, diagnostics: dict, seconds: float) -> str:
+    from daxjax import metrics
+
+    kinds = np.array(cases.kinds)
+    iou = metrics.iou(maps, cases.masks)
+    flat = int(sum(m.std() < FLAT_STD for m in maps))
+
+    def part(kind):
+        return f"{iou[kinds == kind].mean():.3f}" if (kinds == kind).any() else "—"
+    return (f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {part('composite')} | {part('restricted')} | "
+            f"{top_share_iou(maps, cases.masks).mean():.3f} | {flat} | {np.mean(diagnostics['heldout_fit']):.3f} | "
+            f"{np.mean(diagnostics['surrogate_fit']):.3f} | {np.mean(diagnostics['mask_area']):.3f} | "
+            f"{int((~diagnostics['trusted'].astype(bool)).sum())} | {seconds:.2f} |")
+
+
+def run_ablation(model, cases: Cases, budget: int, store: Path, fresh: bool, out) -> None:
+    """DAX's default and one change at a time, on shared answers (see `ablation_variants`)."""
+    import daxjax
+
+    black_boxes = [AnswerCache(cases.black_box(model, group[0])) for group in case_groups(cases)]
+    base = daxjax.DAXConfig(num_samples=budget)
+    for name, changes in ablation_variants().items():
+        maps, seconds, diagnostics = explained(model, cases, name, "dax", base.replace(**changes), store, fresh,
+                                               black_boxes)
+        out(ablation_line(name, cases, maps, diagnostics, seconds), publish=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: Lite0, 4 composites + 2 restricted, N=200")
+    parser.add_argument("--quick", action="store_true", help="smoke run: Lite0, 3 composites + 1 restricted, N=150")
     parser.add_argument("--models", default=",".join(model_zoo.MODELS), help="comma-separated: lite0,lite2")
     parser.add_argument("--budgets", default="1000,3000", help="comma-separated query budgets N")
     parser.add_argument("--composites", type=int, default=60)
@@ -202,53 +293,78 @@ def main(argv=None) -> None:
     parser.add_argument("--preset-cases", type=int, default=12,
                         help="cases (the first ones) on which the paper's slow V1/V2 presets run (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="which cases are drawn")
-    parser.add_argument("--parts", default="table", help=f"comma-separated, of {', '.join(PARTS)}")
-    parser.add_argument("--out", default="out/realmodels", help="where each row's maps are kept")
-    parser.add_argument("--fresh", action="store_true", help="recompute rows whose maps are kept")
+    parser.add_argument("--parts", default="table", help=f"comma-separated, of {', '.join(PARTS)}: the table "
+                        f"rewrites '{SECTION[3:]}', the ablation (first model and budget) '{ABLATION_SECTION[3:]}'")
     parser.add_argument("--methods", default=None,
                         help="comma-separated row names to run (e.g. RISE,LIME); default all")
+    parser.add_argument("--out", default="out/realmodels", help="where each row's maps are kept")
+    parser.add_argument("--fresh", action="store_true", help="recompute rows whose maps are kept")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.budgets, args.composites, args.restricted, args.preset_cases = "lite0", "200", 4, 2, 0
+        args.models, args.budgets, args.composites, args.restricted, args.preset_cases = "lite0", "150", 3, 1, 0
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
     command = "python -m benchmarks.realmodels " + " ".join(argv if argv is not None else sys.argv[1:])
     from benchmarks.throughput.common import machine
 
-    header = [SECTION, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
-              "Columns: see the docstring of `benchmarks/realmodels/__main__.py`.", ""]
-    out = Section(SECTION, header, write=not args.no_write and "table" in args.parts)
-    for model_name in args.models.split(","):
+    def section(title):
+        header = [title, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
+                  "Columns: see the docstring of `benchmarks/realmodels/__main__.py`.", ""]
+        return Section(title, header, write=not args.no_write)
+
+    table = section(SECTION) if "table" in parts else None
+    ablation = section(ABLATION_SECTION) if "ablation" in parts else None
+    budgets = [int(b) for b in args.budgets.split(",")]
+    for k, model_name in enumerate(args.models.split(",")):
         model = model_zoo.load(model_name)
         side = model_zoo.SIDES[model_name]
         cases = make_cases(model, side, args.composites, args.restricted, seed=args.seed)
         kinds = np.array(cases.kinds)
-        counts = f"{int((kinds == 'composite').sum())} composites, {int((kinds == 'restricted').sum())} restricted views"
-        for budget in (int(b) for b in args.budgets.split(",")):
-            out(f"### {model_zoo.NAMES[model_name]} ({side} px), N = {budget}")
-            out()
-            out(f"{len(cases)} cases ({counts}; drawn with seed {args.seed}); target probability "
-                f"{np.median(cases.scores):.2f} median ({cases.scores.min():.2f} to {cases.scores.max():.2f}).")
-            out()
-            out("\n".join(HEADER))
+        about = (f"{len(cases)} cases ({int((kinds == 'composite').sum())} composites, "
+                 f"{int((kinds == 'restricted').sum())} restricted views; drawn with seed {args.seed}); target "
+                 f"probability {np.median(cases.scores):.2f} median ({cases.scores.min():.2f} to "
+                 f"{cases.scores.max():.2f}).")
+        for budget in budgets:
             store = Path(args.out) / f"{model_name}_seed{args.seed}_N{budget}"
-            for name, maps in reference_maps(cases).items():
-                out(row_line(name, cases, score(model, cases, maps), None))
-            rows = methods(budget, side, presets=False)
-            if args.methods:
-                rows = {name: row for name, row in rows.items() if name in args.methods.split(",")}
-            run_rows(model, cases, rows, store, args.fresh, out, model_name)
-            if args.preset_cases and "table" in args.parts:
-                subset = cases.select(range(min(args.preset_cases, len(cases))))
-                out()
-                out(f"The paper's presets on the first {len(subset)} cases only (their training is "
-                    f"~10x DAX's), beside our default on the same cases:")
-                out()
-                out("\n".join(HEADER))
-                presets = {name: row for name, row in methods(budget, side, presets=True).items()
-                           if name.startswith("DAX")}
-                run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, out, model_name)
-            out()
-    out.publish()
+            title = f"### {model_zoo.NAMES[model_name]} ({side} px), N = {budget}"
+            if table is not None:
+                table(title)
+                table()
+                table(about)
+                table()
+                table("\n".join(HEADER))
+                for name, maps in reference_maps(cases).items():
+                    table(row_line(name, cases, score(model, cases, maps), None))
+                rows = methods(budget, side, presets=False)
+                if args.methods:
+                    rows = {name: row for name, row in rows.items() if name in args.methods.split(",")}
+                run_rows(model, cases, rows, store, args.fresh, table)
+                if args.preset_cases:
+                    subset = cases.select(range(min(args.preset_cases, len(cases))))
+                    table()
+                    table(f"The paper's presets on the first {len(subset)} cases only (their training is "
+                          f"~10x DAX's), beside our default on the same cases:")
+                    table()
+                    table("\n".join(HEADER))
+                    presets = {name: row for name, row in methods(budget, side, presets=True).items()
+                               if name.startswith("DAX")}
+                    run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table)
+                table()
+            if ablation is not None and k == 0 and budget == budgets[0]:
+                ablation(title + ": DAX's default and one change at a time")
+                ablation()
+                ablation(about + " Every variant perturbs alike, so the black box's answers are shared: "
+                         "the seconds are training and segmentation, the queries paid by the first row.")
+                ablation()
+                ablation("\n".join(ABLATION_HEADER))
+                run_ablation(model, cases, budget, store / "ablation", args.fresh, ablation)
+                ablation()
+    for part in (table, ablation):
+        if part is not None:
+            part.publish()
 
 
 if __name__ == "__main__":
