@@ -319,6 +319,26 @@ class TrainingPrograms:
                 return jax.image.resize(nnx.merge(self.graphdef, p).mask(x), (height, width), "linear")
             return jax.vmap(one)(params, images)
 
+        def segment_effects(params, work, samples, val_idx):
+            """Per row: the student's mean effect of showing each segment, [rows, S_max].
+
+            effect_j = mean over the held-out keep-vectors z of f_S((z with z_j = 1) * g) - f_S((z
+            with z_j = 0) * g), g the mask's deterministic gates: how much segment j moves the
+            student's answer where the mask lets it see j (0 where the mask closes j).
+            """
+            def one(p, w, s, idx):
+                nets = nnx.merge(self.graphdef, p)
+                shares = w.pooling @ nets.mask(w.image).reshape(-1)
+                z = s.z[idx].astype(jnp.float32)
+                gate = hard_concrete_gates(shares, None, z.shape, config.gate_temperature) \
+                    if config.gate == "hard_concrete" else jnp.broadcast_to(shares, z.shape)
+
+                def effect(j):
+                    return jnp.mean(nets.student(z.at[:, j].set(1.0) * gate) - nets.student(z.at[:, j].set(0.0) * gate))
+                return jax.lax.map(effect, jnp.arange(z.shape[-1]))
+            return jax.vmap(one)(params, work, samples, val_idx)
+
+        self.segment_effects = jax.jit(segment_effects)
         self.init = jax.jit(init)
         self.run_steps = jax.jit(run_steps, donate_argnums=(0, 1), static_argnums=9)
         self.validation = jax.jit(batched_validation)
@@ -394,12 +414,14 @@ def _select(improved: jax.Array, new, old):
 
 
 class Trained(NamedTuple):
-    """What training leaves per row: raw maps [rows, H, W] and the row's diagnostics [rows]."""
+    """What training leaves per row: raw maps [rows, H, W], the row's diagnostics [rows] and the
+    student's effect of each segment [rows, S_max] (zeros for the image student)."""
 
     maps: jax.Array
     heldout_fit: jax.Array
     mask_area: jax.Array
     mask_contrast: jax.Array
+    effects: jax.Array
 
 
 def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, target_scales,
@@ -438,7 +460,9 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
     fit = 1.0 - residual / _weighted_spread(samples.y, samples.pi, val_idx)
     maps = programs.final_maps(best_params, work.image, height, width)
     flat = maps.reshape(rows, -1)
-    return Trained(maps, fit, flat.mean(-1), flat.max(-1) - flat.min(-1))
+    effects = (programs.segment_effects(best_params, work, samples, val_idx) if config.student == "segments"
+               else jnp.zeros(samples.z.shape[::2], jnp.float32))
+    return Trained(maps, fit, flat.mean(-1), flat.max(-1) - flat.min(-1), effects)
 
 
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
@@ -475,6 +499,7 @@ def _surrogate_fit(z, y, pi, train_idx, val_idx) -> jax.Array:
     return jax.vmap(one)(z, y, pi, train_idx, val_idx)
 
 
+_painted = jax.jit(jax.vmap(lambda values, segments: values[segments]))
 _split = jax.jit(jax.vmap(split_indices, in_axes=(0, None, None)), static_argnums=(1, 2))
 _proximity = jax.jit(jax.vmap(proximity_weights, in_axes=(0, 0, None)), static_argnums=2)
 _targets = jax.jit(student_targets, static_argnums=1)
@@ -538,9 +563,14 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
                                 repeat(val_idx), _restart_keys(init_keys, k), _restart_keys(order_keys, k),
                                 _restart_keys(gate_keys, k), config, height, width)
     chex.assert_shape(trained.maps, (batch * k, height, width))
-    maps = np.asarray(normalise(normalise(trained.maps).reshape(batch, k, height, width).mean(axis=1)))
+    row_maps = trained.maps
+    if config.effect_power > 0 and config.student == "segments":
+        effects = jnp.maximum(trained.effects, 0.0)
+        effects = (effects / jnp.maximum(effects.max(axis=1, keepdims=True), 1e-12)) ** config.effect_power
+        row_maps = row_maps * _painted(effects, jnp.repeat(group.segments, k, axis=0))
+    maps = np.asarray(normalise(normalise(row_maps).reshape(batch, k, height, width).mean(axis=1)))
     per_image = {name: np.asarray(value).reshape(batch, k).mean(axis=1)
-                 for name, value in trained._asdict().items() if name != "maps"}
+                 for name, value in trained._asdict().items() if name not in ("maps", "effects")}
     per_image["surrogate_fit"] = np.asarray(_surrogate(z, samples.y, samples.pi, train_idx, val_idx))
     per_image["trusted"] = trusted(per_image)
     timings["training"] = time.perf_counter() - t0

@@ -73,7 +73,7 @@ def methods(budget: int, side: int, presets: bool) -> dict:
 #: The default before issue 18 (a CNN student on the masked pixels, probabilities, a soft mask,
 #: 4 epochs of batch 64, a conv mask net, 3 restarts averaged): the "why it failed" row.
 BEFORE = dict(student="image", target="probability", gate="soft", steps=None, epochs=4, batch_size=64,
-              learning_rate=3e-3, mask_channels=8, restarts=3, lambda_area=1.0)
+              learning_rate=3e-3, mask_channels=8, restarts=3, lambda_area=1.0, effect_power=0.0)
 
 
 def ablation_variants() -> dict:
@@ -97,6 +97,8 @@ def ablation_variants() -> dict:
         "lambda_q=0 (no counterfactual term)": {"lambda_q": 0.0},
         "mask_channels=8 (a conv mask net beside the grid)": {"mask_channels": 8},
         "mask_cells=8": {"mask_cells": 8},
+        "effect_power=0 (the mask alone)": {"effect_power": 0.0},
+        "effect_power=1 (mask x effect)": {"effect_power": 1.0},
         "student_warmup=0": {"student_warmup": 0.0},
     }
 
@@ -208,6 +210,15 @@ def row_line(name: str, cases: Cases, s: dict, seconds) -> str:
             f"{s['insertion'].mean():.3f} | {secs} |")
 
 
+def first_cases(cases: Cases, count: int) -> Cases:
+    """The first `count` cases with composites and restricted views in the proportion of `cases`."""
+    kinds = np.array(cases.kinds)
+    composites = np.nonzero(kinds == "composite")[0]
+    restricted = np.nonzero(kinds == "restricted")[0]
+    take = int(round(count * len(composites) / len(cases)))
+    return cases.select(list(composites[:take]) + list(restricted[:count - take]))
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -292,6 +303,9 @@ def main(argv=None) -> None:
     parser.add_argument("--restricted", type=int, default=40)
     parser.add_argument("--preset-cases", type=int, default=12,
                         help="cases (the first ones) on which the paper's slow V1/V2 presets run (0: none)")
+    parser.add_argument("--large-n-cases", type=int, default=None,
+                        help="budgets above 1000 run on this many cases only (the first composites and "
+                             "restricted views in the table's proportion); default all")
     parser.add_argument("--seed", type=int, default=0, help="which cases are drawn")
     parser.add_argument("--parts", default="table", help=f"comma-separated, of {', '.join(PARTS)}: the table "
                         f"rewrites '{SECTION[3:]}', the ablation (first model and budget) '{ABLATION_SECTION[3:]}'")
@@ -318,17 +332,27 @@ def main(argv=None) -> None:
     table = section(SECTION) if "table" in parts else None
     ablation = section(ABLATION_SECTION) if "ablation" in parts else None
     budgets = [int(b) for b in args.budgets.split(",")]
-    for k, model_name in enumerate(args.models.split(",")):
-        model = model_zoo.load(model_name)
-        side = model_zoo.SIDES[model_name]
-        cases = make_cases(model, side, args.composites, args.restricted, seed=args.seed)
-        kinds = np.array(cases.kinds)
-        about = (f"{len(cases)} cases ({int((kinds == 'composite').sum())} composites, "
-                 f"{int((kinds == 'restricted').sum())} restricted views; drawn with seed {args.seed}); target "
-                 f"probability {np.median(cases.scores):.2f} median ({cases.scores.min():.2f} to "
-                 f"{cases.scores.max():.2f}).")
-        for budget in budgets:
-            store = Path(args.out) / f"{model_name}_seed{args.seed}_N{budget}"
+    loaded = {}
+    # Budget-major: every model's N = 1000 table comes before any N = 3000 one (a stopped run keeps
+    # the cheaper tables of both models).
+    for budget in budgets:
+        for model_name in args.models.split(","):
+            if model_name not in loaded:
+                model = model_zoo.load(model_name)
+                loaded[model_name] = (model, make_cases(model, model_zoo.SIDES[model_name], args.composites,
+                                                        args.restricted, seed=args.seed))
+            model, cases = loaded[model_name]
+            side = model_zoo.SIDES[model_name]
+            large = budget > 1000 and args.large_n_cases and args.large_n_cases < len(cases)
+            if large:
+                cases = first_cases(cases, args.large_n_cases)
+            kinds = np.array(cases.kinds)
+            about = (f"{len(cases)} cases ({int((kinds == 'composite').sum())} composites, "
+                     f"{int((kinds == 'restricted').sum())} restricted views; drawn with seed {args.seed}"
+                     f"{'; the first of the N = 1000 table in its proportions, --large-n-cases' if large else ''}); "
+                     f"target probability {np.median(cases.scores):.2f} median ({cases.scores.min():.2f} to "
+                     f"{cases.scores.max():.2f}).")
+            store = Path(args.out) / f"{model_name}_seed{args.seed}_N{budget}_{len(cases)}cases"
             title = f"### {model_zoo.NAMES[model_name]} ({side} px), N = {budget}"
             if table is not None:
                 table(title)
@@ -342,18 +366,18 @@ def main(argv=None) -> None:
                 if args.methods:
                     rows = {name: row for name, row in rows.items() if name in args.methods.split(",")}
                 run_rows(model, cases, rows, store, args.fresh, table)
-                if args.preset_cases:
+                if args.preset_cases and budget == budgets[0]:
                     subset = cases.select(range(min(args.preset_cases, len(cases))))
                     table()
                     table(f"The paper's presets on the first {len(subset)} cases only (their training is "
-                          f"~10x DAX's), beside our default on the same cases:")
+                          f"far longer than DAX's), beside our default on the same cases:")
                     table()
                     table("\n".join(HEADER))
                     presets = {name: row for name, row in methods(budget, side, presets=True).items()
                                if name.startswith("DAX")}
                     run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table)
                 table()
-            if ablation is not None and k == 0 and budget == budgets[0]:
+            if ablation is not None and model_name == args.models.split(",")[0] and budget == budgets[0]:
                 ablation(title + ": DAX's default and one change at a time")
                 ablation()
                 ablation(about + " Every variant perturbs alike, so the black box's answers are shared: "
