@@ -256,7 +256,9 @@ def run_explain(args: argparse.Namespace) -> int:
     ignored = (f"; {len(summary.not_images)} files that are not images ignored "
                f"({', '.join(summary.not_images[:3])}{', ...' if len(summary.not_images) > 3 else ''})"
                if summary.not_images else "")
-    print(f"{summary.out}: {summary.explained} explained, {summary.errors} errors, "
+    flagged = (f" ({summary.untrusted} flagged untrusted: see load_results(out).diagnostics)"
+               if summary.untrusted else "")
+    print(f"{summary.out}: {summary.explained} explained{flagged}, {summary.errors} errors, "
           f"{summary.skipped} already done{ignored}; {summary.seconds:.1f} s "
           f"({summary.images_per_second:.2f} images/s)", file=sys.stderr)
     if summary.errors and not summary.explained:

@@ -41,6 +41,8 @@ EXPLAINERS = {
     "input_x_gradient": (gradients.InputXGradientConfig, gradients.explain_input_x_gradient),
 }
 METHODS = tuple(EXPLAINERS)
+#: method -> the per-image diagnostics its engine reports (`Explanation.diagnostics`); others: none.
+DIAGNOSTICS = {"dax": dax.DIAGNOSTICS}
 
 
 @dataclasses.dataclass

@@ -45,7 +45,8 @@ import numpy as np
 
 from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
 from daxjax.budget import Plan, plan_batches
-from daxjax.explain import EXPLAINERS, _resolve_config
+from daxjax.engine import gather_diagnostics
+from daxjax.explain import DIAGNOSTICS, EXPLAINERS, _resolve_config
 from daxjax.inputs import InputError, check_seed, check_target, image_digest
 from daxjax.querying import device_blackbox
 from daxjax.segmentation import bucket_size, resize_label_map, segmenter_name
@@ -53,7 +54,8 @@ from daxjax.segments import SEGMENT_METHODS, HostSegments, check_takes_segments,
 from daxjax.sharding import image_mesh, shard_images
 from daxjax.sources import (ImageReadError, Item, LabelMapSource, content_digest, first_items, image_shape,
                             open_source, read_image, read_label_map, source_length)
-from daxjax.store import ResultStore, StoreWarning, config_record, load_results, part_name, some_ids
+from daxjax.store import (ResultStore, StoreWarning, config_record, diagnostics_table, load_results, part_name,
+                          some_ids)
 
 __all__ = ["RunSummary", "explain_dataset", "load_results", "process_share"]
 
@@ -67,7 +69,9 @@ class RunSummary:
     committed before and explained again in this call (damaged in the store, changed in the source,
     or `retry_errors`; counted in explained/errors too); not_images: files of the source that are
     not read as images (a directory's files without an image extension; neither explained nor error
-    rows); seconds: wall time of the call;
+    rows); untrusted: images explained in this call whose maps the explainer flags as not to be
+    trusted (DAX's `trusted` diagnostic is False: a poor held-out fit or a dead mask; stored, see
+    `Results.diagnostics`); seconds: wall time of the call;
     images_per_second: (explained + errors) / seconds; phases: seconds per phase summed over
     batches ("wait" = the device loop waiting for prepared batches, "targets" = unperturbed
     queries, then the engine's own phases, "commit" = store writes); plan: the batch plan.
@@ -85,6 +89,7 @@ class RunSummary:
     process_count: int
     recomputed: int = 0
     not_images: list[str] = dataclasses.field(default_factory=list)
+    untrusted: int = 0
 
 
 def process_share(batch: int, process_index: int, process_count: int) -> bool:
@@ -265,11 +270,13 @@ class _Run:
             value = given[position]
         return check_target(value, self.bb.num_classes, repr(image_id))
 
-    def explain(self, prep: _Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str], np.ndarray]:
-        """Maps [b, H, W], targets [b], scores [b], errors, device seconds [b] for a whole batch."""
+    def explain(self, prep: _Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str], np.ndarray, dict]:
+        """Maps [b, H, W], targets [b], scores [b], errors, device seconds [b] and the explainer's
+        per-image diagnostics {name: [b]} (NaN where an image has none) for a whole batch."""
         b = len(prep.ids)
         height, width = prep.images.shape[1:3] if len(prep.images) else self.store.meta["size"]
         maps = np.full((b, height, width), np.nan, np.float32)
+        diagnostics: dict[str, np.ndarray] = {}
         targets = np.full(b, -1, np.int32)
         scores = np.full(b, np.nan, np.float32)
         device_seconds = np.zeros(b, np.float32)
@@ -289,11 +296,11 @@ class _Run:
         self.phases["targets"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self._explain_rows(prep, rows, targets, maps, errors)
+        self._explain_rows(prep, rows, targets, maps, errors, diagnostics)
         seconds = time.perf_counter() - t0
         for r in rows:
             device_seconds[prep.valid[r]] = seconds / max(1, len(rows))
-        return maps, targets, scores, errors, device_seconds
+        return maps, targets, scores, errors, device_seconds, diagnostics
 
     def _unperturbed(self, prep, rows, errors) -> np.ndarray:
         """The black box's probabilities on the batch's images [len(valid), K]; bad rows -> errors."""
@@ -315,14 +322,14 @@ class _Run:
                                                   what="black box on the unperturbed images")
             return probs
 
-    def _explain_rows(self, prep, rows, targets, maps, errors) -> None:
-        """Explains images prep.images[rows] (in place into maps); a black-box failure in a group is
-        narrowed down image by image, so that only the images concerned become errors."""
+    def _explain_rows(self, prep, rows, targets, maps, errors, diagnostics) -> None:
+        """Explains images prep.images[rows] (in place into maps and diagnostics); a black-box failure
+        in a group is narrowed down image by image, so that only the images concerned become errors."""
         if not rows:
             return
         positions = [prep.valid[r] for r in rows]
         try:
-            group_maps, timings = self._run_engine(prep, rows, targets[positions])
+            group_maps, timings, group_diagnostics = self._run_engine(prep, rows, targets[positions])
         except BlackBoxError as err:
             if len(rows) == 1:
                 errors[positions[0]] = f"black box failed on perturbations: {err}"
@@ -330,15 +337,16 @@ class _Run:
                 return
             for r in list(rows):
                 single = [r]
-                self._explain_rows(prep, single, targets, maps, errors)
+                self._explain_rows(prep, single, targets, maps, errors, diagnostics)
                 if not single:
                     rows.remove(r)
             return
         maps[positions] = group_maps
+        gather_diagnostics(diagnostics, group_diagnostics, positions, len(maps))
         for phase, seconds in timings.items():
             self.phases[phase] += seconds
 
-    def _run_engine(self, prep, rows, targets) -> tuple[np.ndarray, dict]:
+    def _run_engine(self, prep, rows, targets) -> tuple[np.ndarray, dict, dict]:
         """The method's engine on images[rows], padded to the fixed batch (repeats of the first
         image: every image's map is independent of the others, so padding changes nothing)."""
         if self.device_bb is None:
@@ -361,7 +369,8 @@ class _Run:
                 shard_images(mesh, targets) if mesh is not None else targets,
                 shard_images(mesh, digests) if mesh is not None else digests,
                 self.config, self.seed, ids, **kwargs)
-        return np.asarray(result.maps)[:count], result.timings
+        return (np.asarray(result.maps)[:count], result.timings,
+                {name: np.asarray(values)[:count] for name, values in result.diagnostics.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +502,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         _check_segmenter_picklable(config)
 
     identity = {"method": method, "config": _config_record(config, labels), "seed": int(seed), "size": None,
-                "channels": None, "batch": batch_size, "num_images": num_images}
+                "channels": None, "batch": batch_size, "num_images": num_images,
+                "diagnostics": list(DIAGNOSTICS.get(method, ()))}
     if size is not None or not (out / "meta.json").exists():
         hw, channels = _resolve_size(bb, src, size)
         identity.update(size=list(hw), channels=int(channels))
@@ -523,17 +533,17 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         min(batch, num_images - k * batch) for k in range(-(-num_images // batch)) if process_share(k, pid, pcount))
     already = sum(r["stop"] - r["start"] for k, r in committed.items() if process_share(k, pid, pcount))
     bar = _progress_bar(progress, mine_total, already, f"{method} -> {out.name}")
-    explained = errors_written = skipped = recomputed = 0
+    explained = errors_written = skipped = recomputed = untrusted = 0
     seen = 0
     pending: collections.deque = collections.deque()
     pool = _worker_pool(num_workers)
 
     def finish(future) -> None:
-        nonlocal explained, errors_written
+        nonlocal explained, errors_written, untrusted
         t0 = time.perf_counter()
         prep = future.result()
         run.phases["wait"] += time.perf_counter() - t0
-        maps, targets_, scores, errors, device_seconds = run.explain(prep)
+        maps, targets_, scores, errors, device_seconds, diagnostics = run.explain(prep)
         for i in np.flatnonzero(~np.isfinite(maps).all(axis=(1, 2))):  # never stored as explained
             errors.setdefault(int(i), "the explainer gave a map with NaN or inf values")
         t0 = time.perf_counter()
@@ -541,11 +551,14 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         timings = np.stack([prep.host_seconds, device_seconds], axis=1)
         store.commit(prep.batch, part, range(prep.start, prep.start + len(prep.ids)), prep.ids, status,
                      {prep.ids[i]: reason for i, reason in errors.items()},
-                     {"maps": maps, "targets": targets_, "scores": scores, "timings": timings},
+                     {"maps": maps, "targets": targets_, "scores": scores, "timings": timings,
+                      "diagnostics": diagnostics_table(store.meta.get("diagnostics") or [], diagnostics, len(prep.ids))},
                      dict(run.phases), prep.digests)
         run.phases["commit"] += time.perf_counter() - t0
         explained += status.count("ok")
         errors_written += len(errors)
+        if "trusted" in diagnostics:
+            untrusted += sum(1 for i, state in enumerate(status) if state == "ok" and not diagnostics["trusted"][i])
         bar.update(len(prep.ids))
         bar.set_postfix(errors=errors_written, refresh=False)
 
@@ -585,7 +598,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     seconds = time.perf_counter() - start_time
     return RunSummary(str(out), explained, errors_written, skipped, seconds,
                       (explained + errors_written) / seconds if seconds > 0 else 0.0, dict(run.phases), plan,
-                      pid, pcount, recomputed, list(getattr(src, "skipped", [])))
+                      pid, pcount, recomputed, list(getattr(src, "skipped", [])), untrusted)
 
 
 def _redo_reason(store: ResultStore, record: dict, chunk: list[Item]) -> str | None:

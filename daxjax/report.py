@@ -41,6 +41,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from daxjax import metrics, viz
+from daxjax.dax import FIT_FLOOR
 from daxjax.explain import Explanation
 from daxjax.inputs import InputError, as_float_images
 
@@ -160,7 +161,8 @@ def write_store_report(store, source, out_dir=None, *, masks=None, max_images: i
     per_image = np.asarray(results.timings[:count], np.float64)
     timings = {f"{field} (sum)": float(total) for field, total in zip(results.timing_fields, per_image.sum(axis=0))}
     explanation = Explanation(results.maps[:count], results.targets[:count], results.scores[:count],
-                              results.method, results.config, timings)
+                              results.method, results.config, timings,
+                              {name: values[:count] for name, values in results.diagnostics.items()})
     run = {"store": str(Path(store).resolve()), "source": str(source) if isinstance(source, (str, Path)) else
            type(source).__name__, "seed": results.seed, "complete": results.complete}
     return write_report(Path(store) if out_dir is None else out_dir, images, {results.method: explanation},
@@ -368,8 +370,6 @@ def trust_note(diagnostics: Mapping[str, np.ndarray], i: int) -> str:
     text = f"held-out fit {fit:.2f} (linear {surrogate:.2f})"
     if bool(diagnostics["trusted"][i]):
         return f'<br><span class="values">{escape(text)}</span>'
-    from daxjax.dax import FIT_FLOOR
-
     if fit < FIT_FLOOR:
         reason = f"the student predicts little of the black box's answers ({text})"
     else:

@@ -61,12 +61,28 @@ class StoreWarning(UserWarning):
 
 
 def columns(meta: dict) -> dict[str, tuple[tuple[int, ...], np.dtype, Any]]:
-    """The per-image columns of a store: name -> (shape of one row, dtype, fill of unwritten rows)."""
+    """The per-image columns of a store: name -> (shape of one row, dtype, fill of unwritten rows).
+
+    "diagnostics" exists when the method reports per-image diagnostics (meta["diagnostics"] names
+    them, e.g. DAX's held-out fit; `daxjax.dax.DIAGNOSTICS`), stored as float32, NaN where unknown.
+    """
     height, width = meta["size"]
-    return {"maps": ((height, width), np.dtype(np.float32), np.nan),
-            "targets": ((), np.dtype(np.int32), -1),
-            "scores": ((), np.dtype(np.float32), np.nan),
-            "timings": ((len(TIMING_FIELDS),), np.dtype(np.float32), np.nan)}
+    table = {"maps": ((height, width), np.dtype(np.float32), np.nan),
+             "targets": ((), np.dtype(np.int32), -1),
+             "scores": ((), np.dtype(np.float32), np.nan),
+             "timings": ((len(TIMING_FIELDS),), np.dtype(np.float32), np.nan)}
+    if meta.get("diagnostics"):
+        table["diagnostics"] = ((len(meta["diagnostics"]),), np.dtype(np.float32), np.nan)
+    return table
+
+
+def diagnostics_table(fields, diagnostics: Mapping[str, np.ndarray], count: int) -> np.ndarray:
+    """Per-image diagnostics {name: [count]} as the store's float32 [count, len(fields)] rows."""
+    table = np.full((count, len(fields)), np.nan, np.float32)
+    for k, name in enumerate(fields):
+        if name in diagnostics:
+            table[:, k] = np.asarray(diagnostics[name], np.float32)
+    return table
 
 
 def checksum(rows: np.ndarray) -> str:
@@ -361,7 +377,8 @@ class Results:
     images that could not be explained (not in `ids`); damaged: id -> reason for the images of
     damaged batches (`ResultStore.read_batch`; in neither `ids` nor `errors`; a resumed run
     recomputes them); complete: every image of the source is either explained or an error;
-    method, config, seed: what made the maps.
+    method, config, seed: what made the maps. diagnostics: name -> [n] per-image diagnostics of
+    the explainer when it reports any (DAX: `daxjax.dax.DIAGNOSTICS`; "trusted" as bool), else {}.
     """
 
     ids: list[str]
@@ -376,6 +393,12 @@ class Results:
     seed: int
     timing_fields: tuple[str, ...] = TIMING_FIELDS
     damaged: dict[str, str] = dataclasses.field(default_factory=dict)
+    diagnostics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def trusted(self) -> np.ndarray | None:
+        """bool [n]: maps the explainer vouches for (see `Explanation.trusted`); None if it cannot tell."""
+        return self.diagnostics.get("trusted")
 
 
 def load_results(out: str | os.PathLike) -> Results:
@@ -417,4 +440,12 @@ def load_results(out: str | os.PathLike) -> Results:
     return Results(
         ids=ids, maps=stacked["maps"], targets=stacked["targets"], scores=stacked["scores"],
         timings=stacked["timings"], errors=errors, complete=num_images is not None and done == num_images,
-        method=meta["method"], config=config, seed=meta["seed"], damaged=damaged)
+        method=meta["method"], config=config, seed=meta["seed"], damaged=damaged,
+        diagnostics=_diagnostics_of(meta, stacked))
+
+
+def _diagnostics_of(meta: dict, stacked: dict) -> dict[str, np.ndarray]:
+    """The "diagnostics" column as name -> [n] ("trusted" back to bool)."""
+    fields = meta.get("diagnostics") or []
+    table = stacked.get("diagnostics")
+    return {name: (table[:, k] > 0.5 if name == "trusted" else table[:, k]) for k, name in enumerate(fields)}

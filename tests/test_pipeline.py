@@ -222,3 +222,26 @@ def test_a_generator_of_unknown_length_is_streamed_and_its_count_recorded(tmp_pa
                            config=daxjax.RISEConfig(**RISE_SMALL), batch_size=2, workers=0, progress=False)
     res = daxjax.load_results(tmp_path / "out")
     assert res.complete and res.ids == ["0", "1", "2", "3", "4"] and res.maps.shape == (5, 32, 32)
+
+
+def test_dax_diagnostics_are_stored_and_loaded(tmp_path):
+    """Each image's held-out fit, mask state and trust flag reach the store, as explain gives them."""
+    folder = tmp_path / "images"
+    write_pngs(folder, scenes(5))
+    bb = OnnxBlackBox(bundled_model_path("colour_nchw"), layout="NCHW", output="logits")
+    config = daxjax.DAXConfig(**{**DAX_SMALL, "steps": 20})
+    summary = daxjax.explain_dataset(bb, folder, tmp_path / "out", method="dax", config=config, batch_size=4,
+                                     workers=0, progress=False)
+    results = daxjax.load_results(tmp_path / "out")
+    assert set(results.diagnostics) == set(daxjax.dax.DIAGNOSTICS)
+    assert results.trusted.dtype == bool and results.trusted.shape == (5,)
+    assert summary.untrusted == int((~results.trusted).sum())
+    images = np.stack([np.asarray(Image.open(folder / f"img{i:03d}.png"), np.float32) / 255 for i in range(5)])
+    direct = daxjax.explain(bb, images, targets=results.targets, config=config.replace(image_batch=4))
+    for name in ("heldout_fit", "surrogate_fit", "mask_area"):
+        np.testing.assert_allclose(results.diagnostics[name], direct.diagnostics[name], atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(results.trusted, direct.trusted)
+    # Methods without diagnostics store none.
+    daxjax.explain_dataset(bb, folder, tmp_path / "rise", method="rise", config=daxjax.RISEConfig(**RISE_SMALL),
+                           batch_size=4, workers=0, progress=False)
+    assert daxjax.load_results(tmp_path / "rise").diagnostics == {}

@@ -169,3 +169,18 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="per_page must be a positive integer"):
         daxjax.write_report(tmp_path, images, {"DAX": ex}, per_page=0)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_untrusted_maps_are_flagged_in_words(tmp_path):
+    images, ex = _synthetic(3)
+    ex.diagnostics = {"heldout_fit": np.array([0.8, 0.05, 0.7], np.float32),
+                      "surrogate_fit": np.array([0.7, 0.02, 0.6], np.float32),
+                      "mask_area": np.array([0.2, 0.3, 0.0], np.float32),
+                      "mask_contrast": np.array([0.9, 0.8, 0.0], np.float32),
+                      "trusted": np.array([True, False, False])}
+    text = daxjax.write_report(tmp_path, images, {"DAX": ex}).read_text(encoding="utf-8")
+    assert text.count('class="untrusted"') == 2
+    assert "held-out fit 0.80 (linear 0.70)" in text
+    assert "the student predicts little of the black box&#x27;s answers" in text or \
+           "the student predicts little of the black box's answers" in text
+    assert "the mask is dead or flat (area 0.00, contrast 0.00)" in text
