@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.dax_variants import ablation_variants
 from benchmarks.results import RESULTS, write_section
 
 SECTION = "## Explanation quality with exact ground truth (issue 3)"
@@ -158,34 +159,6 @@ PARTS = ("table", "references", "presets", "ablation")
 DEFAULT_PARTS = ("table", "presets", "ablation")
 
 
-def ablation_variants(budget: int) -> dict:
-    """Change name -> DAXConfig fields changed from the default, one change at a time."""
-    return {
-        "default": {},
-        f"N={budget // 2}": {"num_samples": budget // 2},
-        "resolution=64, student_channels=(16, 16) (the default before)": {"resolution": 64,
-                                                                          "student_channels": (16, 16)},
-        "restarts=1": {"restarts": 1},
-        "restart_area_scales=(0.3, 1, 3)": {"restart_area_scales": (0.3, 1.0, 3.0)},
-        "area_fit_floor=0.1": {"area_fit_floor": 0.1},
-        "epochs=8": {"epochs": 8},
-        "lambda_q=0.1": {"lambda_q": 0.1},
-        "lambda_area=0.3": {"lambda_area": 0.3},
-        "lambda_area=0 (no area term)": {"lambda_area": 0.0},
-        "mask_cells=8": {"mask_cells": 8},
-        "mask_grid_bias=False": {"mask_grid_bias": False},
-        "student_input=raw (paper)": {"student_input": "raw"},
-        "bounded_q=False": {"bounded_q": False},
-        "fill=segment_grey (reference code)": {"fill": "segment_grey"},
-        "fill=blur": {"fill": "blur"},
-        "mask_fill=zero (paper's multiplicative mask)": {"mask_fill": "zero"},
-        "student_warmup=0": {"student_warmup": 0.0},
-        "normalize_loss=False": {"normalize_loss": False},
-        "complement_stop_gradient=False": {"complement_stop_gradient": False},
-        "mask_input=perturbed (paper)": {"mask_input": "perturbed"},
-    }
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="16 scenes, N=300: a smoke run")
@@ -280,7 +253,7 @@ def main(argv=None) -> None:
         emit("| change | IoU mean (std) | del | del patch |")
         emit("|---|---|---|---|")
         base = daxjax.DAXConfig(num_samples=budget)
-        for name, change in ablation_variants(budget).items():
+        for name, change in ablation_variants().items():
             ex = daxjax.explain(bb, few.images, targets=few_targets, config=base.replace(**change), seed=0)
             iou = daxjax.metrics.iou(ex.maps, few.masks)
             deletion = daxjax.metrics.deletion_auc(bb, few.images, ex.maps, few_targets)

@@ -37,6 +37,8 @@ import numpy as np
 
 from benchmarks.results import write_section
 from benchmarks.realmodels import models as model_zoo
+from benchmarks.dax_variants import ablation_variants
+from benchmarks.photos import AnswerCache
 from benchmarks.realmodels.cases import Cases, make_cases
 
 SECTION = "## Real models, real photos, exact ground truth (issue 18)"
@@ -68,74 +70,6 @@ def methods(budget: int, side: int, presets: bool) -> dict:
         "Occlusion": ("occlusion", daxjax.OcclusionConfig(stride=occlusion_stride(side, budget))),
     })
     return rows
-
-
-#: The default before issue 18 (a CNN student on the masked pixels, probabilities, a soft mask,
-#: 4 epochs of batch 64, a conv mask net, 3 restarts averaged): the "why it failed" row.
-BEFORE = dict(student="image", target="probability", gate="soft", steps=None, epochs=4, batch_size=64,
-              learning_rate=3e-3, mask_channels=8, restarts=3, lambda_area=1.0, effect_power=0.0)
-
-
-def ablation_variants() -> dict:
-    """Change name -> DAXConfig fields changed from the default, one change at a time.
-
-    Every variant perturbs the same segments with the same fill and keep-vectors, so they share
-    the black box's answers (`AnswerCache`): the ablation pays the queries once.
-    """
-    return {
-        "default": {},
-        "the default before (image student, probabilities, soft mask, 4 epochs)": BEFORE,
-        "student=image (the paper's CNN on masked pixels)": {"student": "image"},
-        "target=probability (not logits)": {"target": "probability"},
-        "gate=soft (the mask multiplies, no sampled gates)": {"gate": "soft"},
-        "student_hidden=0 (a linear student)": {"student_hidden": 0},
-        "steps=300": {"steps": 300},
-        "steps=2000": {"steps": 2000},
-        "restarts=3 (averaged)": {"restarts": 3},
-        "lambda_area=1.0": {"lambda_area": 1.0},
-        "lambda_area=0.25": {"lambda_area": 0.25},
-        "lambda_q=0 (no counterfactual term)": {"lambda_q": 0.0},
-        "mask_channels=8 (a conv mask net beside the grid)": {"mask_channels": 8},
-        "mask_cells=8": {"mask_cells": 8},
-        "effect_power=0 (the mask alone)": {"effect_power": 0.0},
-        "effect_power=1 (mask x effect)": {"effect_power": 1.0},
-        "student_warmup=0": {"student_warmup": 0.0},
-    }
-
-
-class AnswerCache:
-    """A black box whose answers are kept by query (its bytes): each distinct input is answered once.
-
-    The ablation's variants perturb alike, so all but the first find their answers here.
-    """
-
-    def __init__(self, bb):
-        import hashlib
-
-        self.bb, self.answers, self.calls, self._hash = bb, {}, 0, hashlib.blake2b
-        self.num_classes = getattr(bb, "num_classes", None)
-
-    def __call__(self, x):
-        x = np.ascontiguousarray(x, np.float32)
-        keys = [self._hash(row.tobytes(), digest_size=16).digest() for row in x]
-        missing = [i for i, key in enumerate(keys) if key not in self.answers]
-        if missing:
-            self.calls += len(missing)
-            for i, answer in zip(missing, np.asarray(self.bb(x[missing]))):
-                self.answers[keys[i]] = answer
-        return np.stack([self.answers[key] for key in keys])
-
-
-def reference_maps(cases: Cases, seed: int = 0) -> dict:
-    """Maps every table reports beside the explainers': random, centred Gaussian, ground truth."""
-    count, side = len(cases), cases.images.shape[1]
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
-    gaussian = np.exp(-(yy ** 2 + xx ** 2) / (2 * (side / 4) ** 2)).astype(np.float32)
-    jitter = 1e-3 * rng.uniform(size=(count, side, side))
-    return {"random map": rng.uniform(size=(count, side, side)).astype(np.float32),
-            "centred Gaussian": np.repeat(gaussian[None], count, axis=0),
-            "ground truth (reference)": (cases.masks.astype(np.float32) + jitter).astype(np.float32)}
 
 
 def case_groups(cases: Cases) -> list[list[int]]:
