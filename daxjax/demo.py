@@ -96,6 +96,11 @@ def main(argv=None) -> None:
         ex = daxjax.explain(bb, images, method=method, config=config, seed=0)
         explanations[display] = ex
         print(f"  {display}: {ex.timings['total']:.1f} s", flush=True)
+        if ex.trusted is not None:
+            for name, fit, surrogate, trusted in zip(names, ex.diagnostics["heldout_fit"],
+                                                     ex.diagnostics["surrogate_fit"], ex.trusted):
+                print(f"    {name}: the student predicts {fit:.2f} of the held-out answers' variation (a linear "
+                      f"surrogate {surrogate:.2f}){'' if trusted else ' -- flagged untrusted'}", flush=True)
     targets, scores = explanations["DAX"].targets, explanations["DAX"].scores
     labels = [f"{bb.class_names[t]} (p={s:.2f})" for t, s in zip(targets, scores)]
 
