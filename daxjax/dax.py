@@ -426,11 +426,13 @@ class Trained(NamedTuple):
 
 def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: Samples, target_scales,
                       train_idx, val_idx, init_keys, order_keys, gate_keys, config: DAXConfig,
-                      height: int, width: int) -> Trained:
+                      height: int, width: int, trace: list | None = None) -> Trained:
     """Trains one (mask net, student) pair per row; returns f_M(x) maps and diagnostics per row.
 
     At each checkpoint (`checkpoints`) every row keeps its parameters if its validation loss is
-    the lowest so far.
+    the lowest so far. trace: a list to append, at the end of the warm-up and every 5 % of the
+    steps, {"step", "heldout_fit", "mask_area"} of the current parameters ([rows] each): what the
+    student and the mask do during training (`benchmarks.realmodels.diagnose`).
     """
     rows = init_keys.shape[0]
     params, opt_state = programs.init(init_keys)
@@ -441,28 +443,41 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
             total = total + programs.validation(p, work, samples, target_scales, idx, weights)
         return total
 
+    def heldout_fit(p):
+        residual = jnp.zeros((rows,), jnp.float32)
+        for idx, weights in _validation_chunks(val_idx, config.minibatch):
+            residual = residual + programs.heldout_residuals(p, work, samples, idx, weights)
+        return 1.0 - residual / _weighted_spread(samples.y, samples.pi, val_idx)
+
+    def record(step, p):
+        area = programs.final_maps(p, work.image, height, width).reshape(rows, -1).mean(-1)
+        trace.append({"step": step, "heldout_fit": np.asarray(heldout_fit(p)), "mask_area": np.asarray(area)})
+
     best_params = jax.tree.map(jnp.copy, params)
     best_loss = jnp.full((rows,), jnp.inf)
+    marks = set(checkpoints(config))
+    stops = sorted(marks | ({warmup_steps(config)} | set(range(0, config.total_steps + 1,
+                                                              max(1, config.total_steps // 20)))
+                            if trace is not None else set()) - {0})
     done = 0
-    for mark in checkpoints(config):
+    for mark in stops:
         for start in range(done, mark, steps_per_call(config)):
             count = min(steps_per_call(config), mark - start)
             params, opt_state = programs.run_steps(params, opt_state, work, samples, target_scales, train_idx,
                                                    order_keys, gate_keys, start, count)
         done = mark
-        val = validation_loss(params)
-        improved = val < best_loss
-        best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
-        best_loss = jnp.where(improved, val, best_loss)
-    residual = jnp.zeros((rows,), jnp.float32)
-    for idx, weights in _validation_chunks(val_idx, config.minibatch):
-        residual = residual + programs.heldout_residuals(best_params, work, samples, idx, weights)
-    fit = 1.0 - residual / _weighted_spread(samples.y, samples.pi, val_idx)
+        if trace is not None and mark >= warmup_steps(config):
+            record(mark, params)
+        if mark in marks:
+            val = validation_loss(params)
+            improved = val < best_loss
+            best_params = _select(improved, jax.tree.map(jnp.copy, params), best_params)
+            best_loss = jnp.where(improved, val, best_loss)
     maps = programs.final_maps(best_params, work.image, height, width)
     flat = maps.reshape(rows, -1)
     effects = (programs.segment_effects(best_params, work, samples, val_idx) if config.student == "segments"
                else jnp.zeros(samples.z.shape[::2], jnp.float32))
-    return Trained(maps, fit, flat.mean(-1), flat.max(-1) - flat.min(-1), effects)
+    return Trained(maps, heldout_fit(best_params), flat.mean(-1), flat.max(-1) - flat.min(-1), effects)
 
 
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
@@ -516,13 +531,14 @@ def _working_resolution(images, segments, fills, resolution: int, max_segments: 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: DAXConfig, seed: int,
                    image_ids: list, segmented: HostSegments | None = None,
-                   queries: RenderedQueries | None = None) -> GroupResult:
+                   queries: RenderedQueries | None = None, trace: list | None = None) -> GroupResult:
     """Explains one group of images side by side with DAX.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints (`inputs.image_digest`); image_ids: the caller's names for the images.
     queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
     (audio), which are then rendered from the masks on `images`' grid.
+    trace: a list that receives the training's course (see `train_and_explain`; rows b * K + k).
     Returns maps float32 [B, H, W] in [0, 1], seconds per phase ("segmentation", "queries",
     "training") and the diagnostics of `DIAGNOSTICS` per image.
     """
@@ -561,7 +577,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     programs = training_programs(_training_key(config), channels, group.max_segments)
     trained = train_and_explain(programs, repeat(work), repeat(samples), repeat(scales), repeat(train_idx),
                                 repeat(val_idx), _restart_keys(init_keys, k), _restart_keys(order_keys, k),
-                                _restart_keys(gate_keys, k), config, height, width)
+                                _restart_keys(gate_keys, k), config, height, width, trace)
     chex.assert_shape(trained.maps, (batch * k, height, width))
     row_maps = trained.maps
     if config.effect_power > 0 and config.student == "segments":

@@ -83,13 +83,15 @@ def explain_cases(model, cases: Cases, method: str, config, seed: int = 0, black
 
     Composites share the model and are explained as one call; each restricted view has its own
     black box (the model behind its region) and is explained alone. black_boxes: one per group of
-    `case_groups` (e.g. answer caches), else made here. Returns (maps, seconds, diagnostics) with
-    the Explanation's per-image diagnostics when it has any.
+    `case_groups` (e.g. answer caches), else made here. Returns (maps, seconds, diagnostics,
+    timings): the Explanation's per-image diagnostics when it has any, and its seconds per phase
+    summed over the groups.
     """
     import daxjax
 
     maps = np.zeros(cases.masks.shape, np.float32)
     diagnostics: dict = {}
+    timings: dict = {}
     start = time.perf_counter()
     groups = case_groups(cases)
     black_boxes = black_boxes or [cases.black_box(model, group[0]) for group in groups]
@@ -97,9 +99,11 @@ def explain_cases(model, cases: Cases, method: str, config, seed: int = 0, black
         ex = daxjax.explain(bb, cases.images[group], targets=cases.targets[group],
                             method=method, config=config, seed=seed)
         maps[group] = ex.maps
+        for phase, value in ex.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + value
         for name, values in getattr(ex, "diagnostics", {}).items():
             diagnostics.setdefault(name, np.zeros(len(cases), np.asarray(values).dtype))[group] = values
-    return maps, (time.perf_counter() - start) / len(cases), diagnostics
+    return maps, (time.perf_counter() - start) / len(cases), diagnostics, timings
 
 
 def top_share_iou(maps: np.ndarray, masks: np.ndarray, share: float = 0.2) -> np.ndarray:
@@ -181,7 +185,7 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
         saved = np.load(path)
         diagnostics = {key[5:]: saved[key] for key in saved.files if key.startswith("diag_")}
         return saved["maps"], float(saved["seconds"]), diagnostics
-    maps, seconds, diagnostics = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+    maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
     store.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, maps=maps, seconds=seconds, **{f"diag_{k}": v for k, v in diagnostics.items()})
     return maps, seconds, diagnostics
