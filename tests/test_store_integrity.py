@@ -200,10 +200,10 @@ def test_a_map_with_nan_from_the_explainer_becomes_an_error_row(tmp_path, monkey
     real = pipeline._Run._run_engine
 
     def nan_for_the_first(self, prep, rows, targets):
-        maps, timings = real(self, prep, rows, targets)
+        maps, timings, diagnostics = real(self, prep, rows, targets)
         maps = np.array(maps)
         maps[0, 0, 0] = np.nan
-        return maps, timings
+        return maps, timings, diagnostics
 
     monkeypatch.setattr(pipeline._Run, "_run_engine", nan_for_the_first)
     run(tmp_path / "store", scenes(2))
