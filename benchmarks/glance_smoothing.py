@@ -34,6 +34,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     bb = cl.classifier_blackbox(args.task)
     if args.fit:
+        from daxjax.glance.surrogate import keep_large_buffers_in_the_heap
+
+        keep_large_buffers_in_the_heap()
         train = ms.sample(4000, TRAIN_SEED)
         model = glance.fit(bb, train.images, ev.context_features(train.images),
                            glance.GlanceConfig(surrogate=glance.SurrogateConfig(log_every=0)))

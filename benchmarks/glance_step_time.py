@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
+    su.keep_large_buffers_in_the_heap()  # the allocator setting the package leaves to its caller
     train = ms.sample(1000, 2001)
     context = ev.context_features(train.images)
     bb = cl.classifier_blackbox("intensity_slant")

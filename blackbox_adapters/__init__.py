@@ -11,8 +11,8 @@ imported only when one is built), ``HttpBlackBox`` (a model behind a JSON endpoi
 
 from pathlib import Path
 
-from .base import BlackBox, BlackBoxError, as_blackbox, check_probabilities, softmax
-from .callable import CallableBlackBox
+from .base import BlackBox, BlackBoxError, check_probabilities, softmax
+from .callable import CallableBlackBox, as_blackbox
 from .efficientnet import EfficientNetLite0, efficientnet_lite0, imagenet_class_names, resize_images
 from .http import HttpBlackBox
 from .jax_bb import JaxBlackBox
@@ -21,6 +21,11 @@ from .onnx import OnnxBlackBox
 from .randomize import randomized_onnx
 from .torch_bb import TorchBlackBox
 from .waveform import OnnxWaveformBlackBox
+
+__all__ = ["COLOUR_CLASSES", "BlackBox", "BlackBoxError", "CallableBlackBox", "EfficientNetLite0", "HttpBlackBox",
+           "JaxBlackBox", "OnnxBlackBox", "OnnxWaveformBlackBox", "TorchBlackBox", "as_blackbox", "bundled_model_path",
+           "check_probabilities", "efficientnet_lite0", "imagenet_class_names", "randomized_onnx", "resize_images",
+           "softmax"]
 
 _MODELS_DIR = Path(__file__).resolve().parent / "models"
 

@@ -147,39 +147,3 @@ def check_output_kind(output: str) -> OutputKind:
     if output not in ("probs", "logits"):
         raise BlackBoxError(f"output must be 'probs' or 'logits', got {output!r}")
     return output  # type: ignore[return-value]
-
-
-def _declares_num_classes(obj: object) -> bool:
-    """True when obj has a ``num_classes`` attribute or property, without evaluating it.
-
-    Evaluating could fail (a lazily inferred ``num_classes`` is unknown before the first call),
-    and such an object is still a black box.
-    """
-    return hasattr(type(obj), "num_classes") or "num_classes" in getattr(obj, "__dict__", {})
-
-
-def as_blackbox(obj: object, num_classes: int | None = None) -> BlackBox:
-    """Accept a black box or any plain callable ``x [n, H, W, C] -> probabilities [n, K]``.
-
-    Objects that already declare ``num_classes`` and are callable are returned unchanged
-    (``num_classes``, when given, must agree). Other callables are wrapped in a
-    ``CallableBlackBox`` whose K is ``num_classes`` or, if None, inferred on its first call.
-
-    Raises:
-        TypeError: obj is not callable.
-        BlackBoxError: obj's ``num_classes`` disagrees with the one given.
-    """
-    if not callable(obj):
-        raise TypeError(
-            f"expected a black box (a callable mapping float32 [n, H, W, C] to probabilities [n, K]), "
-            f"got {type(obj).__name__}"
-        )
-    if _declares_num_classes(obj):
-        declared = getattr(obj, "num_classes", None)  # None: not known before its first call
-        if None not in (num_classes, declared) and declared != num_classes:
-            raise BlackBoxError(f"{obj!r} has num_classes={declared}, but num_classes={num_classes} was given")
-        return obj  # type: ignore[return-value]
-    # Imported here because callable.py imports this module.
-    from .callable import CallableBlackBox
-
-    return CallableBlackBox(obj, num_classes)

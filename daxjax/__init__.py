@@ -8,20 +8,35 @@
 
 from daxjax import metrics
 from daxjax.audio import AudioConfig, AudioExplanation, SpectrogramConfig, explain_audio, write_audio_report
-from daxjax.config import DAXConfig
+from daxjax.methods.dax.config import DAXConfig
 from daxjax.explain import METHODS, Explanation, explain
-from daxjax.gradients import GradientConfig, InputXGradientConfig, IntegratedGradientsConfig, SmoothGradConfig
+from daxjax.methods.gradients import GradientConfig, InputXGradientConfig, IntegratedGradientsConfig, SmoothGradConfig
 from daxjax.inputs import InputError
-from daxjax.kernelshap import KernelSHAPConfig
-from daxjax.lime import LIMEConfig
-from daxjax.occlusion import OcclusionConfig
-from daxjax.pipeline import RunSummary, explain_dataset
+from daxjax.methods.kernelshap import KernelSHAPConfig
+from daxjax.methods.lime import LIMEConfig
+from daxjax.methods.occlusion import OcclusionConfig
+from daxjax.dataset.pipeline import RunSummary, explain_dataset
 from daxjax.report import write_report, write_store_report
-from daxjax.rise import RISEConfig
-from daxjax.store import Results, load_results
+from daxjax.methods.rise import RISEConfig
+from daxjax.dataset.store import Results, load_results
 
 __all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Explanation", "GradientConfig", "InputError",
            "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
            "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig", "explain",
            "explain_audio", "explain_dataset", "load_results", "metrics", "write_audio_report", "write_report",
            "write_store_report"]
+
+#: Modules that moved into the folders (`daxjax.device`, `.perturbation`, `.methods`, `.dataset`,
+#: `.report`); `daxjax.<old name>` still gives the module (see the one-line files of those names).
+_MOVED = ("budget", "config", "dax", "engine", "fills", "gradients", "kernelshap", "lime", "losses", "maps", "nets",
+          "occlusion", "pipeline", "querying", "rise", "sampling", "segmentation", "segments", "sharding", "sources",
+          "store", "viz")
+
+
+def __getattr__(name: str):
+    """`daxjax.dax`, `daxjax.querying`, ... (the former flat modules) and `daxjax.blackbox`, imported when used."""
+    if name in _MOVED or name == "blackbox":
+        import importlib
+
+        return importlib.import_module(f"daxjax.{name}")
+    raise AttributeError(f"module 'daxjax' has no attribute {name!r}")

@@ -7,7 +7,7 @@
     daxjax explain --help
 
 Commands are entries of COMMANDS: name -> Command(help, add_arguments, run, epilog). To add one
-(`evaluate`, `report`, `bench`, `demo`, ...), write `add_<name>_arguments(parser)` and
+(`evaluate`, `report`, `demo`, ...), write `add_<name>_arguments(parser)` and
 `run_<name>(args) -> exit code`, and add one line to COMMANDS. A command reports a usage error by
 raising `UsageError` (or any of USER_ERRORS): `main` prints it as one line on stderr and exits
 with 2; `--debug` shows the traceback instead.
@@ -239,7 +239,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
         jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
-    from daxjax.pipeline import explain_dataset, load_results
+    from daxjax.dataset.pipeline import explain_dataset, load_results
 
     bb = _onnx_blackbox(options)
     size = None if options["size"] is None else _numbers(options["size"], "--size", int)
@@ -276,7 +276,7 @@ _SOURCE_HELP = ("the images the store was made from (the --images given to expla
 
 
 def _store_meta(out: str) -> dict:
-    from daxjax.store import ResultStore
+    from daxjax.dataset.store import ResultStore
 
     if not Path(out).is_dir():
         raise UsageError(f"no such store directory: {out}")
@@ -285,7 +285,7 @@ def _store_meta(out: str) -> dict:
 
 def _explained_positions(out: str) -> dict[str, int]:
     """id -> position in input order of each explained image of the store (from its index)."""
-    from daxjax.store import ResultStore
+    from daxjax.dataset.store import ResultStore
 
     positions = {}
     for record in ResultStore.open(out).committed().values():
@@ -307,7 +307,7 @@ def _source_or_meta(args: argparse.Namespace, meta: dict) -> str:
 def _store_images(source: str, ids: list[str], meta: dict) -> np.ndarray:
     """The store's images, read again from `source` as the run read them: float32 [n, H, W, C]."""
     from daxjax.inputs import InputError
-    from daxjax.sources import open_source, read_image
+    from daxjax.dataset.sources import open_source, read_image
 
     wanted, found = set(ids), {}
     for item in open_source(source).items():
@@ -405,8 +405,8 @@ def _masks_in_input_order(path: str, out: str, ids: list[str], size: tuple[int, 
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from daxjax.report import write_store_report
-    from daxjax.store import load_results
+    from daxjax.report.images import write_store_report
+    from daxjax.dataset.store import load_results
 
     meta = _store_meta(args.out)
     source = _source_or_meta(args, meta)
@@ -469,8 +469,8 @@ def evaluate_store(out: str, masks_path: str, *, k: float = 1.0, tolerance: floa
     store's method, then the reference maps of `daxjax.report.reference_maps`.
     """
     from daxjax import metrics
-    from daxjax.report import reference_maps
-    from daxjax.store import load_results
+    from daxjax.report.images import reference_maps
+    from daxjax.dataset.store import load_results
 
     meta = _store_meta(out)
     results = load_results(out)
@@ -578,41 +578,27 @@ def run_demo(args: argparse.Namespace) -> int:
 
 _BENCH_EPILOG = """\
 examples:
-  daxjax bench --quick --no-write            # a smoke run of every part (print only)
-  daxjax bench --part floor peers            # some parts; each updates its section of benchmarks/RESULTS.md
-  daxjax bench                               # every part (about 1.5 hours on 2 CPU cores)
+  daxjax bench                                          # says where the benchmarks are
+  python -m benchmarks.throughput --quick --no-write    # from the root folder of a source checkout
 
-Parts: loop (a Python loop over single images against the batched engine), floor (whole datasets
-explained against the black box's own speed, DAX vs RISE vs LIME, EfficientNet-Lite0), peers (our
-LIME / KernelSHAP against the lime package and Captum; pip install -r
-benchmarks/requirements-peers.txt first), devices (1, 2, 4 devices), memory (host memory against
-the number of images). It needs a source checkout of daxjax: run it from the repository's root folder.
+The benchmarks are not part of the installed package: they live in the repository's benchmarks/
+folder and run as modules from its root folder (see benchmarks/RESULTS.md for every command).
 """
+
+#: What `daxjax bench` says: the benchmarks run from a source checkout, not from the package.
+BENCH_MOVED = ("the benchmarks are not part of the installed package; from the root folder of a source checkout "
+               "run: python -m benchmarks.throughput [--quick] [--no-write] [--part PART ...]")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="small sizes and N: a smoke run of a few minutes")
-    parser.add_argument("--no-write", action="store_true", help="print the table only; do not update RESULTS.md")
-    parser.add_argument("--part", nargs="+", metavar="PART", help="parts to run: loop, floor, peers, devices, memory "
-                                                                   "(default: all)")
+    # The options `daxjax bench` took, so that an old command line gets the message, not a usage error.
+    parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if (Path.cwd() / "benchmarks" / "throughput").is_dir() and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # the console script does not look in the current folder
-    try:
-        from benchmarks import throughput
-    except ModuleNotFoundError as err:
-        if err.name not in ("benchmarks", "benchmarks.throughput"):
-            raise
-        raise UsageError("the benchmarks are not installed with the package: run 'daxjax bench' from the root "
-                         "folder of a source checkout of daxjax (git clone ...; cd daxjax)") from None
-    unknown = sorted(set(args.part or ()) - set(throughput.PARTS))
-    if unknown:
-        raise UsageError(f"--part: unknown part(s) {', '.join(unknown)}; choose from {', '.join(throughput.PARTS)}")
-    parts = ["--part", *args.part] if args.part else []
-    throughput.main(["--quick"] * args.quick + ["--no-write"] * args.no_write + parts)
-    return 0
+    raise UsageError(BENCH_MOVED)
 
 
 # -- the command table ------------------------------------------------------------------------
@@ -626,7 +612,7 @@ COMMANDS: dict[str, Command] = {
                       add_report_arguments, run_report, _REPORT_EPILOG),
     "demo": Command("explain a few bundled photos with a real ImageNet model and write a report (no download)",
                     add_demo_arguments, run_demo, _DEMO_EPILOG),
-    "bench": Command("measure explanation throughput: floor ratio, batching, peers, devices, memory",
+    "bench": Command("where the throughput benchmarks are (python -m benchmarks.throughput, from a checkout)",
                      add_bench_arguments, run_bench, _BENCH_EPILOG),
 }
 
@@ -634,8 +620,8 @@ COMMANDS: dict[str, Command] = {
 def _user_errors() -> tuple[type[BaseException], ...]:
     from blackbox_adapters import BlackBoxError
     from daxjax.inputs import InputError
-    from daxjax.sources import SourceError
-    from daxjax.store import StoreError
+    from daxjax.dataset.sources import SourceError
+    from daxjax.dataset.store import StoreError
 
     return (UsageError, InputError, BlackBoxError, SourceError, StoreError, FileNotFoundError)
 

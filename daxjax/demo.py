@@ -68,9 +68,12 @@ def main(argv=None) -> None:
                         help=f"steps of the deletion/insertion curves in the report (default {DEFAULT_AUC_STEPS})")
     args = parser.parse_args(argv)
 
-    import daxjax
     from blackbox_adapters import efficientnet_lite0
-    from daxjax.viz import save_grid, save_panel
+    from daxjax.explain import explain
+    from daxjax.methods.dax.config import DAXConfig
+    from daxjax.methods.rise import RISEConfig
+    from daxjax.report.images import write_report
+    from daxjax.report.viz import save_grid, save_panel
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,8 +81,8 @@ def main(argv=None) -> None:
     images = load_photos(names)
     # JAX waits while the black box runs (queries are host callbacks), so ORT may use both cores.
     bb = efficientnet_lite0(threads=2)
-    configs = {"DAX": ("dax", daxjax.DAXConfig(num_samples=args.num_samples)),
-               "RISE": ("rise", daxjax.RISEConfig(num_samples=args.num_samples))}
+    configs = {"DAX": ("dax", DAXConfig(num_samples=args.num_samples)),
+               "RISE": ("rise", RISEConfig(num_samples=args.num_samples))}
 
     start = time.perf_counter()
     bb(images)
@@ -93,7 +96,7 @@ def main(argv=None) -> None:
 
     explanations = {}
     for display, (method, config) in configs.items():
-        ex = daxjax.explain(bb, images, method=method, config=config, seed=0)
+        ex = explain(bb, images, method=method, config=config, seed=0)
         explanations[display] = ex
         print(f"  {display}: {ex.timings['total']:.1f} s", flush=True)
         if ex.trusted is not None:
@@ -104,7 +107,7 @@ def main(argv=None) -> None:
     targets, scores = explanations["DAX"].targets, explanations["DAX"].scores
     labels = [f"{bb.class_names[t]} (p={s:.2f})" for t, s in zip(targets, scores)]
 
-    report = daxjax.write_report(
+    report = write_report(
         out, images, explanations, class_names=bb.class_names, bb=bb, ids=names,
         auc_steps=args.auc_steps, title="daxjax demo: EfficientNet-Lite0 on scikit-image's photos",
         config={"black box": "EfficientNet-Lite0 (blackbox_adapters.efficientnet_lite0, ONNX Runtime)",

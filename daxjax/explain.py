@@ -9,40 +9,18 @@ from typing import Any
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
-from daxjax import dax, gradients, kernelshap, lime, occlusion, rise
-from daxjax.config import DAXConfig
-from daxjax.engine import gather_diagnostics
-from daxjax.inputs import InputError, as_float_images, as_targets, check_field_types, check_seed, image_digest
-from daxjax.querying import device_blackbox
-from daxjax.segments import given_segments, select_segments
+from daxjax.device.querying import device_blackbox
+from daxjax.inputs import as_float_images, as_targets, check_seed, image_digest
+from daxjax.methods.base import run_groups
+from daxjax.methods.registry import NAMES, REGISTRY, check_takes_segments, resolve_config
+from daxjax.perturbation.segments import given_segments, select_segments
 
-# method -> (config dataclass, explain_images). Every explain_images has the signature
-#   (device_bb, images float32 [b, H, W, C], targets int32 [b], digests uint32 [b], config, seed,
-#    image_ids) -> engine.GroupResult (maps float32 [b, H, W] in [0, 1], {phase: seconds},
-#    per-image diagnostics)
-# and every config has an `image_batch` field (images per group).
-#   Query-only, through `querying.query_targets` (any black box):
-#     "dax"          DAX, a mask net distilled from queries          (dax.py, DAXConfig)
-#     "rise"         score-weighted random smooth masks              (rise.py, RISEConfig)
-#     "lime"         weighted ridge regression on superpixels        (lime.py, LIMEConfig)
-#     "kernelshap"   Shapley values of superpixels                   (kernelshap.py, KernelSHAPConfig)
-#     "occlusion"    probability drop under a sliding window         (occlusion.py, OcclusionConfig)
-#   Gradient references, a JaxBlackBox only (they differentiate jax_fn; gradients.py):
-#     "gradient", "smoothgrad", "integrated_gradients", "input_x_gradient"
-EXPLAINERS = {
-    "dax": (DAXConfig, dax.explain_images),
-    "rise": (rise.RISEConfig, rise.explain_images),
-    "lime": (lime.LIMEConfig, lime.explain_images),
-    "kernelshap": (kernelshap.KernelSHAPConfig, kernelshap.explain_images),
-    "occlusion": (occlusion.OcclusionConfig, occlusion.explain_images),
-    "gradient": (gradients.GradientConfig, gradients.explain_gradient),
-    "smoothgrad": (gradients.SmoothGradConfig, gradients.explain_smoothgrad),
-    "integrated_gradients": (gradients.IntegratedGradientsConfig, gradients.explain_integrated_gradients),
-    "input_x_gradient": (gradients.InputXGradientConfig, gradients.explain_input_x_gradient),
-}
-METHODS = tuple(EXPLAINERS)
+#: The method names (`daxjax.methods.registry.REGISTRY` holds each one's `Method` record).
+METHODS = NAMES
+#: method -> (config type, group function): the registry's records as pairs, for existing callers.
+EXPLAINERS = {name: (method.config_type, method.explain_group) for name, method in REGISTRY.items()}
 #: method -> the per-image diagnostics its engine reports (`Explanation.diagnostics`); others: none.
-DIAGNOSTICS = {"dax": dax.DIAGNOSTICS}
+DIAGNOSTICS = {name: method.diagnostics for name, method in REGISTRY.items() if method.diagnostics}
 
 
 @dataclasses.dataclass
@@ -73,16 +51,8 @@ class Explanation:
         return self.diagnostics.get("trusted")
 
 
-def _resolve_config(method: str, config):
-    if method not in EXPLAINERS:
-        raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
-    expected = EXPLAINERS[method][0]
-    if config is None:
-        return expected()
-    if not isinstance(config, expected):
-        raise InputError(f"method={method!r} takes a {expected.__name__}; got {type(config).__name__}")
-    check_field_types(config)
-    return config
+#: The former private name of `registry.resolve_config`.
+_resolve_config = resolve_config
 
 
 def explain(bb, images, targets=None, method: str = "dax", config=None, seed: int = 0,
@@ -105,33 +75,24 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
     Returns:
       An `Explanation`.
     """
-    config = _resolve_config(method, config)
+    config = resolve_config(method, config)
     seed = check_seed(seed)
     user_bb, bb = bb, as_blackbox(bb)
     start = time.perf_counter()
     x = as_float_images(images)
     batch = x.shape[0]
-    given = None if segments is None else given_segments(method, config, x, segments)
+    given = None
+    if segments is not None:
+        check_takes_segments(method)
+        given = given_segments(config, x, segments)
     probs = check_probabilities(bb(x), batch, what="black box on the unperturbed images")
     num_classes = probs.shape[1]
     targets = as_targets(targets, batch, num_classes, default=probs.argmax(axis=1))
     scores = probs[np.arange(batch), targets].astype(np.float32)
-
     digests = np.array([image_digest(img, t) for img, t in zip(x, targets)], np.uint32)
 
-    maps = np.zeros(x.shape[:3], np.float32)
-    timings: dict[str, float] = {}
-    diagnostics: dict[str, np.ndarray] = {}
-    device_bb = device_blackbox(user_bb, bb, num_classes)
-    explain_images = EXPLAINERS[method][1]
-    for lo in range(0, batch, config.image_batch):
-        hi = min(batch, lo + config.image_batch)
-        extra = {} if given is None else {"segmented": select_segments(given, slice(lo, hi))}
-        result = explain_images(device_bb, x[lo:hi], targets[lo:hi], digests[lo:hi],
-                                config, seed, list(range(lo, hi)), **extra)
-        maps[lo:hi] = result.maps
-        gather_diagnostics(diagnostics, result.diagnostics, slice(lo, hi), batch)
-        for phase, seconds in result.timings.items():
-            timings[phase] = timings.get(phase, 0.0) + seconds
-    timings["total"] = time.perf_counter() - start
-    return Explanation(maps, targets, scores, method, config, timings, diagnostics)
+    result = run_groups(REGISTRY[method].explain_group, device_blackbox(user_bb, bb, num_classes), x, targets,
+                        digests, config, seed, group_size=config.image_batch,
+                        per_group=None if given is None else lambda rows: {"segmented": select_segments(given, rows)})
+    timings = dict(result.timings, total=time.perf_counter() - start)
+    return Explanation(result.maps, targets, scores, method, config, timings, result.diagnostics)

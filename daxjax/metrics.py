@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
-from daxjax.fills import fill_images
+from daxjax.perturbation.fills import fill_images
 from daxjax.inputs import as_float_images, as_targets, image_digest
-from daxjax.querying import device_blackbox, input_elements, query_chunk, query_targets
-from daxjax.sampling import image_keys
+from daxjax.device.querying import device_blackbox, input_elements, query_chunk, query_targets
+from daxjax.perturbation.sampling import image_keys
 
 # Curve points of deletion/insertion: steps + 1 points, 1/steps of the pixels per step. RISE
 # used 224 px per step at 224 x 224 (1/224); 100 steps keep the AUC within about 1 % of that

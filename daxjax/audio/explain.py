@@ -2,7 +2,7 @@
 
 A clip is shown to the explainers as its log-mel spectrogram image [bands, frames, 1] in [0, 1];
 its segments are groups of frames (time, the default) or tiles of bands x frames. Every explainer
-runs through the image engine unchanged (`EXPLAINERS` of `daxjax.explain`): DAX's mask net and
+runs through the image engine unchanged (its `Method` record, `daxjax.methods.registry`): DAX's mask net and
 student look at the spectrogram and its segment-filled perturbations, while each perturbation
 the black box answers is a *waveform*: the mask, drawn on the spectrogram grid, is rendered by
 `audio.render` (the removed frames or tiles replaced by the clip's fill, `audio.fills`) and
@@ -27,15 +27,14 @@ from daxjax.audio.fills import FILLS, fill_waveforms
 from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.render import TimeFrequencyRender, TimeRender
 from daxjax.audio.spectrogram import SpectrogramConfig, log_mel, noise_floor_db, spectrogram_images
-from daxjax.config import DAXConfig
-from daxjax.engine import gather_diagnostics
-from daxjax.explain import EXPLAINERS
+from daxjax.methods.dax.config import DAXConfig
+from daxjax.methods.base import normalise, run_groups
 from daxjax.inputs import InputError, as_targets, image_digest
-from daxjax.maps import normalise
-from daxjax.querying import RenderedQueries, device_blackbox
-from daxjax.rise import RISEConfig
-from daxjax.segmentation import bucket_size
-from daxjax.segments import SEGMENT_METHODS, HostSegments
+from daxjax.device.querying import RenderedQueries, device_blackbox
+from daxjax.methods.rise import RISEConfig
+from daxjax.perturbation.segmentation import bucket_size
+from daxjax.methods.registry import REGISTRY
+from daxjax.perturbation.segments import HostSegments
 
 SegmentKind = Literal["time", "time_frequency"]
 #: Audio departs from the image defaults where measured: a sound classifier that pools over time
@@ -48,8 +47,9 @@ AUDIO_DEFAULTS = {
     "dax": lambda: DAXConfig(keep_prob=0.3, resolution=64, student_channels=(16, 16)),
     "rise": lambda: RISEConfig(keep_prob=0.3, cells=16),
 }
-# SEGMENT_METHODS (daxjax.segments) perturb segments and take `segmented=`; the others draw masks on the grid.
-AUDIO_METHODS = SEGMENT_METHODS + ("rise", "occlusion")
+#: The query-only methods (`Method.query_only`): they take `queries=`, so the black box may hear
+#: waveforms. Those that perturb segments take `segmented=`; the others draw masks on the grid.
+AUDIO_METHODS = tuple(name for name, method in REGISTRY.items() if method.query_only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ def resolve_config(method: str, config) -> AudioConfig:
     """An `AudioConfig` whose explainer config fits `method` (a bare method config is wrapped)."""
     if method not in AUDIO_METHODS:
         raise InputError(f"unknown or unsupported audio method {method!r}; choose one of {AUDIO_METHODS}")
-    expected = EXPLAINERS[method][0]
+    expected = REGISTRY[method].config_type
     if config is None:
         config = AudioConfig()
     elif not isinstance(config, AudioConfig):
@@ -203,7 +203,8 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
 
     explainer = config.explainer
     tiles = config.segments == "time_frequency"
-    if method in SEGMENT_METHODS or tiles:
+    segmented = REGISTRY[method].perturbs_segments
+    if segmented or tiles:
         grid = (bands, frames)
         grid_images = images
     else:
@@ -215,29 +216,25 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
     else:
         render = TimeRender(grid, samples, spec.hop_length, max(1, int(round(config.crossfade * rate))))
 
-    device_bb = device_blackbox(user_bb, bb, num_classes, input_rank=1)
-    explain_group = EXPLAINERS[method][1]
-    maps = np.zeros((batch,) + grid, np.float32)
-    diagnostics: dict[str, np.ndarray] = {}
-    for lo in range(0, batch, explainer.image_batch):
-        hi = min(batch, lo + explainer.image_batch)
-        queries = RenderedQueries(render, x[lo:hi], fills[lo:hi])
-        extra = {}
-        if method in SEGMENT_METHODS:
-            count = hi - lo
+    def per_group(rows: slice) -> dict:
+        extra = {"queries": RenderedQueries(render, x[rows], fills[rows])}
+        if segmented:
+            count = rows.stop - rows.start
             extra["segmented"] = HostSegments(np.broadcast_to(segments, (count,) + grid).copy(),
-                                              fill_images[lo:hi], np.full(count, num_segments, np.int32),
+                                              fill_images[rows], np.full(count, num_segments, np.int32),
                                               bucket_size(num_segments))
-        result = explain_group(device_bb, grid_images[lo:hi], targets[lo:hi], digests[lo:hi],
-                               explainer, seed, list(range(lo, hi)), queries=queries, **extra)
-        maps[lo:hi] = result.maps
-        gather_diagnostics(diagnostics, result.diagnostics, slice(lo, hi), batch)
-        for phase, seconds in result.timings.items():
-            timings[phase] = timings.get(phase, 0.0) + seconds
+        return extra
+
+    result = run_groups(REGISTRY[method].explain_group, device_blackbox(user_bb, bb, num_classes, input_rank=1),
+                        grid_images, targets, digests, explainer, seed, group_size=explainer.image_batch,
+                        per_group=per_group)
+    maps = result.maps
+    for phase, seconds in result.timings.items():
+        timings[phase] = timings.get(phase, 0.0) + seconds
 
     time_maps = np.asarray(normalise(jnp.asarray(maps.mean(axis=1, keepdims=True))))[:, 0]
     tf_maps = maps.transpose(0, 2, 1).copy() if tiles else None
     timings["total"] = time.perf_counter() - start
     return AudioExplanation(time_maps, spec.frame_times(samples, rate), tf_maps, targets, scores,
-                            np.asarray(db), method, config, rate, timings, diagnostics)
+                            np.asarray(db), method, config, rate, timings, result.diagnostics)
 

@@ -20,7 +20,7 @@ from daxjax.audio.fills import fill_waveforms
 from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.render import TimeRender
 from daxjax.inputs import InputError, as_targets, image_digest
-from daxjax.querying import device_blackbox, query_targets
+from daxjax.device.querying import device_blackbox, query_targets
 
 
 def interval_masks(intervals, frame_times: np.ndarray) -> np.ndarray:

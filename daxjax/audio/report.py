@@ -26,10 +26,11 @@ from daxjax.audio.explain import AudioExplanation
 from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.spectrogram import SpectrogramConfig
 from daxjax.inputs import InputError
-from daxjax.report import (RANDOM_MAP, Pictures, capped_note, card_header, check_explanations, check_ids,
-                           config_section, figure_html, label_function, method_caption, metrics_chart,
-                           metrics_section, positive, render_pages, timings_section, write_pages)
-from daxjax.viz import colour_bar_png
+from daxjax.report.html import (Pictures, capped_note, card_header, check_explanations, check_ids, config_section,
+                                figure_html, label_function, method_caption, metrics_chart, metrics_section, positive,
+                                render_pages, timings_section, write_pages)
+from daxjax.report.images import RANDOM_MAP
+from daxjax.report.viz import colour_bar_png
 
 CENTRED_WINDOW = "centred window"
 REFERENCE_ROWS = (RANDOM_MAP, CENTRED_WINDOW)

@@ -1,4 +1,4 @@
-"""Pictures of audio explanations (matplotlib, no display), for reports and benchmarks.
+"""Pictures of audio explanations (matplotlib's `Figure`, no pyplot), for reports and benchmarks.
 
 Each plotting function draws on a caller's axes, so a report can lay out its own figure;
 `spectrogram_png` and `waveform_png` are one view each as PNG bytes (the report's pictures), and
@@ -10,14 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from daxjax.audio.metrics import explained_intervals  # noqa: E402
-from daxjax.viz import figure_png  # noqa: E402
+from daxjax.audio.metrics import explained_intervals
+from daxjax.report.viz import figure_png
 
 # One view in the report: inches at VIEW_DPI, wide for time and low for the bands; its pixel width.
 VIEW_SIZE = (4.6, 1.9)
@@ -100,7 +97,8 @@ def waveform_png(waveform: np.ndarray, sample_rate: int, truth: Sequence[tuple[f
 
 def _view_png(size: tuple[float, float], plot, *args) -> bytes:
     """PNG of one figure of `size` inches with a single axes drawn by `plot(ax, *args)`."""
-    fig, ax = plt.subplots(figsize=size, dpi=VIEW_DPI)
+    fig = Figure(figsize=size, dpi=VIEW_DPI)
+    ax = fig.subplots()
     plot(ax, *args)
     fig.tight_layout(pad=0.3)
     return figure_png(fig)
@@ -112,7 +110,8 @@ def save_audio_panel(path, waveform: np.ndarray, sample_rate: int, spectrogram_d
     """One PNG: per method (maps: name -> time map [frames]) its spectrogram overlay and the
     waveform with the ground truth and its explained intervals (map > mean + k std)."""
     rows = max(1, len(maps))
-    fig, axes = plt.subplots(rows, 2, figsize=(11, 2.3 * rows), squeeze=False)
+    fig = Figure(figsize=(11, 2.3 * rows))
+    axes = fig.subplots(rows, 2, squeeze=False)
     for row, (name, time_map) in enumerate(maps.items()):
         tf_map = None if tf_maps is None else tf_maps.get(name)
         plot_spectrogram_explanation(axes[row, 0], spectrogram_db, frame_times, time_map, tf_map,
@@ -126,5 +125,4 @@ def save_audio_panel(path, waveform: np.ndarray, sample_rate: int, spectrogram_d
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

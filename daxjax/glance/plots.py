@@ -5,7 +5,9 @@
 - `plot_counterfactuals`: one image, its reconstruction and G's drawings of -/+ interventions;
 - `write_glance_report`: those pictures as PNG files plus an HTML page (`glance.html`).
 
-Functions that draw take an axes (or a figure) so that callers can compose them.
+Functions that draw take an axes (or a figure) so that callers can compose them; without one they
+draw on a new pyplot figure (the caller's backend, e.g. a notebook's). `write_glance_report` uses
+matplotlib's `Figure` alone, so writing files never touches pyplot or its backend.
 """
 
 from __future__ import annotations
@@ -14,14 +16,23 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from daxjax.glance.discovery import CausalGraph
+from daxjax.glance.local import LocalExplanation
 
-from daxjax.glance.discovery import CausalGraph  # noqa: E402
-from daxjax.glance.local import LocalExplanation  # noqa: E402
+
+def _pyplot():
+    """pyplot, imported when a plot is asked for without an axes (never at import: it picks a backend)."""
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+def _counterfactual_size(concepts: int) -> tuple[float, float]:
+    """Inches of `plot_counterfactuals`' strip: the image, its reconstruction and two per concept."""
+    return 1.1 * (2 + 2 * concepts), 1.5
 
 
 def _depths(adj: np.ndarray) -> np.ndarray:
@@ -40,7 +51,7 @@ def plot_graph(graph: CausalGraph, ax=None, *, title: str = "", truth: np.ndarra
     truth: optional bool [d, d] planted adjacency; edges not in it are drawn red, planted edges
     the graph misses dashed grey.
     """
-    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    ax = ax or _pyplot().subplots(figsize=(5, 3.2))[1]
     adj = np.asarray(graph.adjacency, bool)
     depth = _depths(adj)
     pos = {}
@@ -79,7 +90,7 @@ def plot_graph(graph: CausalGraph, ax=None, *, title: str = "", truth: np.ndarra
 def plot_importances(explanation: LocalExplanation, index: int, ax=None, *, truth: np.ndarray | None = None):
     """Bars of image `index`'s total and direct effects (log-odds per sd) per concept; truth:
     optional ground-truth total effects [k] drawn as markers."""
-    ax = ax or plt.subplots(figsize=(4, 2.6))[1]
+    ax = ax or _pyplot().subplots(figsize=(4, 2.6))[1]
     k = len(explanation.concepts)
     pos = np.arange(k)
     ax.bar(pos - 0.2, explanation.total_effects[index], 0.4, label="total", color="tab:blue")
@@ -98,7 +109,7 @@ def plot_counterfactuals(explanation: LocalExplanation, images: np.ndarray, inde
     (near the edge of the training codes, the pair slid inside them: `daxjax.glance.local`;
     titles give f's log-odds on each)."""
     k = len(explanation.concepts)
-    fig = fig or plt.figure(figsize=(1.1 * (2 + 2 * k), 1.5))
+    fig = fig or _pyplot().figure(figsize=_counterfactual_size(k))
     axes = fig.subplots(1, 2 + 2 * k)
     panels = [(images[index], f"image\n{explanation.logits[index]:+.1f}"),
               (explanation.reconstructions[index], f"G(E(x))\n{explanation.reconstruction_logits[index]:+.1f}")]
@@ -122,19 +133,17 @@ def write_glance_report(out_dir, model, explanation: LocalExplanation, images: n
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    plot_graph(model.concept_graph, ax, title="learned graph (concepts and f's log-odds)", truth=truth)
+    fig = Figure(figsize=(5, 3.2))
+    plot_graph(model.concept_graph, fig.subplots(), title="learned graph (concepts and f's log-odds)", truth=truth)
     fig.savefig(out / "graph.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     cards = []
     for i in indices:
-        fig, ax = plt.subplots(figsize=(4, 2.6))
-        plot_importances(explanation, i, ax, truth=None if true_effects is None else true_effects[i])
+        fig = Figure(figsize=(4, 2.6))
+        plot_importances(explanation, i, fig.subplots(), truth=None if true_effects is None else true_effects[i])
         fig.savefig(out / f"importances_{i}.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        fig = plot_counterfactuals(explanation, images, i)
+        fig = plot_counterfactuals(explanation, images, i,
+                                   Figure(figsize=_counterfactual_size(len(explanation.concepts))))
         fig.savefig(out / f"counterfactuals_{i}.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
         ranking = ", ".join(explanation.concepts[c] for c in np.argsort(-explanation.importances[i]))
         cards.append(f'<div class="card"><h3>image {i}</h3><p>concepts by importance: {html.escape(ranking)}</p>'
                      f'<img src="importances_{i}.png" alt="concept effects of image {i}">'

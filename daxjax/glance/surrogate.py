@@ -408,7 +408,9 @@ def _history(steps: list[dict]) -> dict[str, list[float]]:
 
 def keep_large_buffers_in_the_heap(megabytes: int = 64) -> bool:
     """Asks glibc's malloc to serve blocks up to `megabytes` from its heap (and to keep twice that
-    free before returning memory to the system). Process-wide; returns False where it does not apply.
+    free before returning memory to the system). Process-wide, so it is the caller's choice: call it
+    once before `glance.fit` / `train_surrogate` (nothing in the package calls it). Returns False
+    where it does not apply.
 
     Why: each surrogate step makes XLA's CPU convolutions allocate and free buffers of tens of MB;
     above glibc's mmap threshold (32 MB at most by default) every such block is a fresh mapping
@@ -442,7 +444,6 @@ def train_surrogate(images: np.ndarray, concepts: np.ndarray, logits: np.ndarray
     k = concepts.shape[1]
     if k >= config.latent_dim:
         raise ValueError(f"latent_dim ({config.latent_dim}) must exceed the number of concepts ({k})")
-    keep_large_buffers_in_the_heap()
     seconds = {}
     t0 = time.perf_counter()
     student = train_student(images, logits, config) if config.distill > 0 else None

@@ -1,0 +1,139 @@
+"""The explainer contract: what a method is (`Method`), what its group function does
+(`ExplainGroup`), what it returns (`GroupResult`), and the group loop every caller shares.
+
+An explainer explains one group of images side by side and returns a `GroupResult`: the maps,
+the seconds spent per phase and, for explainers that can tell, per-image diagnostics of how far
+each map can be trusted (DAX: the student's held-out fit, whether the mask is alive;
+`daxjax.methods.dax.engine.DIAGNOSTICS`). The facts the rest of the package needs about a method
+(its config type, whether it perturbs segments, how many queries and how much memory an image
+costs) are fields of its `Method` record (`daxjax.methods.registry.REGISTRY`), never found out by
+looking at a config's type name or attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class GroupResult(NamedTuple):
+    """maps float32 [B, H, W] in [0, 1]; timings {phase: seconds}; diagnostics {name: array [B]}."""
+
+    maps: np.ndarray
+    timings: dict
+    diagnostics: dict = {}
+
+
+class ExplainGroup(Protocol):
+    """Explains a group of B images side by side: a method's `explain_images`.
+
+    Args:
+      device_bb: the black box as a traceable function (`daxjax.device.querying.DeviceBlackBox`).
+      images: float32 [B, H, W, C] in [0, 1] (for audio: spectrogram images on the mask grid).
+      targets: int32 [B], the classes to explain.
+      digests: uint32 [B], `inputs.image_digest` of each (image, target): with the seed, the
+        image's only source of randomness (the determinism contract).
+      config: the method's config (`Method.config_type`).
+      seed: int.
+      image_ids: the caller's names of the B images, for error messages.
+      segmented: (methods that perturb segments) `perturbation.segments.HostSegments` made ahead
+        of time, which replace the config's segmentation.
+      queries: (query-only methods) `device.querying.RenderedQueries` when the black box takes
+        inputs other than the images (audio).
+
+    Returns:
+      A `GroupResult`.
+    """
+
+    def __call__(self, device_bb: Any, images: np.ndarray, targets: np.ndarray, digests: np.ndarray, config: Any,
+                 seed: int, image_ids: list, **options: Any) -> GroupResult: ...
+
+
+class Method(NamedTuple):
+    """One explainer, as the rest of the package sees it.
+
+    name: the `method=` string.
+    config_type: its frozen config dataclass. Every config has `image_batch` (images per group);
+      the configs of query-only methods also have `query_chunk` (perturbations per image in one
+      black-box call, None: chosen by `device.querying.query_chunk`).
+    explain_group: the group function (`ExplainGroup`).
+    perturbs_segments: it switches segments on and off: takes `segmentation=` names or callables,
+      label maps given by the caller (`segments=`) and segments made ahead (`segmented=`).
+    query_only: it only queries the black box (through `device.querying.query_targets`), so any
+      black box will do and it takes `queries=` (audio); False for the gradient references, which
+      differentiate a `JaxBlackBox`.
+    queries_per_image: (config, height, width) -> black-box inputs evaluated per image.
+    working_bytes: (config, height, width, channels) -> device bytes one image needs while it is
+      explained, beyond the image, its fill and its segment map (the samples, and for DAX the
+      networks, their optimiser state and one step's activations).
+    diagnostics: names of the per-image diagnostics its `GroupResult` carries (may be empty).
+    """
+
+    name: str
+    config_type: type
+    explain_group: ExplainGroup
+    perturbs_segments: bool
+    query_only: bool
+    queries_per_image: Callable[[Any, int, int], int]
+    working_bytes: Callable[[Any, int, int, int], int]
+    diagnostics: tuple[str, ...] = ()
+
+
+#: Bytes a query-only method keeps per black-box query of an image besides its perturbation's
+#: keep-vector (the answer y, the proximity weight pi, indices), as `dataset.budget` counts.
+QUERY_BYTES = 12
+
+
+def sample_bytes(num_queries: int, segments: int = 0) -> int:
+    """Device bytes of an image's samples: per query its answer and weights, and a keep-vector of
+    `segments` bytes for methods that perturb segments."""
+    return int(num_queries) * (int(segments) + QUERY_BYTES)
+
+
+def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, targets: np.ndarray,
+               digests: np.ndarray, config: Any, seed: int, *, group_size: int,
+               per_group: Callable[[slice], dict] | None = None) -> GroupResult:
+    """Explains B images `group_size` at a time; the maps [B, *images.shape[1:3]], seconds per
+    phase summed over groups, and the diagnostics gathered (`gather_diagnostics`).
+
+    per_group: rows (a slice) -> extra keyword arguments of that group's call (`segmented=`,
+    `queries=`). Image ids are the positions 0 .. B - 1.
+    """
+    batch = images.shape[0]
+    maps = np.zeros(images.shape[:3], np.float32)
+    timings: dict[str, float] = {}
+    diagnostics: dict[str, np.ndarray] = {}
+    for lo in range(0, batch, group_size):
+        rows = slice(lo, min(batch, lo + group_size))
+        extra = per_group(rows) if per_group is not None else {}
+        result = explain_group(device_bb, images[rows], targets[rows], digests[rows], config, seed,
+                               list(range(rows.start, rows.stop)), **extra)
+        maps[rows] = result.maps
+        gather_diagnostics(diagnostics, result.diagnostics, rows, batch)
+        for phase, seconds in result.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + seconds
+    return GroupResult(maps, timings, diagnostics)
+
+
+def gather_diagnostics(into: dict, part: dict, rows: slice, total: int) -> None:
+    """Writes a group's per-image diagnostics `part` into rows `rows` of arrays of length `total`.
+
+    Arrays are created on first sight with the part's dtype: floats start as NaN, booleans as
+    False, so images of groups that reported nothing are told apart from reported values.
+    """
+    for name, values in part.items():
+        values = np.asarray(values)
+        if name not in into:
+            fill = np.nan if np.issubdtype(values.dtype, np.floating) else 0
+            into[name] = np.full((total,), fill, values.dtype)
+        into[name][rows] = values
+
+
+def normalise(maps: jax.Array) -> jax.Array:
+    """Min-max scales each map [..., H, W] to [0, 1]; a constant map becomes all zeros."""
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    high = maps.max(axis=(-2, -1), keepdims=True)
+    return jnp.where(high > low, (maps - low) / jnp.maximum(high - low, 1e-12), 0.0)
