@@ -1,4 +1,5 @@
-"""Checks of config fields, in one place: every message names the config and the field.
+"""Checks of config fields and arguments, in one place: every message names the config and the
+field, or the argument (`positive_int`).
 
     check_fields(config, positive=("num_samples", "image_batch"), optional_positive=("query_chunk",),
                  greater_than_zero=("kernel_width",), open_unit=("keep_prob",))
@@ -14,6 +15,8 @@ import dataclasses
 import functools
 import typing
 from typing import Any, Literal
+
+import numpy as np
 
 
 def check_fields(config: Any, *, positive: tuple[str, ...] = (), optional_positive: tuple[str, ...] = (),
@@ -40,6 +43,14 @@ def check_fields(config: Any, *, positive: tuple[str, ...] = (), optional_positi
         value = getattr(config, name)
         if not 0.0 < value < 1.0:
             raise ValueError(f"{owner}.{name} must be in (0, 1), got {value!r}")
+
+
+def positive_int(name: str, value: Any) -> int:
+    """`value` as an int, or a ValueError naming the argument `name` when it is not a positive integer
+    (booleans are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _check(ok: bool, owner: str, name: str, value: Any, rule: str) -> None:

@@ -196,11 +196,11 @@ def _merged_options(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def _method_config(method: str, fields: dict):
-    from daxjax.explain import EXPLAINERS
+    from daxjax.methods.registry import REGISTRY
 
-    if method not in EXPLAINERS:
-        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(EXPLAINERS)}")
-    config_type = EXPLAINERS[method][0]
+    if method not in REGISTRY:
+        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}")
+    config_type = REGISTRY[method].config_type
     known = {f.name for f in dataclasses.fields(config_type)}
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -574,33 +574,6 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- bench ------------------------------------------------------------------------------------
-
-_BENCH_EPILOG = """\
-examples:
-  daxjax bench                                          # says where the benchmarks are
-  python -m benchmarks.throughput --quick --no-write    # from the root folder of a source checkout
-
-The benchmarks are not part of the installed package: they live in the repository's benchmarks/
-folder and run as modules from its root folder (see benchmarks/RESULTS.md for every command).
-"""
-
-#: What `daxjax bench` says: the benchmarks run from a source checkout, not from the package.
-BENCH_MOVED = ("the benchmarks are not part of the installed package; from the root folder of a source checkout "
-               "run: python -m benchmarks.throughput [--quick] [--no-write] [--part PART ...]")
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    # The options `daxjax bench` took, so that an old command line gets the message, not a usage error.
-    parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    raise UsageError(BENCH_MOVED)
-
-
 # -- the command table ------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
@@ -612,8 +585,6 @@ COMMANDS: dict[str, Command] = {
                       add_report_arguments, run_report, _REPORT_EPILOG),
     "demo": Command("explain a few bundled photos with a real ImageNet model and write a report (no download)",
                     add_demo_arguments, run_demo, _DEMO_EPILOG),
-    "bench": Command("where the throughput benchmarks are (python -m benchmarks.throughput, from a checkout)",
-                     add_bench_arguments, run_bench, _BENCH_EPILOG),
 }
 
 

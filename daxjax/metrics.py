@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
-from daxjax.perturbation.fills import fill_images
+from daxjax._checks import positive_int
+from daxjax.perturbation.fills import PIXEL_FILLS, fill_images
 from daxjax.inputs import as_float_images, as_targets, image_digest
 from daxjax.device.querying import device_blackbox, input_elements, query_chunk, query_targets
 from daxjax.perturbation.sampling import image_keys
@@ -31,7 +32,7 @@ from daxjax.perturbation.sampling import image_keys
 # at less than half the queries.
 DEFAULT_STEPS = 100
 # What removed pixels show ("deletion") or what the image starts from ("insertion").
-AUC_FILLS = ("zero", "blur", "image_mean")
+AUC_FILLS = PIXEL_FILLS
 # Folded into each image's key so that the wrong-class draw of `sensitivity` is a stream of its own.
 _WRONG_CLASS_STREAM = 0x5E45
 
@@ -187,8 +188,8 @@ def _perturbation_auc(bb, images, maps, targets, *, deleting: bool, steps: int, 
     x = as_float_images(images)
     batch, height, width, _ = x.shape
     saliency = _check_maps_match_images(maps, x)
-    steps = _positive_int(steps, "steps")
-    chunk = query_chunk(None if chunk is None else _positive_int(chunk, "chunk"), batch, input_elements(x))
+    steps = positive_int("steps", steps)
+    chunk = query_chunk(None if chunk is None else positive_int("chunk", chunk), batch, input_elements(x))
     if fill not in AUC_FILLS:
         raise ValueError(f"unknown fill {fill!r}; valid: {', '.join(AUC_FILLS)}")
     segments, num_segments = _removal_units(granularity, batch, height, width)
@@ -229,7 +230,7 @@ def _removal_units(granularity, batch: int, height: int, width: int) -> tuple[np
         raise ValueError(f"granularity must be None, 'pixel', a patch size or a segment map [B, H, W]; "
                          f"got {granularity!r}")
     if isinstance(granularity, (int, np.integer)) and not isinstance(granularity, bool):
-        patch = _positive_int(granularity, "granularity (patch size)")
+        patch = positive_int("granularity (patch size)", granularity)
         cols = -(-width // patch)
         rows = np.arange(height)[:, None] // patch
         patches = (rows * cols + np.arange(width)[None, :] // patch).astype(np.int32)
@@ -466,12 +467,6 @@ def _check_maps_match_images(maps: Any, images: np.ndarray) -> np.ndarray:
         raise ValueError(f"maps shape {array.shape} does not match images shape {images.shape} "
                          f"(maps must be [B, H, W] = {images.shape[:3]})")
     return _check_maps(array)
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _binarize(maps: jax.Array, k: float, threshold: float | None) -> jax.Array:

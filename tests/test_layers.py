@@ -222,3 +222,28 @@ def test_every_folder_says_what_lives_there(folder):
         p.name for p in (ROOT / folder).iterdir() if (p / "__init__.py").is_file())
     missing = [m for m in members if m not in doc]
     assert doc and missing == [], f"{folder}/__init__.py's docstring does not name {missing}"
+
+
+def test_the_former_module_names_still_import_as_the_moved_modules():
+    import importlib
+
+    import daxjax
+
+    for name in sorted(_moved()):
+        module = importlib.import_module(name)
+        assert module.__name__ != name and module.__name__.startswith("daxjax."), name  # the moved module itself
+        assert getattr(daxjax, name.rpartition(".")[2]) is module
+    from daxjax.dax import DAXConfig as old
+    from daxjax.methods.dax.config import DAXConfig as new
+    assert old is new
+
+
+def test_the_adapters_are_reachable_as_daxjax_blackbox():
+    import blackbox_adapters
+    import daxjax.blackbox
+
+    assert set(blackbox_adapters.__all__) >= {"BlackBox", "CallableBlackBox", "OnnxBlackBox", "as_blackbox"}
+    for name in blackbox_adapters.__all__:
+        assert getattr(daxjax.blackbox, name) is getattr(blackbox_adapters, name)
+    wrapped = daxjax.blackbox.as_blackbox(lambda x: x.reshape(len(x), -1)[:, :2], num_classes=2)
+    assert isinstance(wrapped, daxjax.blackbox.CallableBlackBox)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
+from daxjax._checks import check_fields
 from daxjax.audio.fills import FILLS, fill_waveforms
 from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.render import TimeFrequencyRender, TimeRender
@@ -86,13 +87,9 @@ class AudioConfig:
     crossfade: float = 0.004
 
     def __post_init__(self):
-        if self.segments not in ("time", "time_frequency"):
-            raise ValueError(f"AudioConfig.segments={self.segments!r} is not one of ('time', 'time_frequency')")
+        check_fields(self, positive=("segment_frames", "segment_bands"))  # and `segments`, a Literal
         if self.fill not in FILLS:
             raise ValueError(f"AudioConfig.fill={self.fill!r} is not one of {FILLS}")
-        for name in ("segment_frames", "segment_bands"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"AudioConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0.0 < self.floor_quantile <= 1.0:
             raise ValueError(f"AudioConfig.floor_quantile must be in (0, 1], got {self.floor_quantile!r}")
         if not self.crossfade >= 0.0:

@@ -42,23 +42,18 @@ from blackbox_adapters.base import ROW_SUM_TOLERANCE, to_probabilities
 from daxjax.device.sharding import current_image_devices, over_images
 
 #: Inputs per black-box call the engines aim at on a CPU when a config leaves `query_chunk` to
-#: them: on 2 CPU cores with the bundled model at 64 px, 1,024-image calls cost 2.6x more per sample
-#: than 256-image calls.
+#: them: larger calls cost more per sample on a CPU (docs/call-sizes.md, "CPU: inputs per call").
 CALL_INPUTS = 256
-#: ... unless that many inputs would exceed this many bytes (float32). glibc hands out blocks over
-#: 32 MiB by mmap afresh at every call, so each such block is page-faulted in again: measured on
-#: 2 CPU cores (LIME, 2 images of 224 x 224, N = 1024, bundled colour model), calls of 64 images
-#: (38 MiB) took 5.3 s in the query phase, calls of 32 images (19 MiB) 2.2-2.6 s.
+#: ... unless that many inputs would exceed this many bytes (float32): glibc maps blocks over its
+#: mmap threshold (32 MiB at most) afresh at every call, so larger calls pay page faults each time
+#: (docs/call-sizes.md, "CPU: bytes per call").
 CALL_BYTES = 16 * 2**20
-#: On an accelerator (JAX's default backend is not the CPU). Measured on an NVIDIA H200 with
-#: EfficientNet-Lite0 at 224 px (torch on the GPU, inputs already there): 9,970 queries/s in calls
-#: of 1,024, 7,540/s in calls of 256; from host arrays 5,840/s (1,024), 4,890/s (256), 1,135/s (27,
-#: what 16 MiB allowed). Larger calls were not measured: `python -m benchmarks.throughput --part gpu`
-#: measures the rate over call sizes on the machine it runs on.
+#: On an accelerator (JAX's default backend is not the CPU): larger calls answer more queries per
+#: second there (docs/call-sizes.md, "Accelerators").
 ACCELERATOR_CALL_INPUTS = 1024
 #: ... and at most this many bytes of inputs per call (1,024 images of 224 x 224 x 3 take 588 MiB);
 #: the device holds two chunks (one built while the black box answers the other) and the black
-#: box's own copy, as `daxjax.budget` counts.
+#: box's own copy, as `daxjax.dataset.budget` counts.
 ACCELERATOR_CALL_BYTES = 2**30
 
 

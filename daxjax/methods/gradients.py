@@ -32,16 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax._checks import check_fields
 from daxjax.methods.base import GroupResult, Method, normalise
 from daxjax.inputs import InputError
 from daxjax.device.querying import DeviceBlackBox
 from daxjax.perturbation.sampling import image_keys
-
-
-def _check_positive(config, names) -> None:
-    for name in names:
-        if int(getattr(config, name)) < 1:
-            raise ValueError(f"{type(config).__name__}.{name} must be >= 1, got {getattr(config, name)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +46,7 @@ class GradientConfig:
     image_batch: int = 16
 
     def __post_init__(self):
-        _check_positive(self, ("image_batch",))
+        check_fields(self, positive=("image_batch",))
 
     def replace(self, **changes) -> "GradientConfig":
         return dataclasses.replace(self, **changes)
@@ -64,7 +59,7 @@ class InputXGradientConfig:
     image_batch: int = 16
 
     def __post_init__(self):
-        _check_positive(self, ("image_batch",))
+        check_fields(self, positive=("image_batch",))
 
     def replace(self, **changes) -> "InputXGradientConfig":
         return dataclasses.replace(self, **changes)
@@ -86,7 +81,7 @@ class SmoothGradConfig:
     image_batch: int = 16
 
     def __post_init__(self):
-        _check_positive(self, ("num_samples", "sample_chunk", "image_batch"))
+        check_fields(self, positive=("num_samples", "sample_chunk", "image_batch"))
         if not self.noise_level >= 0:
             raise ValueError(f"SmoothGradConfig.noise_level must be >= 0, got {self.noise_level!r}")
 
@@ -108,7 +103,7 @@ class IntegratedGradientsConfig:
     image_batch: int = 16
 
     def __post_init__(self):
-        _check_positive(self, ("steps", "sample_chunk", "image_batch"))
+        check_fields(self, positive=("steps", "sample_chunk", "image_batch"))
 
     def replace(self, **changes) -> "IntegratedGradientsConfig":
         return dataclasses.replace(self, **changes)

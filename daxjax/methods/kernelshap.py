@@ -17,26 +17,26 @@ C(M, k) k(z) = (M - 1) / (k (M - k)), then k segments uniformly at random. A coa
 drawn with probability proportional to its kernel weight, so every sampled coalition gets the
 same regression weight 1 (importance sampling). Unlike `shap`, sizes are never enumerated
 exhaustively, even when the budget would allow it.
+
+This module is KernelSHAP's sampler (`coalition_samples`) and solver (`sampled_shapley_values`);
+the engine around them is the one LIME uses too (`methods.surrogate.SurrogateEngine`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from daxjax.methods.dax.config import FillMethod, SegmentationMethod
-from daxjax.methods.base import GroupResult, Method, sample_bytes
-from daxjax.methods.lime import check_segment_options, evidence_maps
-from daxjax.perturbation.segmentation import Segmenter
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
-from daxjax.perturbation.sampling import image_keys
-from daxjax.perturbation.segments import HostSegments, segments_bound, query_segment_perturbations, segment_and_fill
+from daxjax.methods.base import Method, sample_bytes
+from daxjax.methods.surrogate import SurrogateEngine, check_segment_options
+from daxjax.perturbation.fills import FillMethod
+from daxjax.perturbation.segmentation import SegmentationMethod, Segmenter
+from daxjax.perturbation.segments import segments_bound
 
 # Coalitions 0 and 1 are v(all segments) and v(no segment).
 NUM_ANCHORS = 2
@@ -49,8 +49,9 @@ class KernelSHAPConfig:
     num_samples: N coalitions (= black-box queries) per image, the two anchors included.
     segmentation, segmentation_options: the players ("quickshift" with LIME's settings, as LIME
       and DAX), or a callable segmenter as for `DAXConfig.segmentation`.
-    fill: what a segment outside the coalition shows ("blur", as LIME here, where it measured
-      the best fill; the `shap` package's image maskers blur too).
+    fill: what a segment outside the coalition shows ("blur", as LIME here and the `shap`
+      package's image maskers; on the quality scenes "image_mean" localises better:
+      benchmarks/RESULTS.md, "Explanation quality with exact ground truth").
     positive_only: True: negative Shapley values count as no evidence (the map is
       max(phi, 0) min-max scaled); False: the signed values are min-max scaled.
     query_chunk: coalitions per image in one black-box call; None: `querying.query_chunk`.
@@ -161,35 +162,20 @@ def _sampled_shapley_values(z, values, num_segments):
     return jax.vmap(shapley_values, in_axes=(0, 0, None, 0))(z, values, weights, num_segments)
 
 
-def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
-                   digests: np.ndarray, config: KernelSHAPConfig, seed: int,
-                   image_ids: list, segmented: HostSegments | None = None,
-                   queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
-    """Explains one group of images side by side with KernelSHAP.
+def coalition_samples(keys: jax.Array, config: KernelSHAPConfig, num_segments: jax.Array,
+                      max_segments: int) -> jax.Array:
+    """KernelSHAP's sampler: the anchors and paired coalitions of each image, bool [B, N, S] (`coalitions`)."""
+    return _draw_coalitions(keys, config.num_samples, num_segments, max_segments)
 
-    images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
-    fingerprints; image_ids: the caller's names for the images.
-    queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
-    (audio), which are then rendered from the masks on `images`' grid.
-    Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "segmentation", "queries",
-    "regression").
-    """
-    t0 = time.perf_counter()
-    group = segment_and_fill(images, config, image_ids, segmented)
-    timings = {"segmentation": time.perf_counter() - t0}
 
-    t0 = time.perf_counter()
-    z = _draw_coalitions(image_keys(seed, digests), config.num_samples, group.num_segments,
-                         group.max_segments)
-    chunk = query_chunk(config.query_chunk, len(images), input_elements(images, queries))
-    y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
-    timings["queries"] = time.perf_counter() - t0
+def sampled_shapley_values(z: jax.Array, y: jax.Array, num_segments: jax.Array, config: KernelSHAPConfig) -> jax.Array:
+    """KernelSHAP's solver: Shapley values [B, S] from the sampled coalitions (`shapley_values`)."""
+    return _sampled_shapley_values(z, y, num_segments)
 
-    t0 = time.perf_counter()
-    phi = _sampled_shapley_values(z, y, group.num_segments)
-    maps = np.asarray(evidence_maps(phi, group.segments, config.positive_only))
-    timings["regression"] = time.perf_counter() - t0
-    return GroupResult(maps, timings)
+
+#: Explains one group of images side by side with KernelSHAP (`methods.base.ExplainGroup`; phases
+#: "segmentation", "queries", "regression").
+explain_images = SurrogateEngine(sample=coalition_samples, solve=sampled_shapley_values)
 
 
 METHOD = Method("kernelshap", KernelSHAPConfig, explain_images, perturbs_segments=True, query_only=True,

@@ -17,18 +17,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Callable, Literal
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
-from daxjax.perturbation.fills import fill_images
+from daxjax._checks import check_fields
+from daxjax.perturbation.fills import PixelFill, fill_images
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
 
-OcclusionFill = Literal["zero", "blur", "image_mean"]
-_FILLS = ("zero", "blur", "image_mean")
+OcclusionFill = PixelFill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +54,7 @@ class OcclusionConfig:
     image_batch: int = 16
 
     def __post_init__(self):
-        if self.fill not in _FILLS:
-            raise ValueError(f"OcclusionConfig.fill={self.fill!r} is not one of {_FILLS}")
-        for name in ("window", "stride", "image_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"OcclusionConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.query_chunk is not None and int(self.query_chunk) < 1:
-            raise ValueError(f"OcclusionConfig.query_chunk must be None or >= 1, got {self.query_chunk!r}")
+        check_fields(self, positive=("window", "stride", "image_batch"), optional_positive=("query_chunk",))
 
 
     def num_queries(self, height: int, width: int) -> int:

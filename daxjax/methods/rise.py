@@ -20,19 +20,19 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable, Literal
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
-from daxjax.perturbation.fills import fill_images
+from daxjax._checks import check_fields
+from daxjax.perturbation.fills import PixelFill, fill_images
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
 from daxjax.perturbation.sampling import image_keys
 
-RISEFill = Literal["zero", "blur", "image_mean"]
-_FILLS = ("zero", "blur", "image_mean")
+RISEFill = PixelFill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,15 +59,8 @@ class RISEConfig:
     image_batch: int = 16
 
     def __post_init__(self):
-        if self.fill not in _FILLS:
-            raise ValueError(f"RISEConfig.fill={self.fill!r} is not one of {_FILLS}")
-        for name in ("num_samples", "cells", "image_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"RISEConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.query_chunk is not None and int(self.query_chunk) < 1:
-            raise ValueError(f"RISEConfig.query_chunk must be None or >= 1, got {self.query_chunk!r}")
-        if not 0.0 < self.keep_prob < 1.0:
-            raise ValueError(f"RISEConfig.keep_prob must be in (0, 1), got {self.keep_prob!r}")
+        check_fields(self, positive=("num_samples", "cells", "image_batch"), optional_positive=("query_chunk",),
+                     open_unit=("keep_prob",))
 
 
     def replace(self, **changes) -> "RISEConfig":

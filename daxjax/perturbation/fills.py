@@ -1,20 +1,26 @@
 """Baseline ("fill") images: what a switched-off segment is replaced with.
 
 A perturbed image is `z[segments] * image + (1 − z[segments]) * fill`, so the fill decides
-what "absent" means to the black box. Which fill works best depends on the explainer (segment
-mean for DAX, blur for LIME in our measurements), so it is a per-method option.
+what "absent" means to the black box. Which fill works best depends on the explainer and the
+model, so it is a per-method option (each config documents its default and why).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import numpy as np
 from skimage.filters import gaussian
 
 from daxjax.perturbation.segmentation import Segmentation, as_unit_float_images
 
-FILL_METHODS = ("segment_mean", "segment_grey", "blur", "zero", "image_mean")
+#: What a switched-off segment shows (segment-space methods: DAX, LIME, KernelSHAP).
+FillMethod = Literal["segment_mean", "segment_grey", "blur", "zero", "image_mean"]
+FILL_METHODS = typing.get_args(FillMethod)
+#: What a masked pixel shows where masks are drawn on pixels (RISE, Occlusion, deletion/insertion).
+PixelFill = Literal["zero", "blur", "image_mean"]
+PIXEL_FILLS = typing.get_args(PixelFill)
 
 
 def fill_images(

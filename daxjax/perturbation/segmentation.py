@@ -22,7 +22,8 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+import typing
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 from skimage.segmentation import felzenszwalb, quickshift, slic
@@ -150,7 +151,10 @@ _METHODS: dict[str, tuple[Callable[..., np.ndarray], dict[str, Any]]] = {
     "grid": (_grid, {}),  # its default `cells` is segment_images' grid_cells argument
 }
 
-SEGMENTATION_METHODS = tuple(_METHODS)
+#: The built-in segmentations by name (the keys of `_METHODS`).
+SegmentationMethod = Literal["quickshift", "slic", "felzenszwalb", "grid"]
+SEGMENTATION_METHODS = typing.get_args(SegmentationMethod)
+assert SEGMENTATION_METHODS == tuple(_METHODS), "SegmentationMethod must name the methods of _METHODS"
 
 #: The image side LIME's quickshift settings were made for (ImageNet crops).
 REFERENCE_SIDE = 224

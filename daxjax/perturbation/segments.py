@@ -99,6 +99,12 @@ def segment_and_fill(images: np.ndarray, config, image_ids: list,
                            jnp.asarray(host.num_segments, jnp.int32), host.max_segments)
 
 
+@jax.jit
+def paint_segments(values: jax.Array, segments: jax.Array) -> jax.Array:
+    """Each pixel takes its segment's value: values [B, S], segments int [B, H, W] -> [B, H, W]."""
+    return jax.vmap(lambda v, s: v[s])(values, segments)
+
+
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
 def draw_keep_vectors(keys, num_samples: int, num_segments, max_segments: int, keep_prob: float):
     """Keep-vectors for a group: keys [B], num_segments int [B] -> bool [B, N, S_max]."""

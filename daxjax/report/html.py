@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from daxjax._checks import positive_int
 from daxjax.inputs import InputError
 from daxjax.methods.dax.engine import FIT_FLOOR
 from daxjax.report import viz
@@ -34,11 +35,8 @@ FILES_DIR = "report_files"
 _PAGE_PATTERN = re.compile(r"report-page\d+\.html")
 
 
-def positive(name: str, value) -> int:
-    """`value` as an int, or a ValueError naming the argument `name` when it is not a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+#: `value` as an int, or a ValueError naming the argument `name` when it is not a positive integer.
+positive = positive_int
 
 
 def check_explanations(explanations, kind: type, maps_shape: tuple[int, ...], axes: str, noun: str,

@@ -42,7 +42,8 @@ from daxjax.report.html import (Pictures, capped_note, card_header, check_explan
                                 metrics_section, positive, render_pages, timings_section, write_pages)
 
 
-# Reference rows of the metrics table (DESIGN.md: always report them beside the explainers).
+# Reference rows of the metrics table, always reported beside the explainers: what maps that know
+# nothing of the model score.
 RANDOM_MAP = "random map"
 
 

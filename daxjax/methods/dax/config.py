@@ -1,8 +1,8 @@
 """Configuration of the DAX explainer as plain, frozen data.
 
 Every field has a default; the presets reproduce the paper's variants. Where the paper is silent
-(its equations were lost in extraction), values come from the authors' reference code
-(`shared/dax-reference-implementation.md`) and say so below.
+(its equations were lost in extraction), values come from the authors' reference code and say
+so below.
 """
 
 from __future__ import annotations
@@ -10,23 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
-from daxjax.perturbation.segmentation import Segmenter, check_segmenter
+from daxjax._checks import check_fields
+from daxjax.perturbation.fills import FillMethod
+from daxjax.perturbation.segmentation import SegmentationMethod, Segmenter, check_segmenter
+
+__all__ = ["DAXConfig", "FillMethod", "MaskInput", "SegmentationMethod", "Variant"]
 
 Variant = Literal["v1", "v2"]
-SegmentationMethod = Literal["quickshift", "slic", "felzenszwalb", "grid"]
-FillMethod = Literal["segment_mean", "segment_grey", "blur", "zero", "image_mean"]
 MaskInput = Literal["original", "perturbed"]
-
-_CHOICES = {
-    "variant": ("v1", "v2"),
-    "fill": ("segment_mean", "segment_grey", "blur", "zero", "image_mean"),
-    "mask_input": ("original", "perturbed"),
-    "mask_fill": ("fill", "zero"),
-    "student_input": ("raw", "centred"),
-    "student": ("segments", "image"),
-    "target": ("logit", "probability"),
-    "gate": ("hard_concrete", "soft"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,15 +179,11 @@ class DAXConfig:
         if self.segmentation_options is not None:
             object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
         check_segmenter(self.segmentation, "DAXConfig")
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"DAXConfig.{name}={value!r} is not one of {allowed}")
-        positive_ints = ("num_samples", "resolution", "mask_cells", "epochs", "batch_size", "image_batch",
-                         "restarts", "validations") + (("student_hidden",) if self.student == "image" else ())
-        for name in positive_ints:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"DAXConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        # Choices come from the fields' Literal annotations.
+        check_fields(self, positive=("num_samples", "resolution", "mask_cells", "epochs", "batch_size", "image_batch",
+                                     "restarts", "validations") + (("student_hidden",) if self.student == "image" else ()),
+                     optional_positive=("vmap_width", "query_chunk", "steps"), greater_than_zero=("gate_temperature",),
+                     open_unit=("keep_prob",))
         if int(self.mask_channels) < 0 or (self.mask_channels == 0 and not self.mask_grid_bias):
             raise ValueError(f"DAXConfig.mask_channels must be >= 1, or 0 with mask_grid_bias=True (a mask of "
                              f"the grid alone), got {self.mask_channels!r} with mask_grid_bias={self.mask_grid_bias!r}")
@@ -205,20 +192,12 @@ class DAXConfig:
                              f"got {self.student_hidden!r}")
         if not self.effect_power >= 0:
             raise ValueError(f"DAXConfig.effect_power must be >= 0, got {self.effect_power!r}")
-        if not self.gate_temperature > 0:
-            raise ValueError(f"DAXConfig.gate_temperature must be > 0, got {self.gate_temperature!r}")
         if self.student == "segments" and self.mask_input != "original":
             raise ValueError("DAXConfig(student='segments') reads the mask off the original image; "
                              f"mask_input={self.mask_input!r} needs student='image'")
         if self.num_samples < 3:
             raise ValueError(f"DAXConfig.num_samples must be >= 3 (the original, a training and a validation "
                              f"sample), got {self.num_samples!r}")
-        for name in ("vmap_width", "query_chunk", "steps"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise ValueError(f"DAXConfig.{name} must be None or >= 1, got {value!r}")
-        if not 0.0 < self.keep_prob < 1.0:
-            raise ValueError(f"DAXConfig.keep_prob must be in (0, 1), got {self.keep_prob!r}")
         if not 0.0 < self.validation_fraction < 0.5:
             raise ValueError("DAXConfig.validation_fraction must be in (0, 0.5), "
                              f"got {self.validation_fraction!r}")

@@ -43,7 +43,7 @@ from flax import nnx
 from daxjax.methods.dax import losses
 from daxjax.methods.dax.config import DAXConfig
 from daxjax.methods.base import GroupResult, Method, normalise, sample_bytes
-from daxjax.methods.lime import weighted_ridge
+from daxjax.methods.surrogate import weighted_ridge
 from daxjax.methods.dax.nets import DaxNets, init_nets, segment_pooling, upsample_mask
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
 from daxjax.perturbation.sampling import (hard_concrete_gates, image_keys, keep_masks, perturb, proximity_weights,
@@ -170,7 +170,7 @@ def image_predictions(nets, complement_student, batch: Batch, config: DAXConfig)
     student sees of it under a mask m is one base image plus keep * m times the image's difference
     from its fill; the student's linear first layer takes it in that form (`nets.StudentNet.gated`)
     and no [b, R, R, C] input is built (same losses and gradients to float rounding;
-    `python -m benchmarks.dax_floor_probes steps`: 2.5-3.3 ms per row and step against 4.1 ms).
+    and each step is cheaper: `python -m benchmarks.dax_floor_probes steps`).
     """
     work = batch.image
     keep = keep_masks(batch.z, work.segments)
@@ -357,7 +357,7 @@ def steps_per_call(config: DAXConfig) -> int:
     """Adam steps run in one compiled call (a `lax.scan`): as many as the checkpoints allow for the
     segment student, whose steps are small enough that dispatching them one by one from Python
     would cost more than computing them; one for the image student on CPU, where a scan over its
-    convolution steps ran 6-9x slower than the same steps dispatched one by one (DESIGN.md)."""
+    convolution steps ran several times slower than the same steps dispatched one by one."""
     if config.student == "image" and jax.default_backend() == "cpu":
         return 1
     return config.total_steps
