@@ -276,23 +276,23 @@ class TrainingPrograms:
         over_rows = functools.partial(map_rows, width=vmap_width(config))
 
         def run_steps(params, opt_state, work, samples, target_scales, train_idx, order_keys, gate_keys,
-                      first_step, count):
-            """Adam steps first_step .. first_step + count - 1 of every row, in one program.
+                      first_step, stop_step):
+            """Adam steps first_step .. stop_step - 1 of every row, in one program (a loop whose
+            bounds are arguments, so one compiled program serves every stretch of steps).
 
             Step t of a row trains on `b` of its training samples drawn (with replacement) from
             fold_in(its order key, t) and gates drawn from fold_in(its gate key, t): a step's batch
             depends only on the row's keys and t, not on how the steps are split into calls.
             """
-            def body(carry, t):
+            def body(t, carry):
                 params, opt_state = carry
                 idx = jax.vmap(lambda k, tr: tr[jax.random.randint(jax.random.fold_in(k, t), (b,), 0, tr.shape[0])])(
                     order_keys, train_idx)
                 batches = jax.vmap(_minibatch)(work, samples, target_scales, idx)
                 keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(gate_keys)
                 params, opt_state, _ = over_rows(step, params, opt_state, batches, keys)
-                return (params, opt_state), None
-            (params, opt_state), _ = jax.lax.scan(body, (params, opt_state), first_step + jnp.arange(count))
-            return params, opt_state
+                return params, opt_state
+            return jax.lax.fori_loop(first_step, stop_step, body, (params, opt_state))
 
         def batched_validation(params, work, samples, target_scales, indices, weights):
             batches = jax.vmap(_minibatch)(work, samples, target_scales, indices)
@@ -340,7 +340,7 @@ class TrainingPrograms:
 
         self.segment_effects = jax.jit(segment_effects)
         self.init = jax.jit(init)
-        self.run_steps = jax.jit(run_steps, donate_argnums=(0, 1), static_argnums=9)
+        self.run_steps = jax.jit(run_steps, donate_argnums=(0, 1))
         self.validation = jax.jit(batched_validation)
         self.heldout_residuals = jax.jit(heldout_residuals)
         self.final_maps = jax.jit(final_maps, static_argnums=(2, 3))
@@ -354,7 +354,7 @@ def weighted_r2(prediction: jax.Array, target: jax.Array, weight: jax.Array) -> 
 
 
 def steps_per_call(config: DAXConfig) -> int:
-    """Adam steps run in one compiled call (a `lax.scan`): as many as the checkpoints allow for the
+    """Adam steps run in one compiled call (a `lax.fori_loop`): as many as the checkpoints allow for the
     segment student, whose steps are small enough that dispatching them one by one from Python
     would cost more than computing them; one for the image student on CPU, where a scan over its
     convolution steps ran several times slower than the same steps dispatched one by one."""
@@ -462,9 +462,9 @@ def train_and_explain(programs: TrainingPrograms, work: WorkingImage, samples: S
     done = 0
     for mark in stops:
         for start in range(done, mark, steps_per_call(config)):
-            count = min(steps_per_call(config), mark - start)
+            stop = min(start + steps_per_call(config), mark)
             params, opt_state = programs.run_steps(params, opt_state, work, samples, target_scales, train_idx,
-                                                   order_keys, gate_keys, start, count)
+                                                   order_keys, gate_keys, start, stop)
         done = mark
         if trace is not None and mark >= warmup_steps(config):
             record(mark, params)
