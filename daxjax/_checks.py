@@ -6,7 +6,8 @@ field, or the argument (`positive_int`).
 
 Choices are never listed by hand: a field annotated with a `Literal` (`FillMethod`,
 `Literal["v1", "v2"]`, ...) may only hold one of its values (`check_choices`, from
-`typing.get_args`), so the annotation is the one list.
+`typing.get_args`), so the annotation is the one list. Every config inherits `Replace` for its
+`replace(**changes)`. Images are checked in one place too: `daxjax.inputs.as_float_images`.
 """
 
 from __future__ import annotations

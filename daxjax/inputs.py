@@ -21,11 +21,13 @@ def _indices(mask: np.ndarray, limit: int = 8) -> str:
     return shown + (f", ... ({idx.size} in all)" if idx.size > limit else "")
 
 
-def as_float_images(images, *, min_side: int = 8) -> np.ndarray:
+def as_float_images(images, *, min_side: int = 8, clip_tolerance: float = 0.0) -> np.ndarray:
     """Validates a batch of images and returns it as float32 [B, H, W, C] in [0, 1].
 
     Accepts uint8 [B, H, W, C] (divided by 255) or floating [B, H, W, C] already in [0, 1],
-    with C in {1, 3}. Nothing is clipped: out-of-range, NaN or inf pixels are errors.
+    with C in {1, 3}. By default nothing is clipped: out-of-range, NaN or inf pixels are errors.
+    clip_tolerance: float pixels up to this far outside [0, 1] are accepted and clipped (round-off
+    of images computed by the caller, e.g. resized ones; the segmenters take 1e-5).
     """
     arr = np.asarray(images)
     if arr.ndim != 4:
@@ -49,14 +51,14 @@ def as_float_images(images, *, min_side: int = 8) -> np.ndarray:
     if bad.any():
         raise InputError(f"image(s) {_indices(bad)} contain NaN or inf pixels")
     low, high = flat.min(axis=1), flat.max(axis=1)
-    out = (low < 0.0) | (high > 1.0)
+    out = (low < -clip_tolerance) | (high > 1.0 + clip_tolerance)
     if out.any():
         first = int(np.flatnonzero(out)[0])
         raise InputError(
             f"image(s) {_indices(out)} have float pixels outside [0, 1] (image {first}: min "
             f"{low[first]:.4g}, max {high[first]:.4g}); pass uint8 or divide by 255 — nothing is "
             "clipped silently")
-    return arr
+    return np.clip(arr, 0.0, 1.0) if clip_tolerance else arr
 
 
 # A config field's annotation (as text) -> the kinds of value it takes: a number of another kind

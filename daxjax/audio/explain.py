@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
-from daxjax._checks import check_fields
+from daxjax._checks import Replace, check_fields
 from daxjax.audio.fills import FILLS, fill_waveforms
 from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.render import TimeFrequencyRender, TimeRender
@@ -54,7 +54,7 @@ AUDIO_METHODS = tuple(name for name, method in REGISTRY.items() if method.query_
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioConfig:
+class AudioConfig(Replace):
     """How a clip is segmented, perturbed and explained; the same for every clip of a call.
 
     explainer: the method's own config (DAXConfig, RISEConfig, LIMEConfig, KernelSHAPConfig,
@@ -94,9 +94,6 @@ class AudioConfig:
             raise ValueError(f"AudioConfig.floor_quantile must be in (0, 1], got {self.floor_quantile!r}")
         if not self.crossfade >= 0.0:
             raise ValueError(f"AudioConfig.crossfade must be >= 0 seconds, got {self.crossfade!r}")
-
-    def replace(self, **changes) -> "AudioConfig":
-        return dataclasses.replace(self, **changes)
 
 
 @dataclasses.dataclass

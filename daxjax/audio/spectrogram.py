@@ -23,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax._checks import Replace
+
 
 @dataclasses.dataclass(frozen=True)
-class SpectrogramConfig:
+class SpectrogramConfig(Replace):
     """How a waveform becomes the log-mel spectrogram that explanations are drawn on.
 
     sample_rate: Hz the waveforms are expected at; None accepts the rate given to
@@ -75,9 +77,6 @@ class SpectrogramConfig:
 
     def upper_frequency(self, sample_rate: int) -> float:
         return sample_rate / 2 if self.fmax is None else float(self.fmax)
-
-    def replace(self, **changes) -> "SpectrogramConfig":
-        return dataclasses.replace(self, **changes)
 
 
 @functools.lru_cache(maxsize=16)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from daxjax._checks import check_fields
+from daxjax._checks import Replace, check_fields
 from daxjax.methods.base import GroupResult, Method, normalise
 from daxjax.inputs import InputError
 from daxjax.device.querying import DeviceBlackBox
@@ -40,7 +40,7 @@ from daxjax.perturbation.sampling import image_keys
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientConfig:
+class GradientConfig(Replace):
     """Vanilla gradient. image_batch: images explained side by side in one vmapped computation."""
 
     image_batch: int = 16
@@ -48,12 +48,9 @@ class GradientConfig:
     def __post_init__(self):
         check_fields(self, positive=("image_batch",))
 
-    def replace(self, **changes) -> "GradientConfig":
-        return dataclasses.replace(self, **changes)
-
 
 @dataclasses.dataclass(frozen=True)
-class InputXGradientConfig:
+class InputXGradientConfig(Replace):
     """Input x Gradient. image_batch: images explained side by side in one vmapped computation."""
 
     image_batch: int = 16
@@ -61,12 +58,9 @@ class InputXGradientConfig:
     def __post_init__(self):
         check_fields(self, positive=("image_batch",))
 
-    def replace(self, **changes) -> "InputXGradientConfig":
-        return dataclasses.replace(self, **changes)
-
 
 @dataclasses.dataclass(frozen=True)
-class SmoothGradConfig:
+class SmoothGradConfig(Replace):
     """SmoothGrad.
 
     num_samples: noisy copies averaged per image (the paper: 50).
@@ -85,12 +79,9 @@ class SmoothGradConfig:
         if not self.noise_level >= 0:
             raise ValueError(f"SmoothGradConfig.noise_level must be >= 0, got {self.noise_level!r}")
 
-    def replace(self, **changes) -> "SmoothGradConfig":
-        return dataclasses.replace(self, **changes)
-
 
 @dataclasses.dataclass(frozen=True)
-class IntegratedGradientsConfig:
+class IntegratedGradientsConfig(Replace):
     """Integrated Gradients from a black baseline.
 
     steps: points on the straight path from black to the image (the paper: 20-300; 50 here).
@@ -104,9 +95,6 @@ class IntegratedGradientsConfig:
 
     def __post_init__(self):
         check_fields(self, positive=("steps", "sample_chunk", "image_batch"))
-
-    def replace(self, **changes) -> "IntegratedGradientsConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def target_gradient(device_bb: DeviceBlackBox, x: jax.Array, target: jax.Array) -> jax.Array:

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax._checks import Replace
 from daxjax.methods.base import Method, sample_bytes
 from daxjax.methods.surrogate import SurrogateEngine, check_segment_options
 from daxjax.perturbation.fills import FillMethod
@@ -43,7 +44,7 @@ NUM_ANCHORS = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelSHAPConfig:
+class KernelSHAPConfig(Replace):
     """How KernelSHAP explains one image; the same for every image of a call.
 
     num_samples: N coalitions (= black-box queries) per image, the two anchors included.
@@ -71,10 +72,6 @@ class KernelSHAPConfig:
         if self.num_samples < NUM_ANCHORS + 2:
             raise ValueError(f"KernelSHAPConfig.num_samples must be >= {NUM_ANCHORS + 2} (two anchors "
                              f"and one sampled pair), got {self.num_samples!r}")
-
-
-    def replace(self, **changes) -> "KernelSHAPConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def _harmonic(n: jax.Array) -> jax.Array:

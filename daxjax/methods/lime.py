@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from daxjax._checks import check_fields
+from daxjax._checks import Replace, check_fields
 from daxjax.methods.base import Method, sample_bytes
 # paint_segments, evidence_maps, weighted_ridge and check_segment_options lived here before the
 # surrogate engine; they stay importable from this module.
@@ -34,7 +34,7 @@ from daxjax.perturbation.segments import draw_keep_vectors, paint_segments, segm
 
 
 @dataclasses.dataclass(frozen=True)
-class LIMEConfig:
+class LIMEConfig(Replace):
     """How LIME explains one image; the same for every image of a call.
 
     num_samples: N perturbations (= black-box queries) per image, sample 0 being the original
@@ -72,10 +72,6 @@ class LIMEConfig:
     def __post_init__(self):
         check_segment_options(self)
         check_fields(self, open_unit=("keep_prob",), greater_than_zero=("kernel_width", "ridge_alpha"))
-
-
-    def replace(self, **changes) -> "LIMEConfig":
-        return dataclasses.replace(self, **changes)
 
 
 @functools.partial(jax.jit, static_argnames=("kernel_width", "alpha"))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
-from daxjax._checks import check_fields
+from daxjax._checks import Replace, check_fields
 from daxjax.perturbation.fills import PixelFill, fill_images
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
 
@@ -32,7 +32,7 @@ OcclusionFill = PixelFill
 
 
 @dataclasses.dataclass(frozen=True)
-class OcclusionConfig:
+class OcclusionConfig(Replace):
     """How Occlusion explains one image; the same for every image of a call.
 
     window: side of the square occluding window in pixels (clipped to the image's sides).
@@ -61,9 +61,6 @@ class OcclusionConfig:
         """Black-box queries per image of height x width pixels (the unperturbed one included)."""
         return 1 + len(window_starts(height, self.window, self.stride)) * len(
             window_starts(width, self.window, self.stride))
-
-    def replace(self, **changes) -> "OcclusionConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def window_starts(side: int, window: int, stride: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
-from daxjax._checks import check_fields
+from daxjax._checks import Replace, check_fields
 from daxjax.perturbation.fills import PixelFill, fill_images
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
 from daxjax.perturbation.sampling import image_keys
@@ -36,7 +36,7 @@ RISEFill = PixelFill
 
 
 @dataclasses.dataclass(frozen=True)
-class RISEConfig:
+class RISEConfig(Replace):
     """How RISE explains one image; the same for every image of a call.
 
     num_samples: N random masks (= black-box queries) per image. The paper uses 4000 to 8000;
@@ -61,10 +61,6 @@ class RISEConfig:
     def __post_init__(self):
         check_fields(self, positive=("num_samples", "cells", "image_batch"), optional_positive=("query_chunk",),
                      open_unit=("keep_prob",))
-
-
-    def replace(self, **changes) -> "RISEConfig":
-        return dataclasses.replace(self, **changes)
 
 
 @functools.lru_cache(maxsize=32)

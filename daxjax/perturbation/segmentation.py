@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from skimage.segmentation import felzenszwalb, quickshift, slic
 
-from daxjax.inputs import InputError
+from daxjax.inputs import InputError, as_float_images
 
 #: A user's segmenter: one image float32 [H, W, C] in [0, 1] -> integer label map [H, W]
 #: (any ids >= 0; relabelled to 0 .. S - 1). `segmentation_options` are passed as keywords.
@@ -71,27 +71,10 @@ class Segmentation:
 
 
 def as_unit_float_images(images: Any) -> np.ndarray:
-    """Validate a batch of images and return it as float32 [B, H, W, C] in [0, 1].
-
-    Accepts uint8 (scaled by 1/255) or floats already in [0, 1]; C must be 1 or 3.
-    Raises ValueError for other shapes, dtypes, non-finite values or floats outside [0, 1].
-    """
-    array = np.asarray(images)
-    if array.ndim != 4 or array.shape[-1] not in (1, 3):
-        raise ValueError(f"images must have shape [B, H, W, C] with C in {{1, 3}}, got {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {array.dtype}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("images contain NaN or infinite values")
-    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
-    if low < -_UNIT_RANGE_TOLERANCE or high > 1 + _UNIT_RANGE_TOLERANCE:
-        raise ValueError(
-            f"float images must lie in [0, 1] (got min {low:g}, max {high:g}); "
-            "pass uint8 for 0..255 data"
-        )
-    return np.clip(array, 0.0, 1.0).astype(np.float32)
+    """`inputs.as_float_images` as the segmenters and fills take images: float32 [B, H, W, C] in
+    [0, 1] from uint8 or floats, any size, float pixels within 1e-5 of [0, 1] clipped into it.
+    Raises InputError (a ValueError)."""
+    return as_float_images(images, min_side=1, clip_tolerance=_UNIT_RANGE_TOLERANCE)
 
 
 def relabel_contiguous(labels: np.ndarray) -> np.ndarray:

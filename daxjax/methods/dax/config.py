@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
-from daxjax._checks import check_fields
+from daxjax._checks import Replace, check_fields
 from daxjax.perturbation.fills import FillMethod
 from daxjax.perturbation.segmentation import SegmentationMethod, Segmenter, check_segmenter
 
@@ -21,7 +21,7 @@ MaskInput = Literal["original", "perturbed"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DAXConfig:
+class DAXConfig(Replace):
     """How DAX explains one image; the same for every image of a call.
 
     The default is DAX engineered for real models (issue 18; evidence in benchmarks/RESULTS.md,
@@ -230,9 +230,6 @@ class DAXConfig:
     def total_steps(self) -> int:
         """Adam steps per row: `steps`, or epochs x steps_per_epoch when steps is None."""
         return self.steps if self.steps is not None else self.epochs * self.steps_per_epoch
-
-    def replace(self, **changes) -> "DAXConfig":
-        return dataclasses.replace(self, **changes)
 
     @classmethod
     def paper_v1(cls, **changes) -> "DAXConfig":
