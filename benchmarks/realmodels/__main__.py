@@ -39,6 +39,7 @@ from benchmarks.results import write_section
 from benchmarks.realmodels import models as model_zoo
 from benchmarks.dax_variants import ablation_variants
 from benchmarks.photos import AnswerCache
+from benchmarks.quality import reference_maps
 from benchmarks.realmodels.cases import Cases, make_cases
 
 SECTION = "## Real models, real photos, exact ground truth (issue 18)"
@@ -298,7 +299,7 @@ def main(argv=None) -> None:
                 table(about)
                 table()
                 table("\n".join(HEADER))
-                for name, maps in reference_maps(cases).items():
+                for name, maps in reference_maps(len(cases), side, seed=0, masks=cases.masks).items():
                     table(row_line(name, cases, score(model, cases, maps), None))
                 rows = methods(budget, side, presets=False)
                 if args.methods:
