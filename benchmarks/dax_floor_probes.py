@@ -2,8 +2,8 @@
 
     python -m benchmarks.dax_floor_probes queries   # query phase: inside the black box vs the rest
     python -m benchmarks.dax_floor_probes calls     # 24- vs 64-image calls, glibc heap setting off/on
-    python -m benchmarks.dax_floor_probes rows      # rows vectorised per training step (vmap_width)
-    python -m benchmarks.dax_floor_probes steps     # one training step alone, ms per row, by vmap_width
+    python -m benchmarks.dax_floor_probes rows      # rows vectorised per training step (Execution.rows_per_step)
+    python -m benchmarks.dax_floor_probes steps     # one training step alone, ms per row, by rows per step
 
 Each but `steps` prints seconds per phase for a group of 4 photos, twice (the first run compiles).
 `steps` times the jitted training step of 12 rows (4 images x 3 restarts) on synthetic data at the
@@ -30,16 +30,18 @@ def _group():
     return onnx, images, targets, digests
 
 
-def _explain(bb, images, targets, digests, config):
+def _explain(bb, images, targets, digests, config, execution=None):
     from daxjax import dax
     from daxjax.querying import device_blackbox
 
     device_bb = device_blackbox(bb, bb, bb.num_classes)
-    return dax.explain_images(device_bb, images, targets, digests, config, 0, list(range(len(images))))[1]
+    return dax.explain_images(device_bb, images, targets, digests, config, 0, list(range(len(images))),
+                            execution=execution)[1]
 
 
 def queries() -> None:
     from daxjax.config import DAXConfig
+    from daxjax.device.execution import Execution
 
     onnx, images, targets, digests = _group()
     inside = {"seconds": 0.0, "calls": 0, "rows": 0}
@@ -77,6 +79,7 @@ def calls() -> None:
 
 def _calls(heap: str) -> None:
     from daxjax.config import DAXConfig
+    from daxjax.device.execution import Execution
     from daxjax.glance.surrogate import keep_large_buffers_in_the_heap
 
     if heap == "heap":
@@ -84,13 +87,14 @@ def _calls(heap: str) -> None:
     group = _group()
     for rep in range(2):
         for chunk in (6, 16):  # 24 or 64 images per call for 4 photos
-            phases = _explain(*group, DAXConfig(num_samples=1000, query_chunk=chunk))
+            phases = _explain(*group, DAXConfig(num_samples=1000), Execution(queries_per_call=4 * chunk))
             print(heap, "images per call", 4 * chunk, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
 
 
 def rows() -> None:
     from blackbox_adapters import as_blackbox
     from daxjax.config import DAXConfig
+    from daxjax.device.execution import Execution
     from daxjax.inputs import image_digest
 
     _, images, _, _ = _group()
@@ -107,8 +111,8 @@ def rows() -> None:
     digests = np.array([image_digest(i, t) for i, t in zip(images, targets)], np.uint32)
     for rep in range(2):
         for width in (1, 3, 12):
-            phases = _explain(bb, images, targets, digests, DAXConfig(vmap_width=width))
-            print("vmap_width", width, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
+            phases = _explain(bb, images, targets, digests, DAXConfig(), Execution(rows_per_step=width))
+            print("rows_per_step", width, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
 
 
 def steps() -> None:
@@ -116,6 +120,7 @@ def steps() -> None:
     import jax.numpy as jnp
 
     from daxjax.config import DAXConfig
+    from daxjax.device.execution import Execution
     from daxjax.dax import Samples, WorkingImage, training_programs
 
     row_count, segments = 12, 60
@@ -131,7 +136,7 @@ def steps() -> None:
     scales = jnp.ones((row_count,))
     for rep in range(2):
         for width in (1, 3, 12):
-            programs = training_programs(default.replace(vmap_width=width), 3)
+            programs = training_programs(default, 3, segments, width)
             params, opt_state = programs.init(keys)
             orders = programs.epoch_orders(keys, jnp.tile(jnp.arange(1, n)[None], (row_count, 1)), 0)
             params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, 0)
@@ -143,7 +148,7 @@ def steps() -> None:
                     params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, step)
                 jax.block_until_ready(params)
                 best = min(best, (time.perf_counter() - t0) / 20 / row_count)
-            print("vmap_width", width, rep, f"{best * 1e3:.2f} ms per row and step", flush=True)
+            print("rows_per_step", width, rep, f"{best * 1e3:.2f} ms per row and step", flush=True)
 
 
 if __name__ == "__main__":

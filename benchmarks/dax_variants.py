@@ -5,7 +5,7 @@ from __future__ import annotations
 
 #: The default before issue 18 (a CNN student on the masked pixels, probabilities, a soft mask,
 #: 4 epochs of batch 64, a conv mask net, 3 restarts averaged): the "why it failed" row.
-BEFORE = dict(student="image", target="probability", gate="soft", steps=None, epochs=4, batch_size=64,
+BEFORE = dict(student="image", target="probability", gate="soft", steps=None, epochs=4, minibatch_size=64,
               learning_rate=3e-3, mask_channels=8, restarts=3, lambda_area=1.0, effect_power=0.0)
 
 

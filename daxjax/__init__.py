@@ -9,6 +9,7 @@
 from daxjax import metrics
 from daxjax.audio import AudioConfig, AudioExplanation, SpectrogramConfig, explain_audio, write_audio_report
 from daxjax.methods.dax.config import DAXConfig
+from daxjax.device.execution import Execution
 from daxjax.explain import METHODS, Explanation, explain
 from daxjax.methods.gradients import GradientConfig, InputXGradientConfig, IntegratedGradientsConfig, SmoothGradConfig
 from daxjax.inputs import InputError
@@ -20,7 +21,7 @@ from daxjax.report import write_report, write_store_report
 from daxjax.methods.rise import RISEConfig
 from daxjax.dataset.store import Results, load_results
 
-__all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Explanation", "GradientConfig", "InputError",
+__all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Execution", "Explanation", "GradientConfig", "InputError",
            "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
            "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig", "explain",
            "explain_audio", "explain_dataset", "load_results", "metrics", "write_audio_report", "write_report",

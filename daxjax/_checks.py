@@ -1,7 +1,7 @@
 """Checks of config fields and arguments, in one place: every message names the config and the
 field, or the argument (`positive_int`).
 
-    check_fields(config, positive=("num_samples", "image_batch"), optional_positive=("query_chunk",),
+    check_fields(config, positive=("num_samples", "cells"), optional_positive=("steps",),
                  greater_than_zero=("kernel_width",), open_unit=("keep_prob",))
 
 Choices are never listed by hand: a field annotated with a `Literal` (`FillMethod`,

@@ -101,7 +101,8 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_io_arguments(parser)
 
     run = parser.add_argument_group("resources")
-    run.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: from the memory budget)")
+    run.add_argument("--batch-size", type=int, metavar="B",
+                     help="images per step, i.e. Execution.images_per_group (default: from the memory budget)")
     run.add_argument("--memory-budget", metavar="BYTES", help="host memory to plan for, e.g. 8G (default: 1/4 of free)")
     run.add_argument("--workers", type=int, metavar="W", help="processes reading and segmenting images")
     run.add_argument("--prefetch", type=int, metavar="K", help="prepared batches allowed to wait (default 2)")
@@ -240,6 +241,7 @@ def run_explain(args: argparse.Namespace) -> int:
         jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
     from daxjax.dataset.pipeline import explain_dataset, load_results
+    from daxjax.device.execution import Execution
 
     bb = _onnx_blackbox(options)
     size = None if options["size"] is None else _numbers(options["size"], "--size", int)
@@ -250,7 +252,7 @@ def run_explain(args: argparse.Namespace) -> int:
         bb, options["images"], options["out"], method=options["method"], config=config,
         seed=options["seed"], targets=targets, segments=options["segments"],
         size=None if size is None else (size[0] if len(size) == 1 else size),
-        batch_size=options["batch_size"], memory_budget=_bytes(options["memory_budget"]),
+        execution=Execution(images_per_group=options["batch_size"]), memory_budget=_bytes(options["memory_budget"]),
         workers=options["workers"], prefetch=int(options["prefetch"]), progress=not args.no_progress,
         retry_errors=bool(options["retry_errors"]))
     ignored = (f"; {len(summary.not_images)} files that are not images ignored "

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from blackbox_adapters import as_blackbox, check_probabilities
+from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
 from daxjax.inputs import as_float_images, as_targets, check_seed, image_digest
 from daxjax.methods.base import run_groups
@@ -56,7 +57,7 @@ _resolve_config = resolve_config
 
 
 def explain(bb, images, targets=None, method: str = "dax", config=None, seed: int = 0,
-            segments=None) -> Explanation:
+            segments=None, execution=None) -> Explanation:
     """Explains the black box's decision on each image.
 
     Args:
@@ -71,11 +72,15 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
         the config's segmentation ("dax", "lime", "kernelshap" only); each map is checked
         (`segmentation.check_label_map`: shape, integer dtype, no negative ids, 2 to H*W/16
         segments) and its image's map then depends on it too.
+      execution: a `daxjax.Execution` (images per group, inputs per black-box call, rows per DAX
+        training step); None: `daxjax.device.execution`'s defaults for the backend. It changes speed
+        and memory only: the maps depend on images, targets, method, config, seed (and segments).
 
     Returns:
       An `Explanation`.
     """
     config = resolve_config(method, config)
+    execution = resolve_execution(execution)
     seed = check_seed(seed)
     user_bb, bb = bb, as_blackbox(bb)
     start = time.perf_counter()
@@ -92,7 +97,7 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
     digests = np.array([image_digest(img, t) for img, t in zip(x, targets)], np.uint32)
 
     result = run_groups(REGISTRY[method].explain_group, device_blackbox(user_bb, bb, num_classes), x, targets,
-                        digests, config, seed, group_size=config.image_batch,
+                        digests, config, seed, execution=execution,
                         per_group=None if given is None else lambda rows: {"segmented": select_segments(given, rows)})
     timings = dict(result.timings, total=time.perf_counter() - start)
     return Explanation(result.maps, targets, scores, method, config, timings, result.diagnostics)

@@ -11,8 +11,8 @@ from blackbox_adapters import BlackBoxError
 from daxjax import DAXConfig, InputError
 from planted import red_fraction_box
 
-TINY = DAXConfig(num_samples=96, steps=3, batch_size=32, resolution=16, mask_cells=4,
-                 segmentation="grid", query_chunk=32, restarts=1)
+TINY = DAXConfig(num_samples=96, steps=3, minibatch_size=32, resolution=16, mask_cells=4,
+                 segmentation="grid", restarts=1)
 
 
 def images(n=3, size=16, seed=0):
@@ -115,5 +115,5 @@ def test_bad_config_values():
         DAXConfig(mask_input="perturbed")
     with pytest.raises(ValueError, match=r"num_samples must be >= 3"):
         DAXConfig(num_samples=2)
-    # Fewer training samples than batch_size: every step takes all of them.
-    assert DAXConfig(num_samples=40, batch_size=64).minibatch == 36
+    # Fewer training samples than minibatch_size: every step takes all of them.
+    assert DAXConfig(num_samples=40, minibatch_size=64).minibatch == 36

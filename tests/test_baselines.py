@@ -28,9 +28,9 @@ SIZE = 48
 # (mean IoU 0.73 with quickshift, 1.0 with felzenszwalb; the regressions are not at fault).
 # Occlusion: a window smaller than the square (16 px / 8 gave 0.53, 8 px / 4 gives 1.0).
 GRADIENT_FREE = {
-    "rise": RISEConfig(num_samples=1024, query_chunk=128),
-    "lime": LIMEConfig(num_samples=256, segmentation="felzenszwalb", query_chunk=128),
-    "kernelshap": KernelSHAPConfig(num_samples=256, segmentation="felzenszwalb", query_chunk=128),
+    "rise": RISEConfig(num_samples=1024),
+    "lime": LIMEConfig(num_samples=256, segmentation="felzenszwalb"),
+    "kernelshap": KernelSHAPConfig(num_samples=256, segmentation="felzenszwalb"),
     "occlusion": OcclusionConfig(window=8, stride=4),
 }
 GRADIENT_BASED = {
@@ -220,7 +220,7 @@ def test_rise_memory_is_bounded_by_the_chunk_not_by_n():
 
     images, _, _ = scenes(range(batch), size=side)
     ex = daxjax.explain(recording_box, images, targets=1, method="rise",
-                        config=RISEConfig(num_samples=n, query_chunk=chunk))
+                        config=RISEConfig(num_samples=n), execution=daxjax.Execution(queries_per_call=batch * chunk))
     check_maps(ex, (batch, side, side))
     assert max(largest_call) == batch * chunk
     # The saliency sum regenerates masks chunk by chunk: XLA's scratch memory stays far below

@@ -13,8 +13,8 @@ from blackbox_adapters import COLOUR_CLASSES, CallableBlackBox, JaxBlackBox, Onn
 from daxjax import DAXConfig
 from planted import red_and_distractor_scene, red_fraction_box
 
-SMALL = DAXConfig(num_samples=256, steps=60, batch_size=32, resolution=32, mask_cells=8,
-                  segmentation="grid", query_chunk=64, restarts=1, validations=3)
+SMALL = DAXConfig(num_samples=256, steps=60, minibatch_size=32, resolution=32, mask_cells=8,
+                  segmentation="grid", restarts=1, validations=3)
 
 
 def scenes(seeds, size=64):
@@ -50,7 +50,8 @@ def test_map_depends_only_on_image_target_seed_config():
     alone = daxjax.explain(red_fraction_box, images[3:4], config=SMALL, seed=5).maps[0]
     batch = daxjax.explain(red_fraction_box, images, config=SMALL, seed=5).maps[3]
     reordered = daxjax.explain(red_fraction_box, images[::-1], config=SMALL, seed=5).maps[4]
-    split = daxjax.explain(red_fraction_box, images, config=SMALL.replace(image_batch=3), seed=5).maps[3]
+    split = daxjax.explain(red_fraction_box, images, config=SMALL, seed=5,
+                           execution=daxjax.Execution(images_per_group=3, queries_per_call=96)).maps[3]
     np.testing.assert_allclose(batch, alone, atol=1e-5)
     np.testing.assert_allclose(reordered, alone, atol=1e-5)
     np.testing.assert_allclose(split, alone, atol=1e-5)

@@ -19,7 +19,7 @@ from planted import red_and_distractor_scene, red_fraction_box
 SIZE = 32
 # Tiny configs: what is tested is which segments are used, not the quality of the maps.
 CONFIGS = {
-    "dax": DAXConfig(num_samples=96, steps=3, batch_size=32, resolution=16, mask_cells=4, restarts=1,
+    "dax": DAXConfig(num_samples=96, steps=3, minibatch_size=32, resolution=16, mask_cells=4, restarts=1,
                      mask_channels=4, student_channels=(4, 4), student_hidden=8, segmentation="grid"),
     "lime": LIMEConfig(num_samples=64, segmentation="grid"),
     "kernelshap": KernelSHAPConfig(num_samples=64, segmentation="grid"),

@@ -13,8 +13,8 @@ from daxjax.metrics import (_random_wrong_classes, deletion_auc, insertion_auc, 
 from planted import red_and_distractor_scene, red_fraction_box
 
 # The configuration of test_dax.SMALL: a full test run then compiles the DAX programs only once.
-SMALL_DAX = daxjax.DAXConfig(num_samples=256, steps=14, batch_size=32, resolution=32, mask_cells=8,
-                             segmentation="grid", query_chunk=64, restarts=1)
+SMALL_DAX = daxjax.DAXConfig(num_samples=256, steps=14, minibatch_size=32, resolution=32, mask_cells=8,
+                             segmentation="grid", restarts=1)
 RED = 1  # red_fraction_box's class that the red square causes
 
 

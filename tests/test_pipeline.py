@@ -25,7 +25,7 @@ from planted import red_and_distractor_scene
 RUNNER = str(Path(__file__).with_name("pipeline_run.py"))
 ROOT = str(Path(__file__).resolve().parents[1])
 # Tiny but real: grid segments, a few Adam steps; RISE with few masks.
-DAX_SMALL = dict(num_samples=64, steps=3, batch_size=16, resolution=16, mask_cells=4, segmentation="grid",
+DAX_SMALL = dict(num_samples=64, steps=3, minibatch_size=16, resolution=16, mask_cells=4, segmentation="grid",
                  mask_channels=4, student_channels=(4, 4), student_hidden=8)
 RISE_SMALL = dict(num_samples=32, cells=4)
 
@@ -238,7 +238,8 @@ def test_dax_diagnostics_are_stored_and_loaded(tmp_path):
     assert results.trusted.dtype == bool and results.trusted.shape == (5,)
     assert summary.untrusted == int((~results.trusted).sum())
     images = np.stack([np.asarray(Image.open(folder / f"img{i:03d}.png"), np.float32) / 255 for i in range(5)])
-    direct = daxjax.explain(bb, images, targets=results.targets, config=config.replace(image_batch=4))
+    direct = daxjax.explain(bb, images, targets=results.targets, config=config,
+                            execution=daxjax.Execution(images_per_group=4))
     for name in ("heldout_fit", "surrogate_fit", "mask_area"):
         np.testing.assert_allclose(results.diagnostics[name], direct.diagnostics[name], atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(results.trusted, direct.trusted)

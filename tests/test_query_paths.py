@@ -17,8 +17,10 @@ from daxjax import querying
 from daxjax.querying import device_blackbox, forced_path, query_path
 from daxjax.scenes import colour_patch_scenes
 
-RISE = daxjax.RISEConfig(num_samples=96, query_chunk=32)
-LIME = daxjax.LIMEConfig(num_samples=96, segmentation="grid", query_chunk=32)
+RISE = daxjax.RISEConfig(num_samples=96)
+LIME = daxjax.LIMEConfig(num_samples=96, segmentation="grid")
+#: The three scenes x 32 perturbations each in one black-box call: 96 samples take 3 calls.
+CALLS_OF_32 = daxjax.Execution(queries_per_call=3 * 32)
 
 
 class ColourNet(torch.nn.Module):
@@ -58,9 +60,10 @@ def counting(bb, name):
     return calls
 
 
-def maps_by_path(bb, path, method="rise", config=RISE, images=None):
+def maps_by_path(bb, path, method="rise", config=RISE, images=None, execution=CALLS_OF_32):
     with forced_path(path):
-        return daxjax.explain(bb, scenes() if images is None else images, method=method, config=config, seed=0).maps
+        return daxjax.explain(bb, scenes() if images is None else images, method=method, config=config, seed=0,
+                              execution=execution).maps
 
 
 @pytest.mark.parametrize("method, config", [("rise", RISE), ("lime", LIME)])
@@ -76,9 +79,10 @@ def test_onnx_io_binding_path_gives_the_host_maps(method, config):
 
 def test_onnx_fixed_batch_model_is_padded_on_the_device():
     bb = OnnxBlackBox(bundled_model_path("colour_nhwc_b8"), layout="NHWC", output="probs")
-    config = daxjax.RISEConfig(num_samples=40, query_chunk=5)  # 3 images x 5 = 15 rows: chunks of 8, padded
-    np.testing.assert_allclose(maps_by_path(bb, "dlpack", config=config), maps_by_path(bb, "host", config=config),
-                               atol=1e-5)
+    config = daxjax.RISEConfig(num_samples=40)
+    calls = daxjax.Execution(queries_per_call=15)  # 3 images x 5 = 15 rows: chunks of 8, padded
+    np.testing.assert_allclose(maps_by_path(bb, "dlpack", config=config, execution=calls),
+                               maps_by_path(bb, "host", config=config, execution=calls), atol=1e-5)
     x = scenes()
     raw = bb.device_forward(bb.device_feed(jnp.asarray(x)))
     np.testing.assert_allclose(np.asarray(raw), colour_probs(x), atol=1e-6)
@@ -144,7 +148,8 @@ def tagged_images():
 def test_nan_answers_name_the_image_on_every_path(path):
     bb = TorchBlackBox(NanOnTagged())
     with pytest.raises(BlackBoxError, match=r"NaN.*image\(s\) \[1\]$"):
-        maps_by_path(bb, path, config=daxjax.RISEConfig(num_samples=64, query_chunk=16), images=tagged_images())
+        maps_by_path(bb, path, config=daxjax.RISEConfig(num_samples=64), images=tagged_images(),
+                     execution=daxjax.Execution(queries_per_call=3 * 16))
 
 
 def test_nan_answers_of_a_jax_black_box_name_the_image():
@@ -156,7 +161,8 @@ def test_nan_answers_of_a_jax_black_box_name_the_image():
 
     bb = JaxBlackBox(nan_on_tagged, 3)
     with pytest.raises(BlackBoxError, match=r"NaN.*image\(s\) \[1\]$"):
-        maps_by_path(bb, "jax", config=daxjax.RISEConfig(num_samples=64, query_chunk=16), images=tagged_images())
+        maps_by_path(bb, "jax", config=daxjax.RISEConfig(num_samples=64), images=tagged_images(),
+                     execution=daxjax.Execution(queries_per_call=3 * 16))
 
 
 class Failing(torch.nn.Module):

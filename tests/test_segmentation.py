@@ -210,7 +210,7 @@ def test_quickshift_defaults_work_on_small_images(side):
 
 def test_dax_explains_8_pixel_images_with_the_default_segmentation():
     images = np.stack([red_and_distractor_scene(s, 8)[0] for s in range(2)])
-    config = daxjax.DAXConfig(num_samples=64, steps=3, batch_size=16, restarts=1)
+    config = daxjax.DAXConfig(num_samples=64, steps=3, minibatch_size=16, restarts=1)
     assert daxjax.explain(red_fraction_box, images, method="dax", config=config).maps.shape == (2, 8, 8)
 
 

@@ -138,14 +138,15 @@ def explain_seconds(bb, images, method: str, spec: dict, path: str | None = None
     from daxjax.explain import EXPLAINERS
     from daxjax.querying import device_blackbox, forced_path, query_path
 
-    config = EXPLAINERS[method][0](num_samples=spec["num_samples"], image_batch=spec["image_batch"])
+    config = EXPLAINERS[method][0](num_samples=spec["num_samples"])
+    execution = daxjax.Execution(images_per_group=spec["image_batch"])
     with forced_path(path):
         first = time.perf_counter()
         if compile:
-            daxjax.explain(bb, images, method=method, config=config, seed=0)
+            daxjax.explain(bb, images, method=method, config=config, seed=0, execution=execution)
         first = time.perf_counter() - first
         start = time.perf_counter()
-        ex = daxjax.explain(bb, images, method=method, config=config, seed=0)
+        ex = daxjax.explain(bb, images, method=method, config=config, seed=0, execution=execution)
         seconds = time.perf_counter() - start
         taken = query_path(device_blackbox(bb, bb, bb.num_classes), jax.devices()[0])
     return {"seconds": seconds, "first_seconds": first, "images": len(images), "path": taken,
@@ -157,15 +158,16 @@ def dax_loop(bb, images, spec: dict) -> dict:
     """DAX per image: one call on all `images` against a loop of single-image calls (each shape compiled first)."""
     import daxjax
 
-    config = daxjax.DAXConfig(num_samples=spec["num_samples"], image_batch=spec["image_batch"])
-    daxjax.explain(bb, images, config=config)
-    daxjax.explain(bb, images[:1], config=config)
+    config = daxjax.DAXConfig(num_samples=spec["num_samples"])
+    execution = daxjax.Execution(images_per_group=spec["image_batch"])
+    daxjax.explain(bb, images, config=config, execution=execution)
+    daxjax.explain(bb, images[:1], config=config, execution=execution)
     start = time.perf_counter()
-    daxjax.explain(bb, images, config=config)
+    daxjax.explain(bb, images, config=config, execution=execution)
     batch = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(len(images)):
-        daxjax.explain(bb, images[i:i + 1], config=config)
+        daxjax.explain(bb, images[i:i + 1], config=config, execution=execution)
     loop = time.perf_counter() - start
     return {"images": len(images), "batch_seconds": batch, "loop_seconds": loop}
 

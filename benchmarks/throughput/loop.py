@@ -36,24 +36,25 @@ def measure(spec: dict) -> dict:
     bb = OnnxBlackBox(bundled_model_path("colour_nchw"), intra_op_threads=2)
     images, _ = colour_patch_scenes(spec["batch"], spec["size"], seed=1)
     config = daxjax.DAXConfig(**spec["config"])
+    execution = daxjax.Execution(**spec.get("execution", {}))
     result = {"device": jax.devices()[0].device_kind, "providers": bb.providers}
 
     if spec["mode"] == "batch":
         t0 = time.perf_counter()
-        daxjax.explain(bb, images, config=config)
+        daxjax.explain(bb, images, config=config, execution=execution)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ex = daxjax.explain(bb, images, config=config)
+        ex = daxjax.explain(bb, images, config=config, execution=execution)
         steady = time.perf_counter() - t0
         phases = ex.timings
     else:
         t0 = time.perf_counter()
-        daxjax.explain(bb, images[:1], config=config)
+        daxjax.explain(bb, images[:1], config=config, execution=execution)
         first_single = time.perf_counter() - t0
         phases = {"segmentation": 0.0, "queries": 0.0, "training": 0.0}
         t0 = time.perf_counter()
         for i in range(len(images)):
-            timings = daxjax.explain(bb, images[i:i + 1], config=config).timings
+            timings = daxjax.explain(bb, images[i:i + 1], config=config, execution=execution).timings
             for phase in phases:
                 phases[phase] += timings[phase]
         steady = time.perf_counter() - t0
@@ -64,7 +65,7 @@ def measure(spec: dict) -> dict:
         # Calls of the size the engine makes: B images x query_chunk(...) samples each.
         from daxjax.querying import input_elements, query_chunk
 
-        chunk = query_chunk(config.query_chunk, len(images), input_elements(images))
+        chunk = query_chunk(execution, len(images), input_elements(images))
         reps = np.repeat(images, chunk, axis=0)
         t0 = time.perf_counter()
         for _ in range(config.num_samples // chunk):
@@ -91,7 +92,7 @@ def report(args, emit) -> None:
     sizes = (64,) if args.quick else (64, 224)
     batches = (4,) if args.quick else (4, 16, 64)
     config = dataclasses.replace(daxjax.DAXConfig(), **base)
-    emit(f"DAXConfig: N={config.num_samples}, epochs={config.epochs}, batch_size={config.batch_size}, "
+    emit(f"DAXConfig: N={config.num_samples}, epochs={config.epochs}, minibatch_size={config.minibatch_size}, "
          f"resolution={config.resolution}, segmentation={config.segmentation}, "
          f"restarts={config.restarts}; black box: bundled colour_nchw.onnx (ORT, 2 threads)")
     emit()
@@ -126,6 +127,7 @@ def report(args, emit) -> None:
     emit("| N | query_chunk | peak RSS MB |")
     emit("|---|---|---|")
     for n, chunk in ((1000, 16), (1000, 256), (4000, 16), (4000, 256)):
-        cfg = {"num_samples": n, "epochs": 1, "query_chunk": chunk}
-        r = _run({"mode": "batch", "batch": 16, "size": 64, "config": cfg})
+        cfg = {"num_samples": n, "epochs": 1}
+        r = _run({"mode": "batch", "batch": 16, "size": 64, "config": cfg,
+                  "execution": {"queries_per_call": 16 * chunk}})
         emit(f"| {n} | {chunk} | {r['peak_rss_mb']:.0f} |")

@@ -31,6 +31,7 @@ from daxjax.audio.spectrogram import SpectrogramConfig, log_mel, noise_floor_db,
 from daxjax.methods.dax.config import DAXConfig
 from daxjax.methods.base import normalise, run_groups
 from daxjax.inputs import InputError, as_targets, image_digest
+from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import RenderedQueries, device_blackbox
 from daxjax.methods.rise import RISEConfig
 from daxjax.perturbation.segmentation import bucket_size
@@ -152,7 +153,7 @@ _floor = jax.jit(noise_floor_db, static_argnums=1)
 
 
 def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "dax", config=None,
-                  seed: int = 0) -> AudioExplanation:
+                  seed: int = 0, execution=None) -> AudioExplanation:
     """Explains the black box's decision on each clip, frame by frame (and band by band).
 
     Args:
@@ -165,12 +166,15 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
       config: an `AudioConfig`, or the method's own config (wrapped in the default AudioConfig),
         or None.
       seed: with the clip and target, fixes the explanation.
+      execution: a `daxjax.Execution` (clips per group, inputs per black-box call); speed and
+        memory only, as for `daxjax.explain`.
 
     Returns:
       An `AudioExplanation`.
     """
     start = time.perf_counter()
     config = resolve_config(method, config)
+    execution = resolve_execution(execution)
     spec = config.spectrogram
     user_bb, bb = bb, as_blackbox(bb)
     rate = check_sample_rate(sample_rate, spec, user_bb)
@@ -220,7 +224,7 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
         return extra
 
     result = run_groups(REGISTRY[method].explain_group, device_blackbox(user_bb, bb, num_classes, input_rank=1),
-                        grid_images, targets, digests, explainer, seed, group_size=explainer.image_batch,
+                        grid_images, targets, digests, explainer, seed, execution=execution,
                         per_group=per_group)
     maps = result.maps
     for phase, seconds in result.timings.items():

@@ -42,7 +42,7 @@ import os
 
 import jax
 
-from daxjax.device.querying import call_inputs
+from daxjax.device.execution import call_inputs
 from daxjax.methods.registry import method_of
 
 _QUERY_COPIES = 3
@@ -125,7 +125,7 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
         per_device = -(-int(batch) // devices)
     else:
         batch = per_device * devices
-    chunk = (config.query_chunk if method.query_only else None) or max(1, calls // (per_device * devices))
+    chunk = max(1, calls // (per_device * devices))
     chunk = min(chunk, n)
     device_bytes = per_device * per_image + per_device * chunk * query_image
     host_bytes = (prefetch + 1) * batch * image_bytes + batch * chunk * query_image
@@ -134,5 +134,5 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
             f"memory budget too small: {per_device} image(s) of {height}x{width}x{channels} per device need "
             f"~{device_bytes / 2**20:.0f} MiB per device (budget {device_budget / 2**20:.0f} MiB) and "
             f"~{host_bytes / 2**20:.0f} MiB of host memory (budget {host_budget / 2**20:.0f} MiB); "
-            "raise the budget, lower batch_size or query_chunk, or use a smaller config")
+            "raise the budget, lower batch_size or Execution.queries_per_call, or use a smaller config")
     return Plan(batch, chunk, prefetch, devices, device_budget, host_budget, device_bytes, host_bytes)

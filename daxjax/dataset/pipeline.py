@@ -48,6 +48,7 @@ from daxjax.dataset.budget import Plan, plan_batches
 from daxjax.methods.base import Method, gather_diagnostics
 from daxjax.methods.registry import REGISTRY, check_takes_segments, resolve_config
 from daxjax.inputs import InputError, check_seed, check_target, image_digest
+from daxjax.device.execution import Execution, resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
 from daxjax.perturbation.segmentation import bucket_size, resize_label_map, segmenter_name
 from daxjax.perturbation.segments import HostSegments, host_segments, select_segments
@@ -243,12 +244,16 @@ def default_workers() -> int:
 class _Run:
     """The state of one explain_dataset call in this process."""
 
-    def __init__(self, bb, user_bb, method: Method, config, seed, targets, store, devices, batch):
+    def __init__(self, bb, user_bb, method: Method, config, seed, targets, store, devices, batch,
+                 rows_per_step: int | None, query_chunk: int):
         self.bb, self.method, self.config, self.seed = bb, method, config, seed
         self.targets = targets
         self.store = store
         self.devices = devices
         self.padded = -(-batch // len(devices)) * len(devices)
+        # Every engine call explains `padded` images, each sending `query_chunk` perturbations per call.
+        self.execution = Execution(images_per_group=self.padded, queries_per_call=self.padded * query_chunk,
+                                   rows_per_step=rows_per_step)
         self.user_bb = user_bb
         self.device_bb = None  # made at the first answer: a plain callable's K is known only then
         self.phases: dict[str, float] = collections.defaultdict(float)
@@ -367,7 +372,7 @@ class _Run:
                 self.device_bb, shard_images(mesh, images) if mesh is not None else images,
                 shard_images(mesh, targets) if mesh is not None else targets,
                 shard_images(mesh, digests) if mesh is not None else digests,
-                self.config, self.seed, ids, **kwargs)
+                self.config, self.seed, ids, execution=self.execution, **kwargs)
         return (np.asarray(result.maps)[:count], result.timings,
                 {name: np.asarray(values)[:count] for name, values in result.diagnostics.items()})
 
@@ -425,7 +430,7 @@ def _resolve_size(bb, src, size) -> tuple[tuple[int, int], int]:
 def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int = 0, targets=None, *,
                     segments=None, size: int | Sequence[int] | None = None, batch_size: int | None = None,
                     memory_budget: int | None = None, device_memory_budget: int | None = None,
-                    workers: int | None = None, prefetch: int = 2, progress: bool = True,
+                    workers: int | None = None, prefetch: int = 2, progress: bool = True, execution=None,
                     devices: Sequence | None = None, process_index: int | None = None,
                     process_count: int | None = None, retry_errors: bool = False) -> RunSummary:
     """Explains every image of `source` and writes the results to the store `out`.
@@ -435,8 +440,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
       source: a directory, glob pattern, .npz file (``FILE.npz`` or ``FILE.npz:KEY``), NumPy array
         [n, H, W, C] or iterable of images (`daxjax.sources.open_source`).
       out: the store directory (created; or resumed when it holds a store of the same run).
-      method, config, seed: as in `daxjax.explain`; config's execution fields (image_batch,
-        query_chunk) are chosen here from the memory budget unless query_chunk is set.
+      method, config, seed: as in `daxjax.explain`.
       targets: None (the black box's top-1 class), one int for all, a sequence in input order,
         or a mapping id -> class (an image without an entry becomes an error row).
       segments: None, or a second source of label maps that replace config.segmentation ("dax",
@@ -448,8 +452,9 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
       size: (H, W) or one side every image is resized to (the aspect ratio is not kept); None:
         the model's fixed input size, else the first readable image's size. Channels follow the
         model's fixed C, else the first image.
-      batch_size: images per step over all local devices; None: from the memory budget
-        (`daxjax.budget.plan_batches`). Fixed for the store's lifetime once created.
+      batch_size: images per step over all local devices (the same as
+        `execution.images_per_group`); None: from the memory budget (`daxjax.budget.plan_batches`).
+        Fixed for the store's lifetime once created.
       memory_budget, device_memory_budget: bytes of host memory / memory per device to plan
         for (None: a quarter of the available host memory / half of each device's memory).
       workers: processes reading and segmenting images (None: `default_workers()`; 0: in
@@ -459,6 +464,10 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
       devices: local devices to split each batch over (None: all of `jax.local_devices()`).
       process_index, process_count: this process's share (None: from `jax.process_index()` and
         `jax.process_count()`, i.e. after `jax.distributed.initialize`).
+      execution: a `daxjax.Execution`; its fields left None are planned from the memory budget
+        (images per group, inputs per black-box call within the platform's limit) or by the
+        backend (rows per DAX training step). Speed and memory only, never the maps, so a resumed
+        run may use other values (images per group excepted: the store fixes its batch).
       retry_errors: on resume, explain again the committed batches that hold error rows (a batch
         is the unit of commit, so its other images are recomputed too, to the same maps).
 
@@ -482,6 +491,12 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     method_record = REGISTRY[method]
     seed = check_seed(seed)
     _check_counts(batch_size=(batch_size, 1), workers=(workers, 0), prefetch=(prefetch, 1))
+    execution = resolve_execution(execution)
+    if batch_size is None:
+        batch_size = execution.images_per_group
+    elif execution.images_per_group not in (None, batch_size):
+        raise InputError(f"batch_size={batch_size} and execution.images_per_group={execution.images_per_group} "
+                         "are the same setting; give one")
     src = open_source(source)
     num_images = source_length(src)
     user_bb, bb = bb, as_blackbox(bb)
@@ -511,7 +526,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         plan = plan_batches(config, *identity["size"], identity["channels"], devices=len(devices),
                             num_images=None if num_images is None else -(-num_images // pcount),
                             host_budget=memory_budget, device_budget=device_memory_budget,
-                            batch=batch_size, prefetch=prefetch)
+                            queries_per_call=execution.queries_per_call, batch=batch_size, prefetch=prefetch)
         identity["batch"] = plan.batch
     store = ResultStore.open_for_run(out, identity, create=pid == 0)
     height, width = store.meta["size"]
@@ -519,13 +534,9 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     batch = store.meta["batch"]
     plan = plan_batches(config, height, width, channels, devices=len(devices), num_images=None,
                         host_budget=memory_budget, device_budget=device_memory_budget, batch=batch,
-                        prefetch=prefetch)
-    # The plan's execution settings (`Method`: every config has image_batch; query-only ones query_chunk).
-    config = config.replace(image_batch=plan.batch)
-    if method_record.query_only and config.query_chunk is None:
-        config = config.replace(query_chunk=plan.query_chunk)
-
-    run = _Run(bb, user_bb, method_record, config, seed, targets, store, devices, batch)
+                        queries_per_call=execution.queries_per_call, prefetch=prefetch)
+    run = _Run(bb, user_bb, method_record, config, seed, targets, store, devices, batch, execution.rows_per_step,
+               plan.query_chunk)
     committed = store.committed()
     part = part_name(pid)
     segment_config = config if method_record.perturbs_segments else None

@@ -46,8 +46,11 @@ import numpy as np
 
 FORMAT = "daxjax-results/1"
 TIMING_FIELDS = ("host_seconds", "device_seconds")  # read + resize + segment; this image's share of its batch's device step
-#: Config fields that change speed and memory only: a resumed run may use other values.
+#: Former config fields that change speed and memory only (now `daxjax.Execution`): stores made
+#: before they left the configs record them; they are dropped when a record is read.
 EXECUTION_FIELDS = ("query_chunk", "image_batch", "vmap_width")
+#: Config fields renamed since a store may have been made: old name -> new name.
+RENAMED_FIELDS = {"batch_size": "minibatch_size"}
 #: Meta fields a resumed run must match exactly.
 IDENTITY_FIELDS = ("method", "config", "seed", "size", "channels")
 
@@ -122,11 +125,13 @@ def read_json(path: Path) -> Any:
 
 
 def config_record(config) -> dict:
-    """A config as JSON-ready data, without the execution-only fields."""
-    record = json.loads(json.dumps(dataclasses.asdict(config), default=list))
-    for name in EXECUTION_FIELDS:
-        record.pop(name, None)
-    return record
+    """A config as JSON-ready data (its fields; execution settings are not among them)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def current_config_record(record: dict) -> dict:
+    """A recorded config in today's field names: former execution fields dropped, renamed fields renamed."""
+    return {RENAMED_FIELDS.get(name, name): value for name, value in record.items() if name not in EXECUTION_FIELDS}
 
 
 def part_name(process_index: int) -> str:
@@ -199,14 +204,14 @@ class ResultStore:
             mine = meta.get(name)
             if mine is None and name in ("size", "channels"):
                 continue  # this run adopts the store's
-            if _normal(mine) != _normal(stored.get(name)):
+            theirs = current_config_record(stored[name]) if name == "config" else stored.get(name)
+            if _normal(mine) != _normal(theirs):
                 if name == "config":
-                    diff = sorted(k for k in set(mine) | set(stored[name])
-                                  if _normal(mine.get(k)) != _normal(stored[name].get(k)))
+                    diff = sorted(k for k in set(mine) | set(theirs) if _normal(mine.get(k)) != _normal(theirs.get(k)))
                     wrong.append("config fields " + ", ".join(
-                        f"{k} (store: {stored[name].get(k)!r}, now: {mine.get(k)!r})" for k in diff))
+                        f"{k} (store: {theirs.get(k)!r}, now: {mine.get(k)!r})" for k in diff))
                 else:
-                    wrong.append(f"{name} (store: {stored.get(name)!r}, now: {mine!r})")
+                    wrong.append(f"{name} (store: {theirs!r}, now: {mine!r})")
         if meta.get("batch") not in (None, stored["batch"]):
             wrong.append(f"batch (store: {stored['batch']}, now: {meta['batch']})")
         if None not in (meta.get("num_images"), stored.get("num_images")) and meta["num_images"] != stored["num_images"]:
@@ -434,7 +439,7 @@ def load_results(out: str | os.PathLike) -> Results:
 
     config_type = REGISTRY[meta["method"]].config_type
     try:
-        config = config_type(**meta["config"])
+        config = config_type(**current_config_record(meta["config"]))
     except (TypeError, ValueError):  # a config from another version of daxjax: keep the record
         config = meta["config"]
     return Results(

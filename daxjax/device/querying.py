@@ -21,7 +21,7 @@ and returns NaNs, and `raise_pending` re-raises them on the host with the images
 The device paths find bad answers with a flag computed on the device and then run the same host
 check on the chunk's answers, so the messages are the same.
 
-Call sizes (`call_inputs`) follow a documented rule per platform: measured on the 2-core CPU for
+Call sizes (`daxjax.device.execution.call_inputs`) follow a documented rule per platform: measured on the 2-core CPU for
 host black boxes, measured on an H200 for black boxes on an accelerator.
 """
 
@@ -39,48 +39,9 @@ from jax.experimental.buffer_callback import buffer_callback
 
 from blackbox_adapters import BlackBoxError, check_probabilities
 from blackbox_adapters.base import ROW_SUM_TOLERANCE, to_probabilities
+from daxjax.device.execution import (  # noqa: F401 (the call-size rule, re-exported for existing callers)
+    ACCELERATOR_CALL_BYTES, ACCELERATOR_CALL_INPUTS, CALL_BYTES, CALL_INPUTS, call_inputs, query_chunk)
 from daxjax.device.sharding import current_image_devices, over_images
-
-#: Inputs per black-box call the engines aim at on a CPU when a config leaves `query_chunk` to
-#: them: larger calls cost more per sample on a CPU (docs/call-sizes.md, "CPU: inputs per call").
-CALL_INPUTS = 256
-#: ... unless that many inputs would exceed this many bytes (float32): glibc maps blocks over its
-#: mmap threshold (32 MiB at most) afresh at every call, so larger calls pay page faults each time
-#: (docs/call-sizes.md, "CPU: bytes per call").
-CALL_BYTES = 16 * 2**20
-#: On an accelerator (JAX's default backend is not the CPU): larger calls answer more queries per
-#: second there (docs/call-sizes.md, "Accelerators").
-ACCELERATOR_CALL_INPUTS = 1024
-#: ... and at most this many bytes of inputs per call (1,024 images of 224 x 224 x 3 take 588 MiB);
-#: the device holds two chunks (one built while the black box answers the other) and the black
-#: box's own copy, as `daxjax.dataset.budget` counts.
-ACCELERATOR_CALL_BYTES = 2**30
-
-
-def call_inputs(input_elements: int, platform: str | None = None) -> int:
-    """Inputs per black-box call for inputs of `input_elements` float32 values on `platform`.
-
-    platform: a JAX platform ("cpu", "gpu", "tpu"); None: JAX's default backend. The CPU aims at
-    `CALL_INPUTS` within `CALL_BYTES`, an accelerator at `ACCELERATOR_CALL_INPUTS` within
-    `ACCELERATOR_CALL_BYTES` (the measurements are at the constants).
-    """
-    platform = platform or jax.default_backend()
-    inputs, limit = ((CALL_INPUTS, CALL_BYTES) if platform == "cpu"
-                     else (ACCELERATOR_CALL_INPUTS, ACCELERATOR_CALL_BYTES))
-    return max(1, min(inputs, limit // (4 * max(1, int(input_elements)))))
-
-
-def query_chunk(requested: int | None, batch: int, input_elements: int) -> int:
-    """Perturbations per input in one black-box call, for a group of `batch` inputs.
-
-    requested: a config's `query_chunk` (used as given when set). input_elements: float32
-    values in one black-box input (H * W * C for images). None picks `call_inputs` inputs per
-    call (the rule for JAX's default backend), split over the group.
-    """
-    if requested is not None:
-        return int(requested)
-    return max(1, call_inputs(input_elements) // batch)
-
 
 def input_elements(images, queries: "RenderedQueries | None" = None) -> int:
     """float32 values in one black-box input: an image of `images` [B, ...], or a rendered query."""

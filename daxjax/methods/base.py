@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from daxjax.device.execution import Execution, images_per_group
+
 
 class GroupResult(NamedTuple):
     """maps float32 [B, H, W] in [0, 1]; timings {phase: seconds}; diagnostics {name: array [B]}."""
@@ -43,6 +45,8 @@ class ExplainGroup(Protocol):
         of time, which replace the config's segmentation.
       queries: (query-only methods) `device.querying.RenderedQueries` when the black box takes
         inputs other than the images (audio).
+      execution: a `device.execution.Execution`: how many inputs go in one black-box call (and for
+        DAX rows per training step); speed and memory only, never the maps. None: the defaults.
 
     Returns:
       A `GroupResult`.
@@ -56,9 +60,8 @@ class Method(NamedTuple):
     """One explainer, as the rest of the package sees it.
 
     name: the `method=` string.
-    config_type: its frozen config dataclass. Every config has `image_batch` (images per group);
-      the configs of query-only methods also have `query_chunk` (perturbations per image in one
-      black-box call, None: chosen by `device.querying.query_chunk`).
+    config_type: its frozen config dataclass: what shapes the maps, nothing of execution (images
+      per group, inputs per call: `device.execution.Execution`, passed beside the config).
     explain_group: the group function (`ExplainGroup`).
     perturbs_segments: it switches segments on and off: takes `segmentation=` names or callables,
       label maps given by the caller (`segments=`) and segments made ahead (`segmented=`).
@@ -94,10 +97,11 @@ def sample_bytes(num_queries: int, segments: int = 0) -> int:
 
 
 def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, targets: np.ndarray,
-               digests: np.ndarray, config: Any, seed: int, *, group_size: int,
+               digests: np.ndarray, config: Any, seed: int, *, execution: Execution | None = None,
                per_group: Callable[[slice], dict] | None = None) -> GroupResult:
-    """Explains B images `group_size` at a time; the maps [B, *images.shape[1:3]], seconds per
-    phase summed over groups, and the diagnostics gathered (`gather_diagnostics`).
+    """Explains B images `execution.images_per_group` at a time (`device.execution.images_per_group`);
+    the maps [B, *images.shape[1:3]], seconds per phase summed over groups, and the diagnostics
+    gathered (`gather_diagnostics`). Every group gets the same `execution`.
 
     per_group: rows (a slice) -> extra keyword arguments of that group's call (`segmented=`,
     `queries=`). Image ids are the positions 0 .. B - 1.
@@ -106,11 +110,12 @@ def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, 
     maps = np.zeros(images.shape[:3], np.float32)
     timings: dict[str, float] = {}
     diagnostics: dict[str, np.ndarray] = {}
+    group_size = images_per_group(execution)
     for lo in range(0, batch, group_size):
         rows = slice(lo, min(batch, lo + group_size))
         extra = per_group(rows) if per_group is not None else {}
         result = explain_group(device_bb, images[rows], targets[rows], digests[rows], config, seed,
-                               list(range(rows.start, rows.stop)), **extra)
+                               list(range(rows.start, rows.stop)), execution=execution, **extra)
         maps[rows] = result.maps
         gather_diagnostics(diagnostics, result.diagnostics, rows, batch)
         for phase, seconds in result.timings.items():

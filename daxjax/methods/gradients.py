@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax._checks import Replace, check_fields
+from daxjax.device.execution import warn_moved_fields
 from daxjax.methods.base import GroupResult, Method, normalise
 from daxjax.inputs import InputError
 from daxjax.device.querying import DeviceBlackBox
@@ -41,22 +42,24 @@ from daxjax.perturbation.sampling import image_keys
 
 @dataclasses.dataclass(frozen=True)
 class GradientConfig(Replace):
-    """Vanilla gradient. image_batch: images explained side by side in one vmapped computation."""
+    """Vanilla gradient. Images per group: `explain(execution=)`."""
 
-    image_batch: int = 16
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
-        check_fields(self, positive=("image_batch",))
+    def __post_init__(self, image_batch=None):
+        warn_moved_fields(self, image_batch=image_batch)
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class InputXGradientConfig(Replace):
-    """Input x Gradient. image_batch: images explained side by side in one vmapped computation."""
+    """Input x Gradient. Images per group: `explain(execution=)`."""
 
-    image_batch: int = 16
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
-        check_fields(self, positive=("image_batch",))
+    def __post_init__(self, image_batch=None):
+        warn_moved_fields(self, image_batch=image_batch)
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +69,17 @@ class SmoothGradConfig(Replace):
     num_samples: noisy copies averaged per image (the paper: 50).
     noise_level: sigma / (max x - min x) of the Gaussian noise (the paper: 0.10-0.20 works best).
     sample_chunk: noisy copies differentiated in one vectorised pass (memory, not the result).
-    image_batch: images explained side by side in one vmapped computation.
+    Images per group are an execution setting: `explain(execution=)`.
     """
 
     num_samples: int = 50
     noise_level: float = 0.15
     sample_chunk: int = 10
-    image_batch: int = 16
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
-        check_fields(self, positive=("num_samples", "sample_chunk", "image_batch"))
+    def __post_init__(self, image_batch=None):
+        warn_moved_fields(self, image_batch=image_batch)
+        check_fields(self, positive=("num_samples", "sample_chunk"))
         if not self.noise_level >= 0:
             raise ValueError(f"SmoothGradConfig.noise_level must be >= 0, got {self.noise_level!r}")
 
@@ -86,15 +90,16 @@ class IntegratedGradientsConfig(Replace):
 
     steps: points on the straight path from black to the image (the paper: 20-300; 50 here).
     sample_chunk: path points differentiated in one vectorised pass (memory, not the result).
-    image_batch: images explained side by side in one vmapped computation.
+    Images per group are an execution setting: `explain(execution=)`.
     """
 
     steps: int = 50
     sample_chunk: int = 10
-    image_batch: int = 16
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
-        check_fields(self, positive=("steps", "sample_chunk", "image_batch"))
+    def __post_init__(self, image_batch=None):
+        warn_moved_fields(self, image_batch=image_batch)
+        check_fields(self, positive=("steps", "sample_chunk"))
 
 
 def target_gradient(device_bb: DeviceBlackBox, x: jax.Array, target: jax.Array) -> jax.Array:
@@ -173,27 +178,29 @@ def _timed(method: str, device_bb: DeviceBlackBox,
 
 # The four `explain_images` of the registry: (device_bb, images float32 [B, H, W, C], targets
 # int32 [B], digests uint32 [B], config, seed, image_ids) -> (maps float32 [B, H, W] in [0, 1],
-# {"gradients": seconds}); an InputError unless device_bb wraps a JaxBlackBox.
+# {"gradients": seconds}); an InputError unless device_bb wraps a JaxBlackBox. They make no black-box
+# calls, so `execution` (inputs per call) does not concern them; sample_chunk stays a config field.
 
-def explain_gradient(device_bb, images, targets, digests, config: GradientConfig, seed, image_ids):
+def explain_gradient(device_bb, images, targets, digests, config: GradientConfig, seed, image_ids, execution=None):
     return _timed("gradient", device_bb, lambda: gradient_maps(
         device_bb, jnp.asarray(images), jnp.asarray(targets, jnp.int32), times_input=False))
 
 
 def explain_input_x_gradient(device_bb, images, targets, digests, config: InputXGradientConfig, seed,
-                             image_ids):
+                             image_ids, execution=None):
     return _timed("input_x_gradient", device_bb, lambda: gradient_maps(
         device_bb, jnp.asarray(images), jnp.asarray(targets, jnp.int32), times_input=True))
 
 
-def explain_smoothgrad(device_bb, images, targets, digests, config: SmoothGradConfig, seed, image_ids):
+def explain_smoothgrad(device_bb, images, targets, digests, config: SmoothGradConfig, seed, image_ids,
+                       execution=None):
     return _timed("smoothgrad", device_bb, lambda: smoothgrad_maps(
         device_bb, jnp.asarray(images), jnp.asarray(targets, jnp.int32), image_keys(seed, digests),
         num_samples=config.num_samples, noise_level=config.noise_level, chunk=config.sample_chunk))
 
 
 def explain_integrated_gradients(device_bb, images, targets, digests, config: IntegratedGradientsConfig,
-                                 seed, image_ids):
+                                 seed, image_ids, execution=None):
     return _timed("integrated_gradients", device_bb, lambda: integrated_gradients_maps(
         device_bb, jnp.asarray(images), jnp.asarray(targets, jnp.int32), steps=config.steps,
         chunk=config.sample_chunk))

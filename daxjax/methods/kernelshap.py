@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax._checks import Replace
+from daxjax.device.execution import warn_moved_fields
 from daxjax.methods.base import Method, sample_bytes
 from daxjax.methods.surrogate import SurrogateEngine, check_segment_options
 from daxjax.perturbation.fills import FillMethod
@@ -55,8 +56,8 @@ class KernelSHAPConfig(Replace):
       benchmarks/RESULTS.md, "Explanation quality with exact ground truth").
     positive_only: True: negative Shapley values count as no evidence (the map is
       max(phi, 0) min-max scaled); False: the signed values are min-max scaled.
-    query_chunk: coalitions per image in one black-box call; None: `querying.query_chunk`.
-    image_batch: images explained side by side in one vmapped computation.
+
+    Execution settings (images per group, inputs per call) are not config fields: `explain(execution=)`.
     """
 
     num_samples: int = 1000
@@ -64,10 +65,11 @@ class KernelSHAPConfig(Replace):
     segmentation_options: Mapping[str, Any] | None = None
     fill: FillMethod = "blur"
     positive_only: bool = True
-    query_chunk: int | None = None
-    image_batch: int = 16
+    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
+    def __post_init__(self, query_chunk=None, image_batch=None):
+        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
         check_segment_options(self)
         if self.num_samples < NUM_ANCHORS + 2:
             raise ValueError(f"KernelSHAPConfig.num_samples must be >= {NUM_ANCHORS + 2} (two anchors "

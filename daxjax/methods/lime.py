@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from daxjax._checks import Replace, check_fields
+from daxjax.device.execution import warn_moved_fields
 from daxjax.methods.base import Method, sample_bytes
 # paint_segments, evidence_maps, weighted_ridge and check_segment_options lived here before the
 # surrogate engine; they stay importable from this module.
@@ -54,8 +55,8 @@ class LIMEConfig(Replace):
       evidence, so the map is max(w, 0) min-max scaled and shows where the target's support
       lies (the view LIME's `get_image_and_mask(positive_only=True)` gives). False: the signed
       w are min-max scaled, the most negative segment at 0 and neutral ones in between.
-    query_chunk: perturbations per image in one black-box call; None: `querying.query_chunk`.
-    image_batch: images explained side by side in one vmapped computation.
+
+    Execution settings (images per group, inputs per call) are not config fields: `explain(execution=)`.
     """
 
     num_samples: int = 1000
@@ -66,10 +67,11 @@ class LIMEConfig(Replace):
     kernel_width: float = 0.25
     ridge_alpha: float = 1.0
     positive_only: bool = True
-    query_chunk: int | None = None
-    image_batch: int = 16
+    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
+    def __post_init__(self, query_chunk=None, image_batch=None):
+        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
         check_segment_options(self)
         check_fields(self, open_unit=("keep_prob",), greater_than_zero=("kernel_width", "ridge_alpha"))
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
 from daxjax._checks import Replace, check_fields
+from daxjax.device.execution import Execution, query_chunk, warn_moved_fields
 from daxjax.perturbation.fills import PixelFill, fill_images
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
+from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_targets
 
 OcclusionFill = PixelFill
 
@@ -42,19 +43,20 @@ class OcclusionConfig(Replace):
       blur of the image) or "image_mean" (the image's mean colour, Zeiler & Fergus' grey square).
     positive_only: True: a window whose occlusion *raises* the probability counts as no
       evidence (negative drops clipped to 0); False: signed drops are min-max scaled.
-    query_chunk: windows per image in one black-box call; None: `querying.query_chunk`.
-    image_batch: images explained side by side in one vmapped computation.
+
+    Execution settings (images per group, inputs per call) are not config fields: `explain(execution=)`.
     """
 
     window: int = 16
     stride: int = 8
     fill: OcclusionFill = "zero"
     positive_only: bool = True
-    query_chunk: int | None = None
-    image_batch: int = 16
+    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
-        check_fields(self, positive=("window", "stride", "image_batch"), optional_positive=("query_chunk",))
+    def __post_init__(self, query_chunk=None, image_batch=None):
+        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
+        check_fields(self, positive=("window", "stride"))
 
 
     def num_queries(self, height: int, width: int) -> int:
@@ -128,13 +130,15 @@ def occlusion_maps(scores: jax.Array, *, window: int, stride: int, height: int, 
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: OcclusionConfig, seed: int,
-                   image_ids: list, queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
+                   image_ids: list, queries: RenderedQueries | None = None,
+                   execution: Execution | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with Occlusion (deterministic: seed, digests unused).
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; image_ids: the caller's names
     for the images. queries: None for images; `querying.RenderedQueries` when the black box takes
     other inputs (audio): the windows, on `images`' H x W grid, are rendered by it (config.fill
-    unused). Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "queries", "saliency").
+    unused). execution: windows per black-box call (`device.execution.query_chunk`). Returns (maps
+    float32 [B, H, W] in [0, 1], seconds per phase: "queries", "saliency").
     """
     batch, height, width, _ = images.shape
     if queries is None:
@@ -147,7 +151,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     build = OcclusionPerturbations(window=config.window, stride=config.stride, render=render)
     scores = query_targets(device_bb, build, (jnp.asarray(sources), jnp.asarray(fills)),
                            jnp.asarray(targets, jnp.int32), config.num_queries(height, width),
-                           query_chunk(config.query_chunk, batch, input_elements(images, queries)), image_ids)
+                           query_chunk(execution, batch, input_elements(images, queries)), image_ids)
     timings = {"queries": time.perf_counter() - t0}
 
     t0 = time.perf_counter()

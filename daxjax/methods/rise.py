@@ -28,8 +28,9 @@ import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
 from daxjax._checks import Replace, check_fields
+from daxjax.device.execution import Execution, query_chunk, warn_moved_fields
 from daxjax.perturbation.fills import PixelFill, fill_images
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk, query_targets
+from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_targets
 from daxjax.perturbation.sampling import image_keys
 
 RISEFill = PixelFill
@@ -46,20 +47,21 @@ class RISEConfig(Replace):
       notebooks also use 0.1 (sparser masks).
     fill: what a masked pixel shows: "zero" (black, x * M as in the paper), "blur" (Gaussian
       blur of the image, `fills.fill_images`) or "image_mean" (the image's mean colour).
-    query_chunk: masks per image in one black-box call and in one step of the saliency sum
-      (memory ~ image_batch * query_chunk * H * W); None: `querying.query_chunk`.
-    image_batch: images explained side by side in one vmapped computation.
+
+    Masks per image in one black-box call and in one step of the saliency sum (memory ~ images per
+    group * chunk * H * W) are execution settings: `explain(execution=daxjax.Execution(...))`.
     """
 
     num_samples: int = 4000
     cells: int = 8
     keep_prob: float = 0.5
     fill: RISEFill = "zero"
-    query_chunk: int | None = None
-    image_batch: int = 16
+    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
+    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self):
-        check_fields(self, positive=("num_samples", "cells", "image_batch"), optional_positive=("query_chunk",),
+    def __post_init__(self, query_chunk=None, image_batch=None):
+        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
+        check_fields(self, positive=("num_samples", "cells"),
                      open_unit=("keep_prob",))
 
 
@@ -156,18 +158,20 @@ def rise_saliency(keys: jax.Array, scores: jax.Array, *, cells: int, keep_prob: 
 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: RISEConfig, seed: int,
-                   image_ids: list, queries: RenderedQueries | None = None) -> tuple[np.ndarray, dict]:
+                   image_ids: list, queries: RenderedQueries | None = None,
+                   execution: Execution | None = None) -> tuple[np.ndarray, dict]:
     """Explains one group of images side by side with RISE.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints; image_ids: the caller's names for the images.
     queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
     (audio): the masks, drawn on `images`' H x W grid, are rendered by it (config.fill unused).
+    execution: masks per black-box call (`device.execution.query_chunk`); never changes the maps.
     Returns (maps float32 [B, H, W] in [0, 1], seconds per phase: "queries", "saliency").
     """
     batch, height, width, _ = images.shape
     keys = image_keys(seed, digests)
-    chunk = query_chunk(config.query_chunk, batch, input_elements(images, queries))
+    chunk = query_chunk(execution, batch, input_elements(images, queries))
     if queries is None:
         # The RISE fills ignore segments; fill_images only checks their shape.
         fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)

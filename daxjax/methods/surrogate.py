@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax._checks import check_fields
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
+from daxjax.device.execution import Execution, query_chunk
+from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements
 from daxjax.methods.base import GroupResult, normalise
 from daxjax.perturbation.sampling import image_keys
 from daxjax.perturbation.segmentation import check_segmenter
@@ -38,7 +39,7 @@ def check_segment_options(config) -> None:
     if config.segmentation_options is not None:
         object.__setattr__(config, "segmentation_options", dict(config.segmentation_options))
     check_segmenter(config.segmentation, type(config).__name__)
-    check_fields(config, positive=("num_samples", "image_batch"), optional_positive=("query_chunk",))
+    check_fields(config, positive=("num_samples",))
 
 
 @functools.partial(jax.jit, static_argnames="positive_only")
@@ -81,7 +82,7 @@ class SurrogateEngine:
       padded columns (>= an image's segment count) False.
     solve: (z bool [B, N, S], y float32 [B, N], num_segments int32 [B], config) -> per-segment
       attributions float32 [B, S] (0 beyond an image's segments).
-    The config needs num_samples, segmentation (+ _options), fill, positive_only, query_chunk.
+    The config needs num_samples, segmentation (+ _options), fill, positive_only.
     """
 
     sample: Callable[..., jax.Array]
@@ -89,13 +90,14 @@ class SurrogateEngine:
 
     def __call__(self, device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, digests: np.ndarray,
                  config: Any, seed: int, image_ids: list, segmented: HostSegments | None = None,
-                 queries: RenderedQueries | None = None) -> GroupResult:
+                 queries: RenderedQueries | None = None, execution: Execution | None = None) -> GroupResult:
         """Explains one group of images side by side.
 
         images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
         fingerprints; image_ids: the caller's names for the images. queries: None for images;
         `querying.RenderedQueries` when the black box takes other inputs (audio), which are then
-        rendered from the masks on `images`' grid. Returns maps float32 [B, H, W] in [0, 1] and
+        rendered from the masks on `images`' grid. execution: perturbations per black-box call
+        (`device.execution.query_chunk`); never changes the maps. Returns maps float32 [B, H, W] in [0, 1] and
         seconds per phase: "segmentation", "queries", "regression".
         """
         t0 = time.perf_counter()
@@ -104,7 +106,7 @@ class SurrogateEngine:
 
         t0 = time.perf_counter()
         z = self.sample(image_keys(seed, digests), config, group.num_segments, group.max_segments)
-        chunk = query_chunk(config.query_chunk, len(images), input_elements(images, queries))
+        chunk = query_chunk(execution, len(images), input_elements(images, queries))
         y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
         timings["queries"] = time.perf_counter() - t0
 

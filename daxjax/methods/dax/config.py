@@ -8,9 +8,11 @@ so below.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Literal, Mapping
 
 from daxjax._checks import Replace, check_fields
+from daxjax.device.execution import warn_moved_fields
 from daxjax.perturbation.fills import FillMethod
 from daxjax.perturbation.segmentation import SegmentationMethod, Segmenter, check_segmenter
 
@@ -101,10 +103,11 @@ class DAXConfig(Replace):
         (see `losses.loss_v2`; not in the paper).
 
     Optimisation (Adam; the paper's batch size and epochs were lost in extraction):
-      steps: Adam steps per image (1000); None: epochs x floor(0.9 N / batch_size) (the presets).
+      steps: Adam steps per image (1000); None: epochs x floor(0.9 N / minibatch_size) (the presets).
         The mask needs steps more than samples: 300 steps left masks half-trained.
       epochs: see steps.
-      batch_size: samples per step (at most the training samples).
+      minibatch_size: samples per Adam step (at most the training samples). Formerly
+        `batch_size`, which still works with a DeprecationWarning.
       learning_rate: the student's rate.
       mask_learning_rate: the mask net's own rate (3e-2: a mask starting at 0.5 moves too little
         at the student's rate).
@@ -118,13 +121,10 @@ class DAXConfig(Replace):
         side on the same samples; their maps are averaged. Costs restarts x the training, no
         extra queries; with the segment student one did as well as three on real photos.
 
-    Execution (no effect on the result, only on speed and memory):
-      query_chunk: perturbations per image in one black-box call (host memory ~ B * chunk * H*W*C);
-        None: `querying.query_chunk`.
-      image_batch: images explained side by side in one vmapped computation.
-      vmap_width: rows (images x restarts) vectorised together inside a training step; the rest
-        are looped over inside the same jitted step. None picks 1 on CPU for the image student
-        (cache-friendly) and all rows otherwise.
+    Execution settings (images per group, inputs per black-box call, rows per training step)
+    change speed and memory only, so they are not fields here: `explain(execution=daxjax.Execution(...))`.
+    The former fields query_chunk, image_batch and vmap_width are accepted with a
+    DeprecationWarning and ignored.
     """
 
     num_samples: int = 2000
@@ -161,7 +161,7 @@ class DAXConfig(Replace):
 
     steps: int | None = 1000
     epochs: int = 4
-    batch_size: int = 256
+    minibatch_size: int = 256
     learning_rate: float = 1e-2
     mask_learning_rate: float = 3e-2
     validation_fraction: float = 0.1
@@ -169,20 +169,27 @@ class DAXConfig(Replace):
     student_warmup: float = 0.25
     restarts: int = 1
 
-    query_chunk: int | None = None
-    image_batch: int = 16
-    vmap_width: int | None = None
+    # Deprecated: the execution settings (ignored, `daxjax.Execution`) and the minibatch's old name.
+    query_chunk: dataclasses.InitVar[int | None] = None
+    image_batch: dataclasses.InitVar[int | None] = None
+    vmap_width: dataclasses.InitVar[int | None] = None
+    batch_size: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, query_chunk=None, image_batch=None, vmap_width=None, batch_size=None):
+        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch, vmap_width=vmap_width)
+        if batch_size is not None:
+            warnings.warn("DAXConfig(batch_size=) is deprecated: the Adam minibatch is now called minibatch_size "
+                          "(batch_size was easy to take for images per group)", DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "minibatch_size", batch_size)
         # Hashable, so that configs can key caches of compiled programs.
         object.__setattr__(self, "student_channels", tuple(int(c) for c in self.student_channels))
         if self.segmentation_options is not None:
             object.__setattr__(self, "segmentation_options", dict(self.segmentation_options))
         check_segmenter(self.segmentation, "DAXConfig")
         # Choices come from the fields' Literal annotations.
-        check_fields(self, positive=("num_samples", "resolution", "mask_cells", "epochs", "batch_size", "image_batch",
+        check_fields(self, positive=("num_samples", "resolution", "mask_cells", "epochs", "minibatch_size",
                                      "restarts", "validations") + (("student_hidden",) if self.student == "image" else ()),
-                     optional_positive=("vmap_width", "query_chunk", "steps"), greater_than_zero=("gate_temperature",),
+                     optional_positive=("steps",), greater_than_zero=("gate_temperature",),
                      open_unit=("keep_prob",))
         if int(self.mask_channels) < 0 or (self.mask_channels == 0 and not self.mask_grid_bias):
             raise ValueError(f"DAXConfig.mask_channels must be >= 1, or 0 with mask_grid_bias=True (a mask of "
@@ -219,8 +226,8 @@ class DAXConfig(Replace):
 
     @property
     def minibatch(self) -> int:
-        """Samples per Adam step: batch_size, or all training samples when there are fewer."""
-        return min(self.batch_size, self.num_samples_train)
+        """Samples per Adam step: minibatch_size, or all training samples when there are fewer."""
+        return min(self.minibatch_size, self.num_samples_train)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -278,6 +285,7 @@ _PAPER_COMMON = dict(
     effect_power=0.0,
     num_samples=6000, mask_input="perturbed", student_input="raw", mask_fill="zero",
     student_warmup=0.0, lambda_area=0.0, mask_grid_bias=False, normalize_loss=False, bounded_q=False,
-    complement_stop_gradient=False, resolution=128, batch_size=16, epochs=9,
+    complement_stop_gradient=False, resolution=128, minibatch_size=16, epochs=9,
     learning_rate=1e-3, mask_learning_rate=1e-3, fill="segment_grey", mask_channels=32,
 )
+

@@ -2,7 +2,7 @@
 
 Data flow for a group of B images (all arrays carry a leading image axis; every per-image
 computation is vectorised over images — `vmap`, or on CPU a loop inside the same jitted step
-(`vmap_width`) — and each image has its own key, parameters and optimizer state):
+(`Execution.rows_per_step`) — and each image has its own key, parameters and optimizer state):
 
   segments (host) -> keep-vectors z [B, N, S] (device) -> black-box answers y [B, N]
   (chunked queries) -> the student's targets (logits of y by default) -> Adam steps on
@@ -45,7 +45,8 @@ from daxjax.methods.dax.config import DAXConfig
 from daxjax.methods.base import GroupResult, Method, normalise, sample_bytes
 from daxjax.methods.surrogate import weighted_ridge
 from daxjax.methods.dax.nets import DaxNets, init_nets, segment_pooling, upsample_mask
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_chunk
+from daxjax.device.execution import Execution, query_chunk, rows_per_step
+from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements
 from daxjax.perturbation.sampling import (hard_concrete_gates, image_keys, keep_masks, perturb, proximity_weights,
                              split_indices)
 from daxjax.perturbation.segments import HostSegments, segments_bound, draw_keep_vectors, query_segment_perturbations, segment_and_fill
@@ -258,10 +259,11 @@ def _minibatch(work: WorkingImage, samples: Samples, target_scale, indices: jax.
 class TrainingPrograms:
     """The jitted, row-vmapped programs that train DAX for one config; built once and cached.
 
-    Every array argument carries a leading row axis (one row per image and restart).
+    Every array argument carries a leading row axis (one row per image and restart). rows: rows
+    vectorised together in one step, the rest looped (`device.execution.rows_per_step`; None: all).
     """
 
-    def __init__(self, config: DAXConfig, channels: int, max_segments: int):
+    def __init__(self, config: DAXConfig, channels: int, max_segments: int, rows: int | None = None):
         self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: DaxNets(config, channels, max_segments,
                                                                     rngs=nnx.Rngs(0))))
         self.optimizer = make_optimizer(config)
@@ -273,7 +275,7 @@ class TrainingPrograms:
             _, params = init_nets(config, channels, max_segments, keys)
             return params, jax.vmap(self.optimizer.init)(params)
 
-        over_rows = functools.partial(map_rows, width=vmap_width(config))
+        over_rows = functools.partial(map_rows, width=rows)
 
         def run_steps(params, opt_state, work, samples, target_scales, train_idx, order_keys, gate_keys,
                       first_step, stop_step):
@@ -363,19 +365,6 @@ def steps_per_call(config: DAXConfig) -> int:
     return config.total_steps
 
 
-def vmap_width(config: DAXConfig) -> int | None:
-    """Rows per vectorised pass inside a training step (None: all rows at once).
-
-    The image student on CPU goes one row at a time, which keeps a row's activations in cache;
-    measured on 2 cores (`python -m benchmarks.dax_floor_probes steps` / `rows`): 2.5-3.3 ms per row
-    and step one row at a time, 2.2-2.4 ms with 3, 3.6-4.3 ms with 12. The segment student's step is
-    a few small matrix products per row, so all rows go at once. Accelerators take all rows at once.
-    """
-    if config.vmap_width is not None:
-        return config.vmap_width
-    return 1 if jax.default_backend() == "cpu" and config.student == "image" else None
-
-
 def map_rows(fn, *args, width: int | None):
     """fn over the leading row axis of args: one vmap, or a loop over vmaps of `width` rows.
 
@@ -389,8 +378,8 @@ def map_rows(fn, *args, width: int | None):
 
 
 @functools.lru_cache(maxsize=8)
-def training_programs(config: DAXConfig, channels: int, max_segments: int) -> TrainingPrograms:
-    return TrainingPrograms(config, channels, max_segments)
+def training_programs(config: DAXConfig, channels: int, max_segments: int, rows: int | None = None) -> TrainingPrograms:
+    return TrainingPrograms(config, channels, max_segments, rows)
 
 
 def _validation_chunks(val_idx: jax.Array, size: int):
@@ -531,13 +520,16 @@ def _working_resolution(images, segments, fills, resolution: int, max_segments: 
 def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
                    digests: np.ndarray, config: DAXConfig, seed: int,
                    image_ids: list, segmented: HostSegments | None = None,
-                   queries: RenderedQueries | None = None, trace: list | None = None) -> GroupResult:
+                   queries: RenderedQueries | None = None, execution: Execution | None = None,
+                   trace: list | None = None) -> GroupResult:
     """Explains one group of images side by side with DAX.
 
     images: float32 [B, H, W, C] in [0, 1]; targets: int32 [B]; digests: uint32 [B] image
     fingerprints (`inputs.image_digest`); image_ids: the caller's names for the images.
     queries: None for images; `querying.RenderedQueries` when the black box takes other inputs
     (audio), which are then rendered from the masks on `images`' grid.
+    execution: perturbations per black-box call and rows per training step (`device.execution`);
+      never changes the maps.
     trace: a list that receives the training's course (see `train_and_explain`; rows b * K + k).
     Returns maps float32 [B, H, W] in [0, 1], seconds per phase ("segmentation", "queries",
     "training") and the diagnostics of `DIAGNOSTICS` per image.
@@ -557,7 +549,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
 
     t0 = time.perf_counter()
     z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
-    chunk = query_chunk(config.query_chunk, batch, input_elements(images, queries))
+    chunk = query_chunk(execution, batch, input_elements(images, queries))
     y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
     chex.assert_shape(z, (batch, n, group.max_segments))
     chex.assert_shape(y, (batch, n))
@@ -574,7 +566,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     # image b, sharing the image's samples but with its own initialisation, batch order and gates.
     k = config.restarts
     repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, k, axis=0))
-    programs = training_programs(_training_key(config), channels, group.max_segments)
+    programs = training_programs(_training_key(config), channels, group.max_segments,
+                                 rows_per_step(execution, config.student == "image"))
     trained = train_and_explain(programs, repeat(work), repeat(samples), repeat(scales), repeat(train_idx),
                                 repeat(val_idx), _restart_keys(init_keys, k), _restart_keys(order_keys, k),
                                 _restart_keys(gate_keys, k), config, height, width, trace)
@@ -611,7 +604,7 @@ def trusted(diagnostics: dict) -> np.ndarray:
 def _training_key(config: DAXConfig) -> DAXConfig:
     """The config with the fields that do not shape the training programs reset (a cache key)."""
     return config.replace(segmentation_options=None, segmentation="grid", fill="zero",
-                          query_chunk=None, image_batch=1, target="probability", kernel_width=0.25)
+                          target="probability", kernel_width=0.25)
 
 
 def working_bytes(config: DAXConfig, height: int, width: int, channels: int) -> int:

@@ -1,0 +1,136 @@
+"""How many at once: the execution settings, decided in one place.
+
+An `Execution` says how the work of explaining is cut up: images per group (one vmapped
+computation), black-box inputs per call, and rows (images x restarts) per vectorised training step.
+It is never part of a method's config: a map depends only on the image, the target, the seed and
+the config (the determinism contract), never on these settings, which change speed and memory only.
+
+A field left None is decided here, from the backend and the memory budget:
+  * images per group: `images_per_group` (16 for `explain`); the dataset pipeline plans it with
+    the query chunk from a memory budget (`plan`).
+  * inputs per black-box call: `call_inputs` for the platform (measurements in docs/call-sizes.md),
+    split over the group's images (`query_chunk`).
+  * rows per training step (DAX): `rows_per_step`, one at a time for the image student on a CPU,
+    all at once otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax
+
+from daxjax._checks import Replace, check_fields
+
+#: Images explained side by side in one group when neither the caller nor a plan says otherwise.
+IMAGES_PER_GROUP = 16
+
+#: Inputs per black-box call the engines aim at on a CPU: larger calls cost more per sample on a
+#: CPU (docs/call-sizes.md, "CPU: inputs per call").
+CALL_INPUTS = 256
+#: ... unless that many inputs would exceed this many bytes (float32): glibc maps blocks over its
+#: mmap threshold (32 MiB at most) afresh at every call, so larger calls pay page faults each time
+#: (docs/call-sizes.md, "CPU: bytes per call").
+CALL_BYTES = 16 * 2**20
+#: On an accelerator (JAX's default backend is not the CPU): larger calls answer more queries per
+#: second there (docs/call-sizes.md, "Accelerators").
+ACCELERATOR_CALL_INPUTS = 1024
+#: ... and at most this many bytes of inputs per call (1,024 images of 224 x 224 x 3 take 588 MiB);
+#: the device holds two chunks (one built while the black box answers the other) and the black
+#: box's own copy, as `daxjax.dataset.budget` counts.
+ACCELERATOR_CALL_BYTES = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution(Replace):
+    """Execution settings: speed and memory only, never the maps. None: decided by this module.
+
+    images_per_group: images explained side by side in one vmapped computation (memory grows
+      with it); None: `IMAGES_PER_GROUP` for `explain`, the memory plan for `explain_dataset`.
+    queries_per_call: black-box inputs per call, over the group's images (each image sends its
+      perturbations in chunks of max(1, queries_per_call // images in the group)); None:
+      `call_inputs` for the platform.
+    rows_per_step: rows (images x restarts) vectorised together in one DAX training step, the rest
+      looped; None: `rows_per_step`'s backend rule.
+    """
+
+    images_per_group: int | None = None
+    queries_per_call: int | None = None
+    rows_per_step: int | None = None
+
+    def __post_init__(self):
+        check_fields(self, optional_positive=("images_per_group", "queries_per_call", "rows_per_step"))
+
+
+def resolve(execution: Execution | None) -> Execution:
+    """`execution`, or the all-None `Execution()`; a TypeError for anything else."""
+    if execution is None:
+        return Execution()
+    if not isinstance(execution, Execution):
+        raise TypeError(f"execution must be a daxjax.Execution or None, got {type(execution).__name__}")
+    return execution
+
+
+def images_per_group(execution: Execution | None) -> int:
+    """Images per group: the caller's, or `IMAGES_PER_GROUP`."""
+    execution = resolve(execution)
+    return IMAGES_PER_GROUP if execution.images_per_group is None else int(execution.images_per_group)
+
+
+def call_inputs(input_elements: int, platform: str | None = None) -> int:
+    """Inputs per black-box call for inputs of `input_elements` float32 values on `platform`.
+
+    platform: a JAX platform ("cpu", "gpu", "tpu"); None: JAX's default backend. The CPU aims at
+    `CALL_INPUTS` within `CALL_BYTES`, an accelerator at `ACCELERATOR_CALL_INPUTS` within
+    `ACCELERATOR_CALL_BYTES` (the measurements are at the constants).
+    """
+    platform = platform or jax.default_backend()
+    inputs, limit = ((CALL_INPUTS, CALL_BYTES) if platform == "cpu"
+                     else (ACCELERATOR_CALL_INPUTS, ACCELERATOR_CALL_BYTES))
+    return max(1, min(inputs, limit // (4 * max(1, int(input_elements)))))
+
+
+def query_chunk(execution: Execution | int | None, batch: int, input_elements: int) -> int:
+    """Perturbations per input in one black-box call, for a group of `batch` inputs.
+
+    execution: an `Execution` (its `queries_per_call` split over the group, or `call_inputs` for
+    JAX's default backend when None), or an int: the chunk itself (as `daxjax.metrics` takes it).
+    input_elements: float32 values in one black-box input (H * W * C for images).
+    """
+    if isinstance(execution, int):
+        return int(execution)
+    per_call = resolve(execution).queries_per_call
+    return max(1, (call_inputs(input_elements) if per_call is None else int(per_call)) // int(batch))
+
+
+def rows_per_step(execution: Execution | None, image_student: bool) -> int | None:
+    """Rows per vectorised pass inside a DAX training step (None: all rows at once).
+
+    The caller's `rows_per_step`, else: the image student on CPU goes one row at a time, which keeps
+    a row's activations in cache (measured on 2 cores by `python -m benchmarks.dax_floor_probes
+    steps` / `rows`: one row at a time was as fast per row as 3 and faster than 12); the segment
+    student's step is a few small matrix products per row, so all rows go at once; accelerators
+    take all rows at once.
+    """
+    execution = resolve(execution)
+    if execution.rows_per_step is not None:
+        return int(execution.rows_per_step)
+    return 1 if jax.default_backend() == "cpu" and image_student else None
+
+
+#: The former config fields that are execution settings, and the `Execution` field each became.
+MOVED_FIELDS = {"image_batch": "images_per_group", "query_chunk": "queries_per_call (inputs per call, "
+                "over the group's images)", "vmap_width": "rows_per_step"}
+
+
+def warn_moved_fields(config, **values) -> None:
+    """A DeprecationWarning when a config was given former execution fields (`MOVED_FIELDS`):
+    they are ignored, since they never changed a map; the caller should pass `execution=`."""
+    given = [name for name, value in values.items() if value is not None]
+    if given:
+        moved = "; ".join(f"{name} -> Execution.{MOVED_FIELDS[name]}" for name in given)
+        warnings.warn(f"{type(config).__name__}({', '.join(f'{n}=' for n in given)}) is deprecated and ignored: "
+                      f"execution settings are not part of a method's config; pass "
+                      f"execution=daxjax.Execution(...) to explain / explain_dataset instead ({moved})",
+                      DeprecationWarning, stacklevel=4)
