@@ -1,5 +1,6 @@
 """DAX end to end: it finds a planted cause, obeys the determinism contract, and the API contract."""
 
+import dataclasses
 import hashlib
 
 import chex
@@ -154,3 +155,23 @@ def test_image_student_keeps_the_papers_path():
                                                                        gate="soft", steps=40))
     assert ex.maps.shape == (2, 32, 32) and np.all(np.isfinite(ex.maps))
     assert np.isfinite(ex.diagnostics["heldout_fit"]).all()
+
+
+def test_every_config_field_is_declared_in_or_out_of_the_training_programs():
+    fields = [field.name for field in dataclasses.fields(DAXConfig)]
+    assert sorted(DAXConfig.PROGRAM_FIELDS + DAXConfig.SAMPLE_FIELDS) == sorted(fields)
+    assert not set(DAXConfig.PROGRAM_FIELDS) & set(DAXConfig.SAMPLE_FIELDS)
+
+
+def test_training_programs_are_shared_by_configs_that_differ_only_outside_them():
+    from daxjax.methods.dax.engine import training_programs
+
+    base = SMALL.replace(steps=7)
+    programs = training_programs(base, 3, 32)
+    outside = base.replace(segmentation="slic", fill="blur", target="probability", kernel_width=0.5,
+                           segmentation_options={"n_segments": 20})
+    assert training_programs(outside, 3, 32) is programs
+    assert programs.optimizer is training_programs(base.program_config(), 3, 32).optimizer
+    for name, value in (("lambda_q", 0.25), ("minibatch_size", 16), ("steps", 8), ("student_hidden", 16)):
+        assert training_programs(base.replace(**{name: value}), 3, 32) is not programs, name
+    assert training_programs(base, 3, 32, rows=1) is not programs  # rows per step shape them too

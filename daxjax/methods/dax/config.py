@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 from daxjax._checks import Replace, check_fields
 from daxjax.device.execution import warn_moved_fields
@@ -169,6 +169,23 @@ class DAXConfig(Replace):
     student_warmup: float = 0.25
     restarts: int = 1
 
+    #: The fields that shape DAX's compiled training programs (networks, losses, optimiser and its
+    #: schedule, minibatch, validation): the programs' cache is keyed on them alone (`program_key`)
+    #: and the programs are built from them alone (`program_config`). A new field goes here or in
+    #: SAMPLE_FIELDS (tests/test_dax.py checks that every field is in exactly one).
+    PROGRAM_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_samples", "keep_prob", "resolution", "mask_cells", "mask_input", "mask_fill", "student_input",
+        "mask_channels", "mask_grid_bias", "mask_init", "student", "student_channels", "student_hidden", "gate",
+        "gate_temperature", "effect_power", "variant", "lambda_q", "lambda_l1", "lambda_kl",
+        "complement_stop_gradient", "lambda_area", "normalize_loss", "bounded_q", "steps", "epochs",
+        "minibatch_size", "learning_rate", "mask_learning_rate", "validation_fraction", "validations",
+        "student_warmup", "restarts")
+    #: The fields that act before training, so configs differing only in them share the programs:
+    #: the perturbations (segmentation, segmentation_options, fill) and the samples' targets y and
+    #: weights pi (target, kernel_width).
+    SAMPLE_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "target",
+                                                "kernel_width")
+
     # Deprecated: the execution settings (ignored, `daxjax.Execution`) and the minibatch's old name.
     query_chunk: dataclasses.InitVar[int | None] = None
     image_batch: dataclasses.InitVar[int | None] = None
@@ -214,6 +231,15 @@ class DAXConfig(Replace):
         if self.student == "image" and self.resolution % 8:
             raise ValueError(f"DAXConfig.resolution={self.resolution} must be a multiple of 8 "
                              "(the image student downsamples by 4, then by 2)")
+
+    def program_key(self) -> tuple:
+        """((name, value), ...) of PROGRAM_FIELDS: the cache key of DAX's compiled training programs."""
+        return tuple((name, getattr(self, name)) for name in self.PROGRAM_FIELDS)
+
+    def program_config(self) -> "DAXConfig":
+        """The config the training programs are built from: PROGRAM_FIELDS as here, the rest at their
+        defaults, so that nothing outside `program_key` can reach the programs."""
+        return DAXConfig(**dict(self.program_key()))
 
     @property
     def num_samples_validation(self) -> int:

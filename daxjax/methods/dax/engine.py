@@ -377,9 +377,15 @@ def map_rows(fn, *args, width: int | None):
     return over_images(rows)(*args)
 
 
-@functools.lru_cache(maxsize=8)
 def training_programs(config: DAXConfig, channels: int, max_segments: int, rows: int | None = None) -> TrainingPrograms:
-    return TrainingPrograms(config, channels, max_segments, rows)
+    """The training programs for `config`, cached on `config.program_key()` (its PROGRAM_FIELDS) and
+    built from `config.program_config()`, so configs that differ in other fields share them."""
+    return _training_programs(config.program_key(), channels, max_segments, rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _training_programs(key: tuple, channels: int, max_segments: int, rows: int | None) -> TrainingPrograms:
+    return TrainingPrograms(DAXConfig(**dict(key)), channels, max_segments, rows)
 
 
 def _validation_chunks(val_idx: jax.Array, size: int):
@@ -566,7 +572,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     # image b, sharing the image's samples but with its own initialisation, batch order and gates.
     k = config.restarts
     repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, k, axis=0))
-    programs = training_programs(_training_key(config), channels, group.max_segments,
+    programs = training_programs(config, channels, group.max_segments,
                                  rows_per_step(execution, config.student == "image"))
     trained = train_and_explain(programs, repeat(work), repeat(samples), repeat(scales), repeat(train_idx),
                                 repeat(val_idx), _restart_keys(init_keys, k), _restart_keys(order_keys, k),
@@ -601,18 +607,12 @@ def trusted(diagnostics: dict) -> np.ndarray:
     return (diagnostics["heldout_fit"] >= FIT_FLOOR) & alive
 
 
-def _training_key(config: DAXConfig) -> DAXConfig:
-    """The config with the fields that do not shape the training programs reset (a cache key)."""
-    return config.replace(segmentation_options=None, segmentation="grid", fill="zero",
-                          target="probability", kernel_width=0.25)
-
-
 def working_bytes(config: DAXConfig, height: int, width: int, channels: int) -> int:
     """Device bytes one image needs while DAX explains it: its samples (keep-vectors padded to
     `padded_segments`) and, per restart, `training_bytes`."""
     segments = padded_segments(segments_bound(config))
     return sample_bytes(config.num_samples, segments) + config.restarts * training_bytes(
-        _training_key(config), channels, segments)
+        config.program_config(), channels, segments)
 
 
 @functools.lru_cache(maxsize=16)
