@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from daxjax.audio.metrics import explained_intervals
-from daxjax.report.viz import figure_png
+from daxjax.report.viz import figure_png, save_png
 
 # One view in the report: inches at VIEW_DPI, wide for time and low for the bands; its pixel width.
 VIEW_SIZE = (4.6, 1.9)
@@ -122,7 +122,4 @@ def save_audio_panel(path, waveform: np.ndarray, sample_rate: int, spectrogram_d
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)

@@ -93,6 +93,14 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def save_png(fig: Figure, path, dpi: int = 100) -> Path:
+    """Writes `fig` as a PNG at `path` (its folder created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
 def save_grid(path, images: np.ndarray, maps: Mapping[str, np.ndarray], row_titles: Sequence[str],
               tile_inches: float = 1.9, dpi: int = 90, colours: int | None = None) -> Path:
     """Writes one PNG: a row per image, the input (titled row_titles[i]) then each method's overlay.
@@ -145,7 +153,4 @@ def save_panel(path, image: np.ndarray, maps: dict[str, np.ndarray], title: str,
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)
