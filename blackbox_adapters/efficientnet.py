@@ -27,7 +27,7 @@ CLASSES_FILE = _MODELS_DIR / "imagenet_classes.json"
 INPUT_SIDE = 224
 # Images per ONNX Runtime run on the CPU. Small runs keep activations in cache: on 2 shared CPU
 # cores, side by side in one run, batch 8 was 1.0-1.6x the throughput of batch 32 (1 or 2 threads).
-# A CUDA session takes each call whole: a GPU needs large batches (DESIGN.md, "GPU").
+# A CUDA session takes each call whole: a GPU needs large batches (README, "GPU").
 DEFAULT_BATCH = 8
 
 
