@@ -34,7 +34,7 @@ class Explanation:
     method, config: what produced the maps.
     timings: seconds spent per phase (for DAX "segmentation", "queries", "training"; all "total").
     diagnostics: per-image arrays [B] saying how far each map can be trusted, for explainers that
-      can tell (DAX: `daxjax.dax.DIAGNOSTICS`: the student's held-out fit, a linear surrogate's,
+      can tell (DAX: `daxjax.methods.dax.engine.DIAGNOSTICS`: the student's held-out fit, a linear surrogate's,
       the mask's area and contrast, and `trusted`); empty for the others.
     """
 

@@ -39,13 +39,13 @@ from daxjax.methods.registry import REGISTRY
 from daxjax.perturbation.segments import HostSegments
 
 SegmentKind = Literal["time", "time_frequency"]
-#: Audio departs from the image defaults where measured: a sound classifier that pools over time
-#: still hears the event when half of it is kept, so with keep_prob 0.5 most answers were ~1 and
-#: DAX's student learned nothing (mean 1-D IoU 0.51 on 24 benchmark clips, a third of the masks
-#: dead); keeping 30 % of the segments: 0.67 (RISE 0.46 -> 0.54; LIME fell 0.42 -> 0.35, so it
-#: keeps its 0.5). RISE's grid has 16 cells along time.
+#: Where audio departs from the image defaults, and why: a sound classifier that pools over time
+#: still hears the event when half of it is kept, so with keep_prob 0.5 most answers are ~1 and
+#: DAX's student has nothing to learn; DAX and RISE keep 30 % of the segments (LIME, which did worse
+#: with 30 %, keeps its 0.5). RISE's grid has 16 cells along time. The figures: benchmarks/RESULTS.md,
+#: "Audio: explaining a sound classifier in time".
 AUDIO_DEFAULTS = {
-    # Networks as measured in benchmarks/RESULTS.md's audio table (the image default is smaller).
+    # The networks of that table (the image default is smaller).
     "dax": lambda: DAXConfig(keep_prob=0.3, resolution=64, student_channels=(16, 16)),
     "rise": lambda: RISEConfig(keep_prob=0.3, cells=16),
 }

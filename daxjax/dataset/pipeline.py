@@ -4,18 +4,18 @@
     res = daxjax.load_results("out/")         # .ids, .maps [n, H, W], .targets, .scores, .errors
 
 How a run flows:
-  1. The source (`daxjax.sources`) lists images in input order; they are cut into batches of B
-     (batch k = positions [k B, (k + 1) B)), B chosen from a memory budget (`daxjax.budget`)
+  1. The source (`daxjax.dataset.sources`) lists images in input order; they are cut into batches of B
+     (batch k = positions [k B, (k + 1) B)), B chosen from a memory budget (`daxjax.dataset.budget`)
      when the store is created and kept for its lifetime.
   2. Batches are dealt to processes round robin (batch k to process k mod P, `process_share`):
      with `jax.distributed` every process takes a disjoint share and the shares cover the
-     dataset exactly once; each process writes its own part of the store (`daxjax.store`).
+     dataset exactly once; each process writes its own part of the store (`daxjax.dataset.store`).
   3. Worker processes read, convert, resize and (for segment-based methods) segment and fill the
      images of the next batches while the devices explain the current one; at most `prefetch`
      prepared batches wait, so host memory is bounded by prefetch x B images, not the dataset.
   4. The main process asks the black box for the targets and scores of the unperturbed images,
      then runs the method's engine on the batch, split over all local devices along the image
-     axis (`daxjax.sharding`, shard_map), and commits the batch to the store.
+     axis (`daxjax.device.sharding`, shard_map), and commits the batch to the store.
   5. A rerun with the same arguments skips committed batches: nothing is recomputed, and since
      batches have the same composition and each map depends only on (image, target, seed,
      config), the store ends exactly as an uninterrupted run leaves it.
@@ -438,13 +438,13 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     Args:
       bb: a black box or callable x [n, H, W, C] float32 in [0, 1] -> probabilities [n, K].
       source: a directory, glob pattern, .npz file (``FILE.npz`` or ``FILE.npz:KEY``), NumPy array
-        [n, H, W, C] or iterable of images (`daxjax.sources.open_source`).
+        [n, H, W, C] or iterable of images (`daxjax.dataset.sources.open_source`).
       out: the store directory (created; or resumed when it holds a store of the same run).
       method, config, seed: as in `daxjax.explain`.
       targets: None (the black box's top-1 class), one int for all, a sequence in input order,
         or a mapping id -> class (an image without an entry becomes an error row).
       segments: None, or a second source of label maps that replace config.segmentation ("dax",
-        "lime", "kernelshap"; `daxjax.sources.LabelMapSource`): a directory of .npy files named
+        "lime", "kernelshap"; `daxjax.dataset.sources.LabelMapSource`): a directory of .npy files named
         as the images (``a/cat.png`` -> ``a/cat.npy``), or an .npz array / NumPy array [n, H, W]
         or iterable of maps in the images' input order. A map has its image's shape as stored
         and is resized with it (nearest); integer ids >= 0, 2 to H*W/16 segments. An image
@@ -453,7 +453,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         the model's fixed input size, else the first readable image's size. Channels follow the
         model's fixed C, else the first image.
       batch_size: images per step over all local devices (the same as
-        `execution.images_per_group`); None: from the memory budget (`daxjax.budget.plan_batches`).
+        `execution.images_per_group`); None: from the memory budget (`daxjax.dataset.budget.plan_batches`).
         Fixed for the store's lifetime once created.
       memory_budget, device_memory_budget: bytes of host memory / memory per device to plan
         for (None: a quarter of the available host memory / half of each device's memory).

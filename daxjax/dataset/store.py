@@ -67,7 +67,7 @@ def columns(meta: dict) -> dict[str, tuple[tuple[int, ...], np.dtype, Any]]:
     """The per-image columns of a store: name -> (shape of one row, dtype, fill of unwritten rows).
 
     "diagnostics" exists when the method reports per-image diagnostics (meta["diagnostics"] names
-    them, e.g. DAX's held-out fit; `daxjax.dax.DIAGNOSTICS`), stored as float32, NaN where unknown.
+    them, e.g. DAX's held-out fit; `daxjax.methods.dax.engine.DIAGNOSTICS`), stored as float32, NaN where unknown.
     """
     height, width = meta["size"]
     table = {"maps": ((height, width), np.dtype(np.float32), np.nan),
@@ -383,7 +383,7 @@ class Results:
     damaged batches (`ResultStore.read_batch`; in neither `ids` nor `errors`; a resumed run
     recomputes them); complete: every image of the source is either explained or an error;
     method, config, seed: what made the maps. diagnostics: name -> [n] per-image diagnostics of
-    the explainer when it reports any (DAX: `daxjax.dax.DIAGNOSTICS`; "trusted" as bool), else {}.
+    the explainer when it reports any (DAX: `daxjax.methods.dax.engine.DIAGNOSTICS`; "trusted" as bool), else {}.
     """
 
     ids: list[str]
