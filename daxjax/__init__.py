@@ -24,7 +24,8 @@ from daxjax.dataset.store import Results, load_results
 
 __all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Execution", "Explanation", "GradientConfig", "InputError",
            "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
-           "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig", "UninformativeWarning", "explain",
+           "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig",
+           "UninformativeWarning", "explain",
            "explain_audio", "explain_dataset", "load_results", "metrics", "write_audio_report", "write_report",
            "write_store_report"]
 

@@ -45,7 +45,8 @@ import numpy as np
 
 from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
 from daxjax.dataset.budget import Plan, plan_batches
-from daxjax.methods.base import Method, call_group, diagnostics_of, gather_diagnostics, trusted_maps, uninformative, warn_uninformative
+from daxjax.methods.base import (Method, call_group, diagnostics_of, gather_diagnostics, trusted_maps, uninformative,
+                                 warn_uninformative)
 from daxjax.methods.registry import REGISTRY, check_takes_segments, resolve_config
 from daxjax.inputs import InputError, check_seed, check_target, image_digest
 from daxjax.device.execution import Execution, resolve as resolve_execution
