@@ -98,7 +98,7 @@ def main(argv=None) -> None:
         ex = explain(bb, images, method=method, config=config, seed=0)
         explanations[display] = ex
         print(f"  {display}: {ex.timings['total']:.1f} s", flush=True)
-        if ex.trusted is not None:
+        if "heldout_fit" in ex.diagnostics:  # DAX's own diagnostics
             for name, fit, surrogate, trusted in zip(names, ex.diagnostics["heldout_fit"],
                                                      ex.diagnostics["surrogate_fit"], ex.trusted):
                 print(f"    {name}: the student predicts {fit:.2f} of the held-out answers' variation (a linear "
