@@ -5,6 +5,7 @@ Shapes: images float32 [B, H, W, C] in [0, 1] (or uint8), C in {1, 3}; S = cells
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -128,8 +129,8 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
     data = FitData(working_images(jnp.asarray(x), config.nets.resolution), z, y, pi, train_idx, val_idx, scale)
 
     base = jax.random.key(seed)
-    graphdef, params = init_nets(config.nets, x.shape[-1], cells, jax.random.fold_in(base, _INIT))
-    params, report = train(graphdef, params, data, config, jax.random.fold_in(base, _TRAIN))
+    _, params = init_nets(config.nets, x.shape[-1], cells, jax.random.fold_in(base, _INIT))
+    params, report = train(params, data, config, jax.random.fold_in(base, _TRAIN))
     report = {"images": int(len(x)), "queries": int(len(x) * (queries + 1)), "query_seconds": query_seconds,
               "training_seconds": report.pop("seconds"), **report}
     return AmortisedExplainer(config, params, x.shape[-1], seed, report)
@@ -150,10 +151,10 @@ class AmortisedExplainer:
         self.seed = int(seed)
         self.report = dict(report)
         self.graphdef = graphdef_of(config.nets, self.channels, config.sampling.cells)
-        self._maps = jax.jit(self._mask_logits)
-        self._refine = jax.jit(self._refine_group)
+        self._maps, self._refine = _programs(config, self.channels)
 
     # -- explain ---------------------------------------------------------------------------------
+    @staticmethod
     def _mask_logits(self, params, images):
         """images [b, H, W, C] -> (keep-logits [b, S], features [b, S, F])."""
         nets = nnx.merge(self.graphdef, params)
@@ -213,6 +214,7 @@ class AmortisedExplainer:
         return Explanation(maps, targets, scores, METHOD, self.config, {"total": time.perf_counter() - start}, stats)
 
     # -- refine ----------------------------------------------------------------------------------
+    @staticmethod
     def _refine_group(self, params, features, logits0, z, y, pi, scale, split, keys):
         """Fine-tunes, per image, a copy of the student head and the keep-logits on its queries.
 
@@ -334,6 +336,22 @@ class AmortisedExplainer:
         np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
         path.write_bytes(buffer.getvalue())
         return path
+
+
+class _Compiled:
+    """What the compiled programs need of an explainer (its config and graph), hashable."""
+
+    def __init__(self, config: AmortisedConfig, channels: int):
+        self.config = config
+        self.graphdef = graphdef_of(config.nets, channels, config.sampling.cells)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(config: AmortisedConfig, channels: int):
+    """(explain program, refine program) for a config and channel count, compiled once per process."""
+    owner = _Compiled(config, channels)
+    return (jax.jit(functools.partial(AmortisedExplainer._mask_logits, owner)),
+            jax.jit(functools.partial(AmortisedExplainer._refine_group, owner)))
 
 
 def load(path) -> AmortisedExplainer:

@@ -20,11 +20,37 @@ the student as a constant (as DAX's do).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from daxjax.amortised.config import Nets
+
+
+def _normal(key: jax.Array, shape: tuple, scale: float) -> jax.Array:
+    """Normal(0, scale^2) float32 of `shape`, drawn by NumPy from the key's bits (deterministic in
+    the key). JAX's samplers, eager or jitted, took 4-12 s to compile for these few parameters on
+    a CPU; NumPy draws them at once. Traced (`graphdef_of`'s shape-only pass): zeros."""
+    if isinstance(key, jax.core.Tracer):
+        return jnp.zeros(shape, jnp.float32)
+    seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel().tolist()
+    return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _INIT(key, shape, dtype=jnp.float32):
+    """LeCun normal (untruncated): std 1 / sqrt(fan in), fan in = all axes but the last."""
+    return _normal(key, shape, 1.0 / np.sqrt(max(1, int(np.prod(shape[:-1])))))
+
+
+def _conv(cin: int, cout: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+    return nnx.Conv(cin, cout, (3, 3), strides=stride, kernel_init=_INIT, rngs=rngs)
+
+
+def _linear(cin: int, cout: int, rngs: nnx.Rngs, zero: bool = False) -> nnx.Linear:
+    return nnx.Linear(cin, cout, kernel_init=nnx.initializers.zeros if zero else _INIT, rngs=rngs)
 
 
 class Encoder(nnx.Module):
@@ -34,11 +60,11 @@ class Encoder(nnx.Module):
     def __init__(self, config: Nets, in_channels: int, cells: int, *, rngs: nnx.Rngs):
         c1, c2, c3 = config.channels
         self.cells = cells
-        self.conv1 = nnx.Conv(in_channels, c1, (3, 3), rngs=rngs)
-        self.conv2 = nnx.Conv(c1, c2, (3, 3), strides=2, rngs=rngs)
-        self.conv3 = nnx.Conv(c2, c3, (3, 3), strides=2, rngs=rngs)
-        self.project = nnx.Linear(c3, config.features, rngs=rngs)
-        self.place = nnx.Param(0.1 * jax.random.normal(rngs.params(), (cells * cells, config.features)))
+        self.conv1 = _conv(in_channels, c1, 1, rngs)
+        self.conv2 = _conv(c1, c2, 2, rngs)
+        self.conv3 = _conv(c2, c3, 2, rngs)
+        self.project = _linear(c3, config.features, rngs)
+        self.place = nnx.Param(_normal(rngs.params(), (cells * cells, config.features), 0.1))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jax.nn.gelu(self.conv1(x - 0.5))
@@ -54,8 +80,8 @@ class MaskHead(nnx.Module):
     """E [S, F] -> keep-logits [S]: a per-cell MLP plus a learned logit per place; starts at 0."""
 
     def __init__(self, config: Nets, cells: int, *, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(config.features, config.features, rngs=rngs)
-        self.out = nnx.Linear(config.features, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.hidden = _linear(config.features, config.features, rngs)
+        self.out = _linear(config.features, 1, rngs, zero=True)
         self.place = nnx.Param(jnp.zeros((cells * cells,)))
 
     def __call__(self, features: jax.Array) -> jax.Array:
@@ -67,11 +93,11 @@ class StudentHead(nnx.Module):
 
     def __init__(self, config: Nets, *, rngs: nnx.Rngs):
         f, hidden = config.features, config.hidden
-        self.effect_hidden = nnx.Linear(f, f, rngs=rngs)
-        self.effect_out = nnx.Linear(f, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
-        self.base = nnx.Linear(f, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
-        self.mix_hidden = nnx.Linear(2 * f, hidden, rngs=rngs)
-        self.mix_out = nnx.Linear(hidden, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.effect_hidden = _linear(f, f, rngs)
+        self.effect_out = _linear(f, 1, rngs, zero=True)
+        self.base = _linear(f, 1, rngs, zero=True)
+        self.mix_hidden = _linear(2 * f, hidden, rngs)
+        self.mix_out = _linear(hidden, 1, rngs, zero=True)
 
     def __call__(self, features: jax.Array, shown: jax.Array) -> jax.Array:
         cells = features.shape[0]
@@ -95,9 +121,10 @@ class AmortisedNets(nnx.Module):
 def init_nets(config: Nets, in_channels: int, cells: int, key: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
     """(graph definition, parameters) of freshly initialised `AmortisedNets` from `key`."""
     nets = AmortisedNets(config, in_channels, cells, rngs=nnx.Rngs(params=key))
-    return nnx.graphdef(nets), nnx.state(nets, nnx.Param)
+    return graphdef_of(config, in_channels, cells), nnx.state(nets, nnx.Param)
 
 
+@functools.lru_cache(maxsize=8)
 def graphdef_of(config: Nets, in_channels: int, cells: int) -> nnx.GraphDef:
     """The graph definition alone (no parameters drawn): for `load`."""
     return nnx.graphdef(nnx.eval_shape(lambda: AmortisedNets(config, in_channels, cells, rngs=nnx.Rngs(0))))

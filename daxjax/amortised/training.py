@@ -105,8 +105,11 @@ def query_grid(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarra
     return z, query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids)
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4))
 def prepare_samples(z, p, split_keys, config: AmortisedConfig, validation_fraction: float):
-    """(y, pi, train_idx, val_idx, scale) from keep-vectors z [B, N, S] and probabilities p [B, N]."""
+    """(y, pi, train_idx, val_idx, scale) from keep-vectors z [B, N, S] and probabilities p [B, N]:
+    the student's targets, proximity weights, each image's train / validation split (from its
+    split key, [B]) and `target_scales`. One program."""
     n = z.shape[1]
     validation = max(1, int(validation_fraction * n))
     segments = jnp.int32(z.shape[-1])
@@ -252,12 +255,20 @@ class Programs:
         return np.concatenate(losses), np.concatenate(fits)
 
 
-def train(graphdef, params, data: FitData, config: AmortisedConfig, key: jax.Array) -> tuple[nnx.State, dict]:
+@functools.lru_cache(maxsize=8)
+def programs_for(config: AmortisedConfig, channels: int) -> Programs:
+    """The compiled programs of a fit, shared by every fit with the same config and channels."""
+    from daxjax.amortised.nets import graphdef_of
+
+    return Programs(graphdef_of(config.nets, channels, config.sampling.cells), config)
+
+
+def train(params, data: FitData, config: AmortisedConfig, key: jax.Array) -> tuple[nnx.State, dict]:
     """Trains the networks on `data`; returns the parameters with the lowest held-out loss at the
     checkpoints and a report {"steps", "best_step", "heldout_loss", "heldout_fit" (means over the
     fitted images), "seconds"}."""
     start = time.perf_counter()
-    programs = Programs(graphdef, config)
+    programs = programs_for(config, int(data.images.shape[-1]))
     opt_state = programs.optimizer.init(params)
     params = jax.tree.map(jnp.copy, params)
     marks = set(checkpoints(config))
