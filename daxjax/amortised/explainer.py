@@ -20,7 +20,7 @@ from flax import nnx, traverse_util
 
 from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.amortised.config import AmortisedConfig
-from daxjax.amortised.nets import graphdef_of, init_nets
+from daxjax.amortised.nets import AmortisedNets, graphdef_of, init_nets
 from daxjax.amortised.training import (GROUP, FitData, image_loss, prepare_samples, query_grid, train,
                                        working_images)
 from daxjax.device.querying import device_blackbox
@@ -156,10 +156,18 @@ class AmortisedExplainer:
     # -- explain ---------------------------------------------------------------------------------
     @staticmethod
     def _mask_logits(self, params, images):
-        """images [b, H, W, C] -> (keep-logits [b, S], features [b, S, F])."""
+        """images [b, H, W, C] -> (keep-logits [b, S], features [b, S, F]).
+
+        One image at a time (`lax.map`): batched, XLA's blocking of the resize and convolutions
+        changed the last bit of an image's map with its neighbours; mapped, every image runs the
+        same program whatever the others are (measured as fast on the CPU).
+        """
         nets = nnx.merge(self.graphdef, params)
-        features = nets.encoder(working_images(images, self.config.nets.resolution))
-        return jax.vmap(nets.mask)(features), features
+
+        def one(image):
+            features = nets.encoder(working_images(image[None], self.config.nets.resolution))[0]
+            return nets.mask(features), features
+        return jax.lax.map(one, images)
 
     def _check_images(self, images, name: str = "images") -> np.ndarray:
         try:
@@ -179,19 +187,18 @@ class AmortisedExplainer:
         out = []
         for lo in range(0, len(x), GROUP):
             part = x[lo:lo + GROUP]
-            padded = np.concatenate([part, np.repeat(part[-1:], GROUP - len(part), axis=0)]) if len(part) < GROUP else part
-            out.append(np.asarray(self._maps(self.params, jnp.asarray(padded))[0])[:len(part)])
+            out.append(np.asarray(self._maps(self.params, jnp.asarray(_padded(part)))[0])[:len(part)])
         return np.concatenate(out)
 
     def _paint(self, logits: np.ndarray, height: int, width: int) -> tuple[np.ndarray, dict]:
-        """Keep-logits [B, S] -> maps [B, H, W] in [0, 1] and the masks' area and contrast [B]."""
-        cells = self.config.sampling.cells
-        mask = jax.nn.sigmoid(jnp.asarray(logits)).reshape(-1, cells, cells)
-        up = jax.image.resize(mask, (mask.shape[0], height, width), "linear")
-        flat = up.reshape(len(up), -1)
-        stats = {"mask_area": np.asarray(flat.mean(-1), np.float32),
-                 "mask_contrast": np.asarray(flat.max(-1) - flat.min(-1), np.float32)}
-        return np.asarray(normalise(up), np.float32), stats
+        """Keep-logits [B, S] -> maps [B, H, W] in [0, 1] and the masks' area and contrast [B];
+        GROUP at a time, each image on its own (`_paint_group`)."""
+        parts = [[np.asarray(a)[:len(chunk)] for a in _paint_group(jnp.asarray(_padded(chunk)), self.config.sampling.cells,
+                                                                    height, width)]
+                 for chunk in (logits[lo:lo + GROUP] for lo in range(0, len(logits), GROUP))]
+        maps, area, contrast = (np.concatenate(p) for p in zip(*parts))
+        return maps.astype(np.float32), {"mask_area": area.astype(np.float32),
+                                         "mask_contrast": contrast.astype(np.float32)}
 
     def explain(self, images, bb=None) -> Explanation:
         """Maps of `images` in one forward pass of the networks: zero black-box queries.
@@ -327,8 +334,7 @@ class AmortisedExplainer:
         """Writes the explainer to `path` (an .npz, no pickle): the parameters as named arrays, the
         config, channels, seed and fit report as JSON. Returns the path written."""
         path = Path(path)
-        flat = traverse_util.flatten_dict(nnx.to_pure_dict(self.params), sep="/") if hasattr(nnx, "to_pure_dict") \
-            else traverse_util.flatten_dict(self.params.to_pure_dict(), sep="/")
+        flat = traverse_util.flatten_dict(nnx.to_pure_dict(self.params), sep="/")
         arrays = {f"param/{name}": np.asarray(value) for name, value in flat.items()}
         meta = {"format": FORMAT, "config": self.config.to_dict(), "channels": self.channels, "seed": self.seed,
                 "report": self.report}
@@ -336,6 +342,22 @@ class AmortisedExplainer:
         np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
         path.write_bytes(buffer.getvalue())
         return path
+
+
+def _padded(part: np.ndarray) -> np.ndarray:
+    """part [b <= GROUP, ...] padded to GROUP rows with copies of its last row."""
+    return np.concatenate([part, np.repeat(part[-1:], GROUP - len(part), axis=0)]) if len(part) < GROUP else part
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _paint_group(logits: jax.Array, cells: int, height: int, width: int):
+    """Keep-logits [b, S] -> (maps [b, H, W] in [0, 1]: the sigmoid mask bilinearly upsampled and
+    min-max scaled; mask area [b]; contrast [b]), one image at a time (`lax.map`), so an image's
+    map is the same bits whatever else is painted with it."""
+    def one(logit):
+        up = jax.image.resize(jax.nn.sigmoid(logit).reshape(cells, cells), (height, width), "linear")
+        return normalise(up), up.mean(), up.max() - up.min()
+    return jax.lax.map(one, logits)
 
 
 class _Compiled:
@@ -368,10 +390,9 @@ def load(path) -> AmortisedExplainer:
         raise InputError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     config = AmortisedConfig.from_dict(meta["config"])
     channels = int(meta["channels"])
-    abstract = nnx.state(nnx.eval_shape(lambda: __import__("daxjax.amortised.nets", fromlist=["AmortisedNets"])
-                                        .AmortisedNets(config.nets, channels, config.sampling.cells,
-                                                       rngs=nnx.Rngs(0))), nnx.Param)
-    expected = traverse_util.flatten_dict(abstract.to_pure_dict(), sep="/")
+    abstract = nnx.state(nnx.eval_shape(lambda: AmortisedNets(config.nets, channels, config.sampling.cells,
+                                                              rngs=nnx.Rngs(0))), nnx.Param)
+    expected = traverse_util.flatten_dict(nnx.to_pure_dict(abstract), sep="/")
     if set(expected) != set(arrays):
         raise InputError(f"{path}: parameters {sorted(set(expected) ^ set(arrays))} do not match the config")
     nested = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in arrays.items()})
