@@ -149,3 +149,13 @@ def test_bad_input_is_a_clear_error(tmp_path, data, explainer):
     junk.write_bytes(b"not an archive")
     with pytest.raises(InputError, match="junk.npz"):
         amortised.load(junk)
+
+
+def test_fit_reads_a_source_as_it_reads_an_array(tmp_path, data):
+    images, _, _ = data
+    as_uint8 = np.round(images[:FIT] * 255).astype(np.uint8)
+    np.savez(tmp_path / "scenes.npz", images=as_uint8)
+    from_file = amortised.fit(red_fraction_box, str(tmp_path / "scenes.npz"), SMALL, seed=0)
+    from_array = amortised.fit(red_fraction_box, as_uint8, SMALL, seed=0)
+    for x, y in zip(jax.tree.leaves(from_file.params), jax.tree.leaves(from_array.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
