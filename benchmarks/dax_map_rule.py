@@ -82,7 +82,7 @@ def explain_recorded(bb, images, targets, config, seed=0) -> tuple[np.ndarray, n
     return np.concatenate([m for m, _ in log]), np.concatenate([e for _, e in log]), seconds
 
 
-def part_photos(budget: int) -> list[str]:
+def part_photos(budget: int, fill: str) -> list[str]:
     import daxjax
     from benchmarks.photos import AnswerCache
     from benchmarks.throughput.common import photos
@@ -91,9 +91,9 @@ def part_photos(budget: int) -> list[str]:
     images = photos(10)
     bb = CallableBlackBox(AnswerCache(efficientnet_lite0(threads=2)), num_classes=1000, output="probs")
     targets = np.asarray(bb(images)).argmax(axis=1).astype(np.int32)
-    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0)
+    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
     mask, effect, seconds = explain_recorded(bb, images, targets, config)
-    lines = [f"### 10 bundled photos, EfficientNet-Lite0, N = {budget} ({seconds:.1f} s per photo)", "",
+    lines = [f"### 10 bundled photos, EfficientNet-Lite0, N = {budget}, fill {fill!r} ({seconds:.1f} s per photo)", "",
              "| rule | deletion AUC mean (std) | insertion AUC mean (std) |", "|---|---|---|"]
     for name, maps in rule_maps(mask, effect).items():
         deletion = np.asarray(daxjax.metrics.deletion_auc(bb, images, maps, targets, steps=50))
@@ -104,7 +104,7 @@ def part_photos(budget: int) -> list[str]:
     return lines
 
 
-def part_realmodels(budget: int, composites: int, restricted: int) -> list[str]:
+def part_realmodels(budget: int, composites: int, restricted: int, fill: str) -> list[str]:
     import daxjax
     from benchmarks.realmodels import models as model_zoo
     from benchmarks.realmodels.__main__ import case_groups, top_share_iou
@@ -112,7 +112,7 @@ def part_realmodels(budget: int, composites: int, restricted: int) -> list[str]:
 
     model = model_zoo.load("lite0")
     cases = make_cases(model, 224, composites, restricted, seed=0)
-    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0)
+    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
     masks = np.zeros(cases.masks.shape, np.float32)
     effects = np.zeros(cases.masks.shape, np.float32)
     start = time.perf_counter()
@@ -121,7 +121,7 @@ def part_realmodels(budget: int, composites: int, restricted: int) -> list[str]:
                                                            cases.targets[group], config)
     seconds = (time.perf_counter() - start) / len(cases)
     kinds = np.array(cases.kinds)
-    lines = [f"### Real-model cases, EfficientNet-Lite0, N = {budget}: {len(cases)} cases "
+    lines = [f"### Real-model cases, EfficientNet-Lite0, N = {budget}, fill {fill!r}: {len(cases)} cases "
              f"({int((kinds == 'composite').sum())} composites, {int((kinds == 'restricted').sum())} restricted "
              f"views, seed 0; {seconds:.1f} s per case)", "",
              "| rule | IoU mean (std) | comp | restr | top-20 % |", "|---|---|---|---|---|"]
@@ -134,7 +134,7 @@ def part_realmodels(budget: int, composites: int, restricted: int) -> list[str]:
     return lines
 
 
-def part_fashion(budget: int, count: int) -> list[str]:
+def part_fashion(budget: int, count: int, fill: str) -> list[str]:
     import dataclasses
 
     import daxjax
@@ -147,10 +147,10 @@ def part_fashion(budget: int, count: int) -> list[str]:
     correct = bb(drawn.images).argmax(axis=1) == drawn.labels
     scenes = dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct] for f in dataclasses.fields(drawn)})
     targets = scenes.labels.astype(np.int32)
-    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0)
+    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
     mask, effect, seconds = explain_recorded(bb, scenes.images, targets, config)
     lines = [f"### Fashion scenes: {len(targets)} correctly classified of {count} drawn (as `benchmarks.quality`), "
-             f"N = {budget} ({seconds:.2f} s per scene)", "", "| rule | IoU mean (std) | pointing |", "|---|---|---|"]
+             f"N = {budget}, fill {fill!r} ({seconds:.2f} s per scene)", "", "| rule | IoU mean (std) | pointing |", "|---|---|---|"]
     for name, maps in rule_maps(mask, effect).items():
         iou = np.asarray(daxjax.metrics.iou(maps, scenes.masks))
         pointing = np.asarray(daxjax.metrics.pointing_game(maps, scenes.masks))
@@ -165,6 +165,8 @@ def main(argv=None) -> None:
     parser.add_argument("--composites", type=int, default=60)
     parser.add_argument("--restricted", type=int, default=40)
     parser.add_argument("--scenes", type=int, default=260, help="Fashion scenes drawn")
+    parser.add_argument("--fills", default="image_mean",
+                        help="comma-separated DAXConfig.fill values, each trained and scored (default: DAX's)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -179,15 +181,16 @@ def main(argv=None) -> None:
              "See the docstring of `benchmarks/dax_map_rule.py`.", ""]
     print("\n".join(lines), flush=True)
     for part in parts:
-        if part == "photos":
-            lines += part_photos(2000)
-        elif part == "realmodels":
-            lines += part_realmodels(1000, args.composites, args.restricted)
-        else:
-            lines += part_fashion(2000, args.scenes)
-        lines.append("")
-        if not args.no_write:
-            write_section(SECTION, "\n".join(lines))
+        for fill in args.fills.split(","):
+            if part == "photos":
+                lines += part_photos(2000, fill)
+            elif part == "realmodels":
+                lines += part_realmodels(1000, args.composites, args.restricted, fill)
+            else:
+                lines += part_fashion(2000, args.scenes, fill)
+            lines.append("")
+            if not args.no_write:
+                write_section(SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":
