@@ -120,33 +120,37 @@ def steps() -> None:
     import jax.numpy as jnp
 
     from daxjax.config import DAXConfig
-    from daxjax.device.execution import Execution
-    from daxjax.dax import Samples, WorkingImage, training_programs
+    from daxjax.methods.dax.train import (Samples, TrainData, TrainKeys, WorkingImage, compiled_trainer,
+                                          draw_batch)
+    from daxjax.methods.dax.nets import segment_pooling
 
-    row_count, segments = 12, 60
+    row_count, segments = 12, 64
     default = DAXConfig()
     key = jax.random.PRNGKey(0)
-    side, n = default.resolution, default.num_samples
-    work = WorkingImage(jax.random.uniform(key, (row_count, side, side, 3)),
-                        jax.random.randint(key, (row_count, side, side), 0, segments),
-                        jnp.full((row_count, side, side, 3), 0.5))
+    side, n, cells = default.resolution, default.num_samples, default.mask_cells
+    labels = jax.random.randint(key, (row_count, side, side), 0, segments)
+    work = WorkingImage(jax.random.uniform(key, (row_count, side, side, 3)), labels,
+                        jnp.full((row_count, side, side, 3), 0.5),
+                        jax.vmap(lambda s: segment_pooling(s, segments, cells))(labels))
     samples = Samples(jax.random.bernoulli(key, 0.5, (row_count, n, segments)),
                       jax.random.uniform(key, (row_count, n)), jnp.ones((row_count, n)))
+    data = TrainData(work, samples, jnp.ones((row_count,)), jnp.tile(jnp.arange(1, n)[None], (row_count, 1)),
+                     jnp.zeros((row_count, 1), jnp.int32))
     keys = jax.random.split(key, row_count)
-    scales = jnp.ones((row_count,))
+    train_keys = TrainKeys(keys, keys)
     for rep in range(2):
         for width in (1, 3, 12):
-            programs = training_programs(default, 3, segments, width)
-            params, opt_state = programs.init(keys)
-            orders = programs.epoch_orders(keys, jnp.tile(jnp.arange(1, n)[None], (row_count, 1)), 0)
-            params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, 0)
+            trainer = compiled_trainer(default, 3, segments, width)
+            step = jax.jit(lambda state: trainer.step(state, *draw_batch(data, train_keys, state.step,
+                                                                          default.minibatch))[0])
+            state = step(trainer.init(keys))
             best = float("inf")
             for _ in range(3):
-                jax.block_until_ready(params)
+                jax.block_until_ready(state)
                 t0 = time.perf_counter()
-                for step in range(20):
-                    params, opt_state, _ = programs.step(params, opt_state, work, samples, scales, orders, step)
-                jax.block_until_ready(params)
+                for _ in range(20):
+                    state = step(state)
+                jax.block_until_ready(state)
                 best = min(best, (time.perf_counter() - t0) / 20 / row_count)
             print("rows_per_step", width, rep, f"{best * 1e3:.2f} ms per row and step", flush=True)
 

@@ -159,8 +159,8 @@ def test_image_student_keeps_the_papers_path():
 
 def test_every_config_field_is_declared_in_or_out_of_the_training_programs():
     fields = [field.name for field in dataclasses.fields(DAXConfig)]
-    assert sorted(DAXConfig.PROGRAM_FIELDS + DAXConfig.SAMPLE_FIELDS) == sorted(fields)
-    assert not set(DAXConfig.PROGRAM_FIELDS) & set(DAXConfig.SAMPLE_FIELDS)
+    assert sorted(DAXConfig.PROGRAM_FIELDS + DAXConfig.OTHER_FIELDS) == sorted(fields)
+    assert not set(DAXConfig.PROGRAM_FIELDS) & set(DAXConfig.OTHER_FIELDS)
 
 
 def test_compiled_trainers_are_shared_by_configs_that_differ_only_outside_the_program_fields():
@@ -169,7 +169,7 @@ def test_compiled_trainers_are_shared_by_configs_that_differ_only_outside_the_pr
     base = SMALL.replace(steps=7)
     trainer = compiled_trainer(base, 3, 32)
     outside = base.replace(segmentation="slic", fill="blur", target="probability", kernel_width=0.5,
-                           segmentation_options={"n_segments": 20})
+                           segmentation_options={"n_segments": 20}, restarts=2, effect_power=1.0)
     assert compiled_trainer(outside, 3, 32) is trainer
     assert compiled_trainer(base.program_config(), 3, 32) is trainer
     for name, value in (("lambda_q", 0.25), ("minibatch_size", 16), ("steps", 8), ("student_hidden", 16)):

@@ -9,6 +9,7 @@ import numpy as np
 
 from daxjax import DAXConfig
 from daxjax.methods.dax import engine
+from daxjax.perturbation.segments import SegmentedImages
 from daxjax.methods.dax.train import TrainState, compiled_trainer, draw_batch
 
 SEGMENTS = 8
@@ -26,9 +27,8 @@ def problem(config=CONFIG, images=2):
     z = jnp.asarray(rng.uniform(size=(images, config.num_samples, SEGMENTS)) < 0.5).at[:, 0].set(True)
     y = jax.nn.sigmoid(4.0 * (z[..., 0].astype(jnp.float32) + z[..., 3] - 1.0))
     _, keys = engine._keys(0, jnp.arange(images, dtype=jnp.uint32))
-    data, init_keys, train_keys, _ = engine._prepare(
-        x, segments, jnp.full_like(x, 0.5), jnp.full((images,), SEGMENTS, jnp.int32), z, y, keys,
-        config=engine._prepare_config(config), max_segments=SEGMENTS)
+    group = SegmentedImages(x, segments, jnp.full_like(x, 0.5), jnp.full((images,), SEGMENTS, jnp.int32), SEGMENTS)
+    data, init_keys, train_keys, _ = engine.prepare(group, z, y, keys, config)
     return data, init_keys, train_keys
 
 

@@ -1,13 +1,14 @@
 """The DAX engine: sample, query, train mask net and student jointly per image, explain.
 
-Data flow for a group of B images (all arrays carry a leading image axis; every per-image
-computation is vectorised over images — `vmap`, or on CPU a loop inside the same jitted step
-(`Execution.rows_per_step`) — and each image has its own key, parameters and optimizer state):
+Data flow for a group of B images (all arrays carry a leading image axis; each image has its own
+key, parameters and optimizer state):
 
   segments (host) -> keep-vectors z [B, N, S] (device) -> black-box answers y [B, N]
-  (chunked queries) -> the student's targets (logits of y by default) -> Adam steps on
-  (mask net, student), the masked perturbations rebuilt inside each step from z and the mask
-  -> f_M(original) upsampled to H x W, with the student's held-out fit and the mask's state.
+  (chunked queries) -> `prepare`: the student's targets (logits of y by default), weights, the
+  train/validation split, one row per image and restart -> the trainer (`train.make_trainer`:
+  Adam steps on (mask net, student), the masked perturbations rebuilt inside each step from z
+  and the mask; validation checkpoints) -> f_M(original) upsampled to H x W, with the student's
+  held-out fit and the mask's state -> `_finish`: the maps scaled to [0, 1], restarts averaged.
 
 Two students (`DAXConfig.student`):
 - "segments" (the default): the student reads a masked perturbation as the share of each segment
@@ -19,11 +20,9 @@ Two students (`DAXConfig.student`):
   open, and the area term closes the others.
 - "image": the paper's CNN on the masked pixels (the presets `DAXConfig.paper_v1/v2/v3`).
 
-Why the default is what it is (benchmarks/RESULTS.md, "DAX on real models"): on EfficientNet's
-answers to perturbed photos the image student did not fit held-out perturbations (1 - normalised
-MSE near 0, against about 0.6 for a linear surrogate in segment space on the same queries), and
-the area term then killed every mask; in segment space, on logits, the student fits as well as
-the surrogate or better, and the mask lives.
+Why the default is what it is: on real photos the image student did not fit held-out
+perturbations, and the area term then killed every mask; in segment space, on logits, the student
+fits and the mask lives (benchmarks/RESULTS.md, "Why DAX failed on real models").
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from daxjax.methods.dax.train import (Batch, Samples, TrainData, Trained, Traine
 from daxjax.device.execution import Execution, query_chunk, rows_per_step
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements
 from daxjax.perturbation.sampling import image_keys, proximity_weights, split_indices
-from daxjax.perturbation.segments import (HostSegments, segments_bound, draw_keep_vectors,
+from daxjax.perturbation.segments import (HostSegments, SegmentedImages, segments_bound, draw_keep_vectors,
                                           query_segment_perturbations, segment_and_fill)
 
 #: Per-image diagnostics of a DAX explanation (`Explanation.diagnostics`), each [B]:
@@ -99,9 +98,7 @@ def student_targets(y: jax.Array, target: str) -> jax.Array:
     """What the student fits: the target-class probabilities y, or their logits (clipped).
 
     Logits: evidence for a class adds up in the logit (a softmax classifier's logit is a sum of
-    evidence), while the probability saturates, and many real photos sit at p = 0.1-0.5 where a
-    few segments multiply it. A linear surrogate on the same queries explained 0.76 of the held-out
-    variation of logits against 0.57 of probabilities (restricted views: 0.76 vs 0.38).
+    evidence), while the probability saturates; many real photos sit at p = 0.1-0.5.
     """
     if target == "probability":
         return y
@@ -130,36 +127,36 @@ def _keys(seed, digests) -> tuple[jax.Array, jax.Array]:
         sample_keys).transpose(1, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_segments"))
-def _prepare(images, segments, fills, num_segments, z, y, keys, *, config: DAXConfig, max_segments: int):
-    """One program from the black box's answers to what the trainer reads (rows b * K + k for
-    restart k of image b, sharing the image's samples, each with its own keys).
+@functools.partial(jax.jit, static_argnames=("target", "kernel_width", "resolution", "max_segments", "cells",
+                                             "num_validation", "restarts"))
+def _prepare(images, segments, fills, num_segments, z, y, keys, *, target: str, kernel_width: float,
+             resolution: int, max_segments: int, cells: int | None, num_validation: int, restarts: int):
+    """One program from the black box's answers y [B, N] on the keep-vectors z [B, N, S] to what
+    the trainer reads: rows b * K + k for restart k of image b, sharing the image's samples, each
+    with its own keys. keys [4, B]: the split, initialisation, minibatch order and gate keys (`_keys`).
+    cells: the mask grid's side for the segment student (its pooling is built), else None.
 
-    config: the hashable fields this needs (`_prepare_config`). Returns (TrainData, init keys [rows],
-    TrainKeys, the linear surrogate's held-out fit [B]).
+    Returns (TrainData, init keys [rows], TrainKeys, the linear surrogate's held-out fit [B]).
     """
     split_keys, init_keys, order_keys, gate_keys = keys
-    samples = Samples(z, student_targets(y, config.target),
-                      jax.vmap(proximity_weights, in_axes=(0, 0, None))(z, num_segments, config.kernel_width))
-    cells = config.mask_cells if config.student == "segments" else None
-    work = jax.vmap(lambda i, s, f: to_working_resolution(i, s, f, config.resolution, max_segments, cells))(
+    samples = Samples(z, student_targets(y, target),
+                      jax.vmap(proximity_weights, in_axes=(0, 0, None))(z, num_segments, kernel_width))
+    work = jax.vmap(lambda i, s, f: to_working_resolution(i, s, f, resolution, max_segments, cells))(
         images, segments, fills)
-    train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(
-        split_keys, config.num_samples, config.num_samples_validation)
+    train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(split_keys, z.shape[1], num_validation)
     surrogate = _surrogate_fit(z, samples.y, samples.pi, train_idx, val_idx)
-    k = config.restarts
-    repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, k, axis=0))
+    repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, restarts, axis=0))
     data = repeat(TrainData(work, samples, _target_scales(samples.y, samples.pi, train_idx), train_idx, val_idx))
-    return (data, _restart_keys(init_keys, k), TrainKeys(_restart_keys(order_keys, k), _restart_keys(gate_keys, k)),
-            surrogate)
+    return (data, _restart_keys(init_keys, restarts),
+            TrainKeys(_restart_keys(order_keys, restarts), _restart_keys(gate_keys, restarts)), surrogate)
 
 
-def _prepare_config(config: DAXConfig) -> DAXConfig:
-    """The fields `_prepare` reads, the rest at their defaults: hashable (segmentation_options is a
-    dict) and shared by configs that differ elsewhere."""
-    names = ("target", "kernel_width", "mask_cells", "student", "resolution", "num_samples",
-             "validation_fraction", "restarts")
-    return DAXConfig(**{name: getattr(config, name) for name in names})
+def prepare(group: SegmentedImages, z, y, keys, config: DAXConfig):
+    """`_prepare` for a segmented group and its config."""
+    return _prepare(group.images, group.segments, group.fills, group.num_segments, z, y, keys,
+                    target=config.target, kernel_width=config.kernel_width, resolution=config.resolution,
+                    max_segments=group.max_segments, cells=config.mask_cells if config.student == "segments" else None,
+                    num_validation=config.num_samples_validation, restarts=config.restarts)
 
 
 @functools.partial(jax.jit, static_argnames=("restarts", "effect_power"))
@@ -210,9 +207,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     timings["queries"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    data, init_keys, train_keys, surrogate = _prepare(group.images, group.segments, group.fills, group.num_segments,
-                                                      z, y, keys, config=_prepare_config(config),
-                                                      max_segments=group.max_segments)
+    data, init_keys, train_keys, surrogate = prepare(group, z, y, keys, config)
     trainer = compiled_trainer(config, channels, group.max_segments,
                                rows_per_step(execution, config.student == "image"))
     trained = train(trainer, data, init_keys, train_keys, config, height, width, trace)

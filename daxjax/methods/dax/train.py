@@ -207,8 +207,8 @@ def make_optimizer(config: DAXConfig) -> optax.GradientTransformation:
     """Adam for both nets; the mask net at its own rate, frozen during the student warm-up.
 
     In the first steps the student predicts noise, and the quickest way to lower its error is a
-    constant input: the mask then fell to all zeros within 14 steps, where its sigmoid saturates
-    and the student never learns (measured on the demo scenes). So the student learns first.
+    constant input: the mask then fell to all zeros, where its sigmoid saturates and the student
+    never learns. So the student learns first.
     """
     mask_rate = optax.join_schedules(
         [optax.constant_schedule(0.0), optax.constant_schedule(config.mask_learning_rate)],
