@@ -4,10 +4,13 @@
     python -m benchmarks.dax_floor_probes calls     # 24- vs 64-image calls, glibc heap setting off/on
     python -m benchmarks.dax_floor_probes rows      # rows vectorised per training step (Execution.rows_per_step)
     python -m benchmarks.dax_floor_probes steps     # one training step alone, ms per row, by rows per step
+    python -m benchmarks.dax_floor_probes steps image 1   # only the image student, one repeat
 
 Each but `steps` prints seconds per phase for a group of 4 photos, twice (the first run compiles).
-`steps` times the jitted training step of 12 rows (4 images x 3 restarts) on synthetic data at the
-default config, best of 3 runs of 20 steps, for vmap widths 1, 3 and 12, twice.
+`steps` times the training steps of 12 rows (4 images x 3 restarts) on synthetic data at the default
+config with the segment student and with the image student (`student="image"`), after the warm-up
+and dispatched as the engine does (`steps_per_call`): best of 3 runs of 20 steps, for 1, 3 and 12
+rows per step (`Execution.rows_per_step`), twice.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ def _group():
 
 
 def _explain(bb, images, targets, digests, config, execution=None):
-    from daxjax import dax
-    from daxjax.querying import device_blackbox
+    from daxjax.device.querying import device_blackbox
+    from daxjax.methods.dax import engine as dax
 
     device_bb = device_blackbox(bb, bb, bb.num_classes)
     return dax.explain_images(device_bb, images, targets, digests, config, 0, list(range(len(images))),
@@ -40,8 +43,7 @@ def _explain(bb, images, targets, digests, config, execution=None):
 
 
 def queries() -> None:
-    from daxjax.config import DAXConfig
-    from daxjax.device.execution import Execution
+    from daxjax.methods.dax.config import DAXConfig
 
     onnx, images, targets, digests = _group()
     inside = {"seconds": 0.0, "calls": 0, "rows": 0}
@@ -78,7 +80,7 @@ def calls() -> None:
 
 
 def _calls(heap: str) -> None:
-    from daxjax.config import DAXConfig
+    from daxjax.methods.dax.config import DAXConfig
     from daxjax.device.execution import Execution
     from daxjax.glance.surrogate import keep_large_buffers_in_the_heap
 
@@ -93,7 +95,7 @@ def _calls(heap: str) -> None:
 
 def rows() -> None:
     from blackbox_adapters import as_blackbox
-    from daxjax.config import DAXConfig
+    from daxjax.methods.dax.config import DAXConfig
     from daxjax.device.execution import Execution
     from daxjax.inputs import image_digest
 
@@ -115,46 +117,58 @@ def rows() -> None:
             print("rows_per_step", width, rep, {k: round(v, 2) for k, v in phases.items()}, flush=True)
 
 
-def steps() -> None:
+def steps(students: str = "segments,image", repeats: str = "2") -> None:
+    """ms per row and training step, by rows per step, for each student (synthetic data, default config)."""
     import jax
     import jax.numpy as jnp
 
-    from daxjax.config import DAXConfig
-    from daxjax.methods.dax.train import (Samples, TrainData, TrainKeys, WorkingImage, compiled_trainer,
-                                          draw_batch)
-    from daxjax.methods.dax.nets import segment_pooling
+    from daxjax.methods.dax.config import DAXConfig
+    from daxjax.methods.dax.engine import padded_segments, to_working_resolution
+    from daxjax.methods.dax.train import (Samples, TrainData, TrainKeys, compiled_trainer, steps_per_call,
+                                          warmup_steps)
 
-    row_count, segments = 12, 64
-    default = DAXConfig()
-    key = jax.random.PRNGKey(0)
-    side, n, cells = default.resolution, default.num_samples, default.mask_cells
-    labels = jax.random.randint(key, (row_count, side, side), 0, segments)
-    work = WorkingImage(jax.random.uniform(key, (row_count, side, side, 3)), labels,
-                        jnp.full((row_count, side, side, 3), 0.5),
-                        jax.vmap(lambda s: segment_pooling(s, segments, cells))(labels))
-    samples = Samples(jax.random.bernoulli(key, 0.5, (row_count, n, segments)),
-                      jax.random.uniform(key, (row_count, n)), jnp.ones((row_count, n)))
-    data = TrainData(work, samples, jnp.ones((row_count,)), jnp.tile(jnp.arange(1, n)[None], (row_count, 1)),
-                     jnp.zeros((row_count, 1), jnp.int32))
-    keys = jax.random.split(key, row_count)
-    train_keys = TrainKeys(keys, keys)
-    for rep in range(2):
-        for width in (1, 3, 12):
-            trainer = compiled_trainer(default, 3, segments, width)
-            step = jax.jit(lambda state: trainer.step(state, *draw_batch(data, train_keys, state.step,
-                                                                          default.minibatch))[0])
-            state = step(trainer.init(keys))
-            best = float("inf")
-            for _ in range(3):
-                jax.block_until_ready(state)
-                t0 = time.perf_counter()
-                for _ in range(20):
-                    state = step(state)
-                jax.block_until_ready(state)
-                best = min(best, (time.perf_counter() - t0) / 20 / row_count)
-            print("rows_per_step", width, rep, f"{best * 1e3:.2f} ms per row and step", flush=True)
+    row_count, segments, timed_steps = 12, 60, 20
+    max_segments = padded_segments(segments)
+    for student in students.split(","):
+        config = DAXConfig(student=student)
+        side, n = config.resolution, config.num_samples
+        keys = jax.random.split(jax.random.PRNGKey(0), 4)
+        images = jax.random.uniform(keys[0], (row_count, side, side, 3))
+        segment_maps = jax.random.randint(keys[1], (row_count, side, side), 0, segments)
+        cells = config.mask_cells if student == "segments" else None
+        work = jax.vmap(lambda i, m, f: to_working_resolution(i, m, f, side, max_segments, cells))(
+            images, segment_maps, jnp.full_like(images, 0.5))
+        z = jax.random.bernoulli(keys[2], config.keep_prob, (row_count, n, max_segments))
+        z = z & (jnp.arange(max_segments) < segments)  # padded segments are never shown
+        samples = Samples(z, jax.random.normal(keys[3], (row_count, n)), jnp.ones((row_count, n)))
+        data = TrainData(work, samples, jnp.ones((row_count,)), jnp.tile(jnp.arange(1, n)[None], (row_count, 1)),
+                         jnp.zeros((row_count, 1), jnp.int32))
+        init_keys, order_keys, gate_keys = (jax.random.split(k, row_count) for k in jax.random.split(keys[0], 3))
+        train_keys = TrainKeys(order_keys, gate_keys)
+        # Time steps after the warm-up (the mask trains too), dispatched as the engine does.
+        first, per_call = warmup_steps(config), steps_per_call(config)
+        for rep in range(int(repeats)):
+            for width in (1, 3, row_count):
+                trainer = compiled_trainer(config, 3, max_segments, width)
+
+                def run(state, stop):
+                    for t in range(int(state.step), stop, per_call):
+                        state = trainer.run(state, data, train_keys, min(t + per_call, stop))
+                    return state
+
+                state = trainer.init(init_keys)._replace(step=jnp.asarray(first, jnp.int32))
+                state = run(state, first + 1)  # compiles
+                best = float("inf")
+                for _ in range(3):
+                    jax.block_until_ready(state)
+                    t0 = time.perf_counter()
+                    state = run(state._replace(step=jnp.asarray(first, jnp.int32)), first + timed_steps)
+                    jax.block_until_ready(state)
+                    best = min(best, (time.perf_counter() - t0) / timed_steps / row_count)
+                print(f"student {student} rows_per_step {width} rep {rep}: {best * 1e3:.2f} ms per row and step",
+                      flush=True)
 
 
 if __name__ == "__main__":
-    {"queries": queries, "calls": calls, "rows": rows, "steps": steps,
+    {"queries": queries, "calls": calls, "rows": rows, "steps": lambda: steps(*sys.argv[2:]),
      "_calls": lambda: _calls(sys.argv[2])}[sys.argv[1]]()

@@ -15,7 +15,7 @@ Every method gets the same query budget N. Columns:
   del blur/patch deletion with a blurred fill, and in 8x8 patch order (robust to scattered maps)
   pointing       share of maps whose maximum lies on the object
   s/image        wall-clock seconds per image (2 CPU cores; one process, methods in turn)
-References: a random map and a centred Gaussian (DESIGN.md: report them always), and the object
+References: a random map and a centred Gaussian (always reported: chance level to read every score against), and the object
 mask itself: the deletion and insertion AUC of a perfect localiser.
 """
 

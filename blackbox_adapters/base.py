@@ -4,7 +4,7 @@ A black box maps a batch of inputs to class probabilities and nothing else: no g
 no internals. For images the input is float32 ``[n, H, W, C]`` in ``[0, 1]``; the answer is
 float32 ``[n, K]`` whose rows are probability distributions over the K classes.
 
-A black box may also take inputs already on a device (``daxjax.querying``'s DLPack path; the
+A black box may also take inputs already on a device (``daxjax.device.querying``'s DLPack path; the
 ONNX Runtime and torch adapters do): ``dlpack_device()`` -> ("cpu", 0) or ("cuda", i), where
 it reads its input; ``device_feed(x)``, JAX code traced inside the program that builds the
 images x [n, H, W, C], returning what it takes (normalised, in its layout); ``device_forward(feed)``

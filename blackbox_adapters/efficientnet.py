@@ -1,7 +1,7 @@
 """The bundled real ImageNet classifier: EfficientNet-Lite0 as an ONNX black box, with class names.
 
 ``efficientnet_lite0()`` loads ``models/efficientnet_lite0.onnx`` (exported by
-``models/export_efficientnet_lite0.py``; Apache-2.0, see ``models/EFFICIENTNET_LITE0_NOTICE.txt``).
+``tools/export_efficientnet_lite0.py`` in the repository; Apache-2.0, see ``models/EFFICIENTNET_LITE0_NOTICE.txt``).
 It needs only onnxruntime: no torch, no network. The model takes RGB images float32
 ``[n, 224, 224, 3]`` in ``[0, 1]`` (its own ``(x*255 - 127)/128`` normalisation is inside the graph)
 and answers probabilities over the 1000 ImageNet-1k classes, named by ``imagenet_class_names()``.
@@ -27,7 +27,7 @@ CLASSES_FILE = _MODELS_DIR / "imagenet_classes.json"
 INPUT_SIDE = 224
 # Images per ONNX Runtime run on the CPU. Small runs keep activations in cache: on 2 shared CPU
 # cores, side by side in one run, batch 8 was 1.0-1.6x the throughput of batch 32 (1 or 2 threads).
-# A CUDA session takes each call whole: a GPU needs large batches (DESIGN.md, "GPU").
+# A CUDA session takes each call whole: a GPU needs large batches (README, "GPU").
 DEFAULT_BATCH = 8
 
 

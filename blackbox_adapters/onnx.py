@@ -7,7 +7,7 @@ accepts, runs the session and returns checked probabilities ``[n, K]``.
 It also takes inputs that already sit on the session's device (``device_feed`` /
 ``device_forward``): a JAX array is handed to ONNX Runtime by DLPack and I/O binding, the output
 is bound on the same device and comes back to JAX by DLPack, so a CUDA session is fed from JAX
-without a host round trip (see ``daxjax.querying``).
+without a host round trip (see ``daxjax.device.querying``).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ class OnnxBlackBox:
         raw = self._run_batched(self._prepare(x))
         return to_probabilities(raw, self.output, x.shape[0], self.num_classes, what=repr(self))
 
-    # --- inputs already on the session's device (daxjax.querying's device path) -----------
+    # --- inputs already on the session's device (daxjax.device.querying's device path) -----------
 
     def dlpack_device(self) -> tuple[str, int]:
         """Where `device_forward` takes its input: ("cuda", device id) for a CUDA session, else ("cpu", 0)."""

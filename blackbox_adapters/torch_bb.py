@@ -181,7 +181,7 @@ class TorchBlackBox:
             self._num_classes = probs.shape[1]
         return probs
 
-    # --- inputs already on the module's device (daxjax.querying's device path) ------------
+    # --- inputs already on the module's device (daxjax.device.querying's device path) ------------
 
     def dlpack_device(self) -> tuple[str, int]:
         """Where `device_forward` takes its input: ("cuda", index) or ("cpu", 0)."""

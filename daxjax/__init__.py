@@ -14,6 +14,7 @@ from daxjax.explain import METHODS, Explanation, explain
 from daxjax.methods.gradients import GradientConfig, InputXGradientConfig, IntegratedGradientsConfig, SmoothGradConfig
 from daxjax.inputs import InputError
 from daxjax.methods.kernelshap import KernelSHAPConfig
+from daxjax.methods.base import UninformativeWarning
 from daxjax.methods.lime import LIMEConfig
 from daxjax.methods.occlusion import OcclusionConfig
 from daxjax.dataset.pipeline import RunSummary, explain_dataset
@@ -23,7 +24,8 @@ from daxjax.dataset.store import Results, load_results
 
 __all__ = ["AudioConfig", "AudioExplanation", "DAXConfig", "Execution", "Explanation", "GradientConfig", "InputError",
            "InputXGradientConfig", "IntegratedGradientsConfig", "KernelSHAPConfig", "LIMEConfig", "METHODS",
-           "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig", "explain",
+           "OcclusionConfig", "RISEConfig", "Results", "RunSummary", "SmoothGradConfig", "SpectrogramConfig",
+           "UninformativeWarning", "explain",
            "explain_audio", "explain_dataset", "load_results", "metrics", "write_audio_report", "write_report",
            "write_store_report"]
 

@@ -258,7 +258,9 @@ def run_explain(args: argparse.Namespace) -> int:
     ignored = (f"; {len(summary.not_images)} files that are not images ignored "
                f"({', '.join(summary.not_images[:3])}{', ...' if len(summary.not_images) > 3 else ''})"
                if summary.not_images else "")
-    flagged = (f" ({summary.untrusted} flagged untrusted: see load_results(out).diagnostics)"
+    uninformative = (f", {summary.uninformative} of them uninformative: the black box's answer did not change "
+                     f"under perturbation" if summary.uninformative else "")
+    flagged = (f" ({summary.untrusted} flagged untrusted{uninformative}: see load_results(out).diagnostics)"
                if summary.untrusted else "")
     print(f"{summary.out}: {summary.explained} explained{flagged}, {summary.errors} errors, "
           f"{summary.skipped} already done{ignored}; {summary.seconds:.1f} s "

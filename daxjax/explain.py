@@ -12,7 +12,7 @@ from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
 from daxjax.inputs import as_float_images, as_targets, check_seed, image_digest
-from daxjax.methods.base import run_groups
+from daxjax.methods.base import diagnostics_of, run_groups, trusted_maps, uninformative, warn_uninformative
 from daxjax.methods.registry import NAMES, REGISTRY, check_takes_segments, resolve_config
 from daxjax.perturbation.segments import given_segments, select_segments
 
@@ -20,8 +20,10 @@ from daxjax.perturbation.segments import given_segments, select_segments
 METHODS = NAMES
 #: method -> (config type, group function): the registry's records as pairs, for existing callers.
 EXPLAINERS = {name: (method.config_type, method.explain_group) for name, method in REGISTRY.items()}
-#: method -> the per-image diagnostics its engine reports (`Explanation.diagnostics`); others: none.
-DIAGNOSTICS = {name: method.diagnostics for name, method in REGISTRY.items() if method.diagnostics}
+#: method -> the per-image diagnostics its explanations carry (`Explanation.diagnostics`;
+#: `methods.base.diagnostics_of`): DAX's own, and for every query-only method
+#: `methods.base.ANSWER_DIAGNOSTICS`; the gradient references: none.
+DIAGNOSTICS = {name: diagnostics_of(method) for name, method in REGISTRY.items() if diagnostics_of(method)}
 
 
 @dataclasses.dataclass
@@ -33,9 +35,12 @@ class Explanation:
     scores: float32 [B], the black box's probability of the target on the unperturbed image.
     method, config: what produced the maps.
     timings: seconds spent per phase (for DAX "segmentation", "queries", "training"; all "total").
-    diagnostics: per-image arrays [B] saying how far each map can be trusted, for explainers that
-      can tell (DAX: `daxjax.dax.DIAGNOSTICS`: the student's held-out fit, a linear surrogate's,
-      the mask's area and contrast, and `trusted`); empty for the others.
+    diagnostics: per-image arrays [B] saying how far each map can be trusted (`DIAGNOSTICS` names
+      them per method). Every query-only method: `answer_spread` and `informative`
+      (`daxjax.methods.base.ANSWER_DIAGNOSTICS`: False when the black box's answer did not change
+      under perturbation, e.g. a constant black box; such a map is kept as computed but says
+      nothing). DAX also: `daxjax.methods.dax.engine.DIAGNOSTICS` (the student's held-out fit, a linear
+      surrogate's, the mask's area and contrast, and `trusted`). Empty for the gradient references.
     """
 
     maps: np.ndarray
@@ -48,8 +53,9 @@ class Explanation:
 
     @property
     def trusted(self) -> np.ndarray | None:
-        """bool [B]: maps the explainer vouches for (DAX: fit and a living mask); None if it cannot tell."""
-        return self.diagnostics.get("trusted")
+        """bool [B]: maps whose every flag holds (`methods.base.trusted_maps`: `informative` for every
+        query-only method, and DAX's `trusted`: fit and a living mask); None if the method cannot tell."""
+        return trusted_maps(self.diagnostics)
 
 
 #: The former private name of `registry.resolve_config`.
@@ -77,7 +83,9 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
         and memory only: the maps depend on images, targets, method, config, seed (and segments).
 
     Returns:
-      An `Explanation`.
+      An `Explanation`. When some maps come from answers that did not change under perturbation
+      (`diagnostics["informative"]` False), one `methods.base.UninformativeWarning` names their
+      positions.
     """
     config = resolve_config(method, config)
     execution = resolve_execution(execution)
@@ -100,4 +108,5 @@ def explain(bb, images, targets=None, method: str = "dax", config=None, seed: in
                         digests, config, seed, execution=execution,
                         per_group=None if given is None else lambda rows: {"segmented": select_segments(given, rows)})
     timings = dict(result.timings, total=time.perf_counter() - start)
+    warn_uninformative([int(i) for i in uninformative(result.diagnostics)], batch)
     return Explanation(result.maps, targets, scores, method, config, timings, result.diagnostics)

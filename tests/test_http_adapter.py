@@ -37,6 +37,7 @@ class ServerState:
     b64_outputs: bool = False  # answer outputs as {"b64", "shape", "dtype"}
     redirect: tuple | None = None  # (status, location): answer every POST with this redirect
     echo: bool = False  # error answers quote the request line and headers (a hostile or chatty server)
+    nan_on_black: bool = False  # answer NaN for inputs with a black pixel (zero-filled perturbations)
     paths: list = field(default_factory=list)
     gets: int = 0  # body-less GETs received (after a followed redirect)
     batch_sizes: list = field(default_factory=list)
@@ -100,6 +101,8 @@ class PlantedHandler(BaseHTTPRequestHandler):
             state.batch_sizes.append(len(x))
         probs = red_fraction_box(x).astype(np.float64)
         out = np.log(probs) + 3.0 if state.logits else probs  # logits: log-probabilities plus any constant
+        if state.nan_on_black:
+            out[(x == 0).all(axis=-1).any(axis=(1, 2))] = np.nan  # json.dumps writes NaN, as some servers do
         if state.b64_outputs:
             outputs = {"b64": base64.b64encode(out.astype("<f4").tobytes()).decode(), "shape": list(out.shape),
                        "dtype": "float32"}
@@ -335,6 +338,16 @@ def test_explain_end_to_end_over_http(server):
     np.testing.assert_allclose(ex.scores, red_fraction_box(image[None])[:, 1], atol=1e-6)
     assert ex.maps[0][red].mean() > ex.maps[0][~red].mean()
     assert state.requests >= 256 // 64  # every perturbation went over the wire
+
+
+def test_nan_answers_over_http_name_the_image(server):
+    url, state = server
+    state.nan_on_black = True
+    images = np.clip(red_scenes(3), 0.05, 1.0)  # no black pixel: the unperturbed answers are numbers
+    with pytest.raises(BlackBoxError, match=r"NaN.*image\(s\) \[0, 1, 2\]"):
+        daxjax.explain(HttpBlackBox(url, batch_size=64), images, method="rise",
+                       config=daxjax.RISEConfig(num_samples=64, cells=4))
+    assert state.requests <= 4  # the first bad chunk stops the run
 
 
 # -- credentials: never sent elsewhere, never shown -------------------------------------------

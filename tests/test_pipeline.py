@@ -17,7 +17,7 @@ from PIL import Image
 import daxjax
 from blackbox_adapters import OnnxBlackBox, bundled_model_path
 from daxjax.budget import plan_batches
-from daxjax.explain import EXPLAINERS
+from daxjax.explain import DIAGNOSTICS, EXPLAINERS
 from daxjax.pipeline import process_share
 from daxjax.store import StoreError
 from planted import red_and_distractor_scene
@@ -234,16 +234,17 @@ def test_dax_diagnostics_are_stored_and_loaded(tmp_path):
     summary = daxjax.explain_dataset(bb, folder, tmp_path / "out", method="dax", config=config, batch_size=4,
                                      workers=0, progress=False)
     results = daxjax.load_results(tmp_path / "out")
-    assert set(results.diagnostics) == set(daxjax.dax.DIAGNOSTICS)
+    assert set(results.diagnostics) == set(DIAGNOSTICS["dax"])
     assert results.trusted.dtype == bool and results.trusted.shape == (5,)
     assert summary.untrusted == int((~results.trusted).sum())
     images = np.stack([np.asarray(Image.open(folder / f"img{i:03d}.png"), np.float32) / 255 for i in range(5)])
     direct = daxjax.explain(bb, images, targets=results.targets, config=config,
                             execution=daxjax.Execution(images_per_group=4))
-    for name in ("heldout_fit", "surrogate_fit", "mask_area"):
+    for name in ("heldout_fit", "surrogate_fit", "mask_area", "answer_spread"):
         np.testing.assert_allclose(results.diagnostics[name], direct.diagnostics[name], atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(results.trusted, direct.trusted)
-    # Methods without diagnostics store none.
+    # The other query-only methods store the diagnostics they have: whether the answers changed.
     daxjax.explain_dataset(bb, folder, tmp_path / "rise", method="rise", config=daxjax.RISEConfig(**RISE_SMALL),
                            batch_size=4, workers=0, progress=False)
-    assert daxjax.load_results(tmp_path / "rise").diagnostics == {}
+    rise = daxjax.load_results(tmp_path / "rise").diagnostics
+    assert set(rise) == {"answer_spread", "informative"} and rise["informative"].dtype == bool

@@ -47,9 +47,9 @@ class Recorder:
 def train_traced(bb, image: np.ndarray, target: int, config) -> tuple[dict, list]:
     """DAX on one image with a trace of its training: (diagnostics, trace)."""
     from blackbox_adapters import as_blackbox
-    from daxjax import dax
+    from daxjax.device.querying import device_blackbox
     from daxjax.inputs import image_digest
-    from daxjax.querying import device_blackbox
+    from daxjax.methods.dax import engine as dax
 
     device_bb = device_blackbox(bb, as_blackbox(bb), 1000)
     digest = np.array([image_digest(image, target)], np.uint32)

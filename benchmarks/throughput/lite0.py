@@ -29,7 +29,7 @@ def onnx_lite0(on_gpu: bool):
 def torch_lite0(device: str):
     """EfficientNet-Lite0 as a TorchBlackBox on `device` ("cpu", "cuda")."""
     from blackbox_adapters import TorchBlackBox
-    from blackbox_adapters.models.export_efficientnet_lite0 import build_model
+    from tools.export_efficientnet_lite0 import build_model
 
     return TorchBlackBox(build_model(), layout="NCHW", output="logits", device=device, num_classes=1000)
 
@@ -68,7 +68,7 @@ def lite0_logits(params: dict) -> Callable:
     import jax
     import jax.numpy as jnp
 
-    from blackbox_adapters.models.export_efficientnet_lite0 import PIXEL_OFFSET, PIXEL_SCALE
+    from tools.export_efficientnet_lite0 import PIXEL_OFFSET, PIXEL_SCALE
 
     shifted = jax.default_backend() == "cpu"
 
@@ -118,6 +118,6 @@ def _depthwise_by_shifts(x, kernel, stride: int):
 def jax_lite0(module=None):
     """EfficientNet-Lite0 as a JaxBlackBox (weights from `build_model()`, or the given module)."""
     from blackbox_adapters import JaxBlackBox
-    from blackbox_adapters.models.export_efficientnet_lite0 import build_model
+    from tools.export_efficientnet_lite0 import build_model
 
     return JaxBlackBox(lite0_logits(lite0_parameters(module or build_model())), 1000, output="logits")

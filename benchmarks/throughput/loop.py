@@ -63,7 +63,8 @@ def measure(spec: dict) -> dict:
     if spec.get("floor"):
         # The floor: the same number of black-box forwards on the same images, nothing else.
         # Calls of the size the engine makes: B images x query_chunk(...) samples each.
-        from daxjax.querying import input_elements, query_chunk
+        from daxjax.device.execution import query_chunk
+        from daxjax.device.querying import input_elements
 
         chunk = query_chunk(execution, len(images), input_elements(images))
         reps = np.repeat(images, chunk, axis=0)

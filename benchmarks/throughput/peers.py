@@ -4,10 +4,10 @@
     python -m benchmarks.throughput --part peers
 
 Peers: the `lime` package (`lime_image.LimeImageExplainer.explain_instance`) and Captum's `Lime`
-(with a Ridge surrogate: its default Lasso returns all-zero maps on low probabilities, DESIGN.md)
+(with a Ridge surrogate: its default Lasso returns all-zero maps on low probabilities)
 and `KernelShap`, each driving the same ONNX model through a thin wrapper, with the same N, the
 same superpixels (ours, made inside each peer's timed call, as ours are inside our call) and
-batched model calls of the size ours have (`querying.query_chunk` for one image: 256 inputs, at
+batched model calls of the size ours have (`daxjax.device.execution.query_chunk` for one image: 256 inputs, at
 most 16 MiB; the `lime` package's default is 10 and Captum's 1, which would make them slower for
 no reason of theirs). Three models: the bundled
 EfficientNet-Lite0 at 224 x 224 (its forwards dominate every method's time on a CPU), the
@@ -51,7 +51,8 @@ def _model_and_images(model: str, count: int):
 
 def peer_batch(image) -> int:
     """Inputs per model call for the peers: the size of our own calls for one image."""
-    from daxjax.querying import input_elements, query_chunk
+    from daxjax.device.execution import query_chunk
+    from daxjax.device.querying import input_elements
 
     return query_chunk(None, 1, input_elements(image[None]))
 
@@ -86,7 +87,7 @@ def measure(spec: dict) -> dict:
     import torch
 
     import daxjax
-    from daxjax.segmentation import segment_images
+    from daxjax.perturbation.segmentation import segment_images
 
     torch.set_num_threads(1)  # the peers' own tensor work; the model has the cores
     bb, images = _model_and_images(spec["model"], spec["images"])

@@ -7,7 +7,7 @@ pixels that matter are known exactly: a planted red patch *is* the evidence for 
 
 and per image ``logit_k = LOGIT_SCALE * mean over pixels of score_k`` for the three colours,
 plus a constant ``NONE_LOGIT`` for "none". The ONNX files next to this module compute exactly
-this function (``make_colour_models.py`` builds them from these constants).
+this function (``tools/make_colour_models.py`` builds them from these constants).
 """
 
 from __future__ import annotations

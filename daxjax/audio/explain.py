@@ -29,7 +29,7 @@ from daxjax.audio.inputs import as_waveforms, check_sample_rate
 from daxjax.audio.render import TimeFrequencyRender, TimeRender
 from daxjax.audio.spectrogram import SpectrogramConfig, log_mel, noise_floor_db, spectrogram_images
 from daxjax.methods.dax.config import DAXConfig
-from daxjax.methods.base import normalise, run_groups
+from daxjax.methods.base import normalise, run_groups, uninformative, warn_uninformative
 from daxjax.inputs import InputError, as_targets, image_digest
 from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import RenderedQueries, device_blackbox
@@ -39,13 +39,13 @@ from daxjax.methods.registry import REGISTRY
 from daxjax.perturbation.segments import HostSegments
 
 SegmentKind = Literal["time", "time_frequency"]
-#: Audio departs from the image defaults where measured: a sound classifier that pools over time
-#: still hears the event when half of it is kept, so with keep_prob 0.5 most answers were ~1 and
-#: DAX's student learned nothing (mean 1-D IoU 0.51 on 24 benchmark clips, a third of the masks
-#: dead); keeping 30 % of the segments: 0.67 (RISE 0.46 -> 0.54; LIME fell 0.42 -> 0.35, so it
-#: keeps its 0.5). RISE's grid has 16 cells along time.
+#: Where audio departs from the image defaults, and why: a sound classifier that pools over time
+#: still hears the event when half of it is kept, so with keep_prob 0.5 most answers are ~1 and
+#: DAX's student has nothing to learn; DAX and RISE keep 30 % of the segments (LIME, which did worse
+#: with 30 %, keeps its 0.5). RISE's grid has 16 cells along time. The figures: benchmarks/RESULTS.md,
+#: "Audio: explaining a sound classifier in time".
 AUDIO_DEFAULTS = {
-    # Networks as measured in benchmarks/RESULTS.md's audio table (the image default is smaller).
+    # The networks of that table (the image default is smaller).
     "dax": lambda: DAXConfig(keep_prob=0.3, resolution=64, student_channels=(16, 16)),
     "rise": lambda: RISEConfig(keep_prob=0.3, cells=16),
 }
@@ -107,7 +107,8 @@ class AudioExplanation:
     targets: int32 [B]; scores: float32 [B], the black box's probability of the target.
     spectrograms: float32 [B, M, F] log-mel dB of the clips (what the maps are drawn on).
     method, config (the resolved `AudioConfig`), sample_rate, timings (seconds per phase).
-    diagnostics: per-clip arrays [B] of how far each map can be trusted (as `Explanation.diagnostics`).
+    diagnostics: per-clip arrays [B] of how far each map can be trusted (as `Explanation.diagnostics`;
+      `informative` False: the black box's answer did not change under perturbation).
     """
 
     maps: np.ndarray
@@ -170,7 +171,9 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
         memory only, as for `daxjax.explain`.
 
     Returns:
-      An `AudioExplanation`.
+      An `AudioExplanation`. When some maps come from answers that did not change under
+      perturbation (`diagnostics["informative"]` False), one `methods.base.UninformativeWarning`
+      names their positions.
     """
     start = time.perf_counter()
     config = resolve_config(method, config)
@@ -233,6 +236,7 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
     time_maps = np.asarray(normalise(jnp.asarray(maps.mean(axis=1, keepdims=True))))[:, 0]
     tf_maps = maps.transpose(0, 2, 1).copy() if tiles else None
     timings["total"] = time.perf_counter() - start
+    warn_uninformative([int(i) for i in uninformative(result.diagnostics)], batch, what="the clips at positions")
     return AudioExplanation(time_maps, spec.frame_times(samples, rate), tf_maps, targets, scores,
                             np.asarray(db), method, config, rate, timings, result.diagnostics)
 

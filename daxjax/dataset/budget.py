@@ -28,24 +28,24 @@ If one image does not fit (B = 1 over budget) the plan is refused with the numbe
 The black box's own activations are not known from outside: the factor 3 in Q leaves room for a
 model about as large as its input; pass `queries_per_call` for heavier models.
 
-`M` aims at `querying.call_inputs` for the device's platform (CPU: 256 inputs and at most 16 MiB;
-accelerators: 1,024 inputs and at most 1 GiB), or at `queries_per_call` when given, and shrinks
-when Q alone exceeds half of a budget; B is then the largest multiple of D that fits, capped by
-`max_batch` per device (16 on CPU, where rows are looped and larger groups buy nothing; 64 on
-accelerators) and by the number of images. chunk = max(1, M // B).
+`M` aims at `queries_per_call` when given; else, given the black box's measured seconds per call
+(`call_seconds`), at the call size `execution.call_size_from_rates` picks from them; else at
+`execution.call_inputs` for the device's platform (CPU: 256 inputs and at most 16 MiB; accelerators:
+1,024 inputs and at most 1 GiB). It shrinks when Q alone exceeds half of a budget; B is then the
+largest multiple of D that fits, capped by `max_batch` per device (`execution.max_images_per_group`:
+16 on CPU, 64 on accelerators) and by the number of images. chunk = max(1, M // B).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Mapping
 
 import jax
 
-from daxjax.device.execution import call_inputs
+from daxjax.device.execution import QUERY_COPIES, call_inputs, call_size_from_rates, max_images_per_group
 from daxjax.methods.registry import method_of
-
-_QUERY_COPIES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def device_memory(device: jax.Device) -> int | None:
 def plan_batches(config, height: int, width: int, channels: int, *, devices: int, num_images: int | None,
                  device_budget: int | None = None, host_budget: int | None = None,
                  queries_per_call: int | None = None, max_batch: int | None = None, prefetch: int = 2,
-                 batch: int | None = None) -> Plan:
+                 batch: int | None = None, call_seconds: Mapping[int, float] | None = None) -> Plan:
     """Picks B and the query chunk for images of height x width x channels (see the module doc).
 
     config: a method's config; what the method needs per image comes from its `Method` record
@@ -93,7 +93,9 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
       share the host's memory, the host budget split over the devices). host_budget: default a
       quarter of the available host memory. batch: B when it is already fixed (a resumed store,
       or the caller's choice); only the chunk is then planned. queries_per_call: inputs per
-      black-box call to aim at (within the platform's byte limit); None: `querying.call_inputs`.
+      black-box call to aim at (within the platform's byte limit); None: from `call_seconds` when
+      given, else `execution.call_inputs`. call_seconds: {inputs per call: seconds per call} of
+      this black box (`execution.measure_call_seconds`); the plan never changes a map.
     """
     if batch is not None and int(batch) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
@@ -105,14 +107,18 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
     image_bytes = 4 * height * width * (2 * channels + 1)
     n = method.queries_per_image(config, height, width)
     per_image = image_bytes + method.working_bytes(config, height, width, channels)
-    query_image = 4 * height * width * channels * _QUERY_COPIES
+    query_image = 4 * height * width * channels * QUERY_COPIES
 
     platform = jax.local_devices()[0].platform
-    per_call = call_inputs(height * width * channels, platform)
+    if call_seconds is not None and queries_per_call is None:
+        per_call = call_size_from_rates(call_seconds, 4 * height * width * channels,
+                                        min(device_budget * devices, host_budget) // 2)
+    else:
+        per_call = call_inputs(height * width * channels, platform)
     calls = max(1, min(per_call if queries_per_call is None else min(int(queries_per_call), per_call),
                        min(device_budget * devices, host_budget) // (2 * query_image)))
     if max_batch is None:
-        max_batch = 16 if platform == "cpu" else 64
+        max_batch = max_images_per_group(platform)
     # Each image holds at least one query in flight, so past `calls` images the queries grow with B.
     per_device = max(1, min(max_batch, (device_budget - calls * query_image // devices) // per_image,
                             device_budget // (per_image + query_image)))

@@ -4,18 +4,18 @@
     res = daxjax.load_results("out/")         # .ids, .maps [n, H, W], .targets, .scores, .errors
 
 How a run flows:
-  1. The source (`daxjax.sources`) lists images in input order; they are cut into batches of B
-     (batch k = positions [k B, (k + 1) B)), B chosen from a memory budget (`daxjax.budget`)
+  1. The source (`daxjax.dataset.sources`) lists images in input order; they are cut into batches of B
+     (batch k = positions [k B, (k + 1) B)), B chosen from a memory budget (`daxjax.dataset.budget`)
      when the store is created and kept for its lifetime.
   2. Batches are dealt to processes round robin (batch k to process k mod P, `process_share`):
      with `jax.distributed` every process takes a disjoint share and the shares cover the
-     dataset exactly once; each process writes its own part of the store (`daxjax.store`).
+     dataset exactly once; each process writes its own part of the store (`daxjax.dataset.store`).
   3. Worker processes read, convert, resize and (for segment-based methods) segment and fill the
      images of the next batches while the devices explain the current one; at most `prefetch`
      prepared batches wait, so host memory is bounded by prefetch x B images, not the dataset.
   4. The main process asks the black box for the targets and scores of the unperturbed images,
      then runs the method's engine on the batch, split over all local devices along the image
-     axis (`daxjax.sharding`, shard_map), and commits the batch to the store.
+     axis (`daxjax.device.sharding`, shard_map), and commits the batch to the store.
   5. A rerun with the same arguments skips committed batches: nothing is recomputed, and since
      batches have the same composition and each map depends only on (image, target, seed,
      config), the store ends exactly as an uninterrupted run leaves it.
@@ -45,7 +45,8 @@ import numpy as np
 
 from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
 from daxjax.dataset.budget import Plan, plan_batches
-from daxjax.methods.base import Method, gather_diagnostics
+from daxjax.methods.base import (Method, call_group, diagnostics_of, gather_diagnostics, trusted_maps, uninformative,
+                                 warn_uninformative)
 from daxjax.methods.registry import REGISTRY, check_takes_segments, resolve_config
 from daxjax.inputs import InputError, check_seed, check_target, image_digest
 from daxjax.device.execution import Execution, resolve as resolve_execution
@@ -70,9 +71,12 @@ class RunSummary:
     committed before and explained again in this call (damaged in the store, changed in the source,
     or `retry_errors`; counted in explained/errors too); not_images: files of the source that are
     not read as images (a directory's files without an image extension; neither explained nor error
-    rows); untrusted: images explained in this call whose maps the explainer flags as not to be
-    trusted (DAX's `trusted` diagnostic is False: a poor held-out fit or a dead mask; stored, see
-    `Results.diagnostics`); seconds: wall time of the call;
+    rows); untrusted: images explained in this call whose maps are flagged as not to be trusted
+    (`methods.base.trusted_maps`: DAX's `trusted` is False, a poor held-out fit or a dead mask, or,
+    for every query-only method, `informative` is False; stored, see `Results.diagnostics`);
+    uninformative: those of them whose black box's answer did not change under perturbation
+    (`informative` False; one `UninformativeWarning` at the end of the call names them by id);
+    seconds: wall time of the call;
     images_per_second: (explained + errors) / seconds; phases: seconds per phase summed over
     batches ("wait" = the device loop waiting for prepared batches, "targets" = unperturbed
     queries, then the engine's own phases, "commit" = store writes); plan: the batch plan.
@@ -91,6 +95,7 @@ class RunSummary:
     recomputed: int = 0
     not_images: list[str] = dataclasses.field(default_factory=list)
     untrusted: int = 0
+    uninformative: int = 0
 
 
 def process_share(batch: int, process_index: int, process_count: int) -> bool:
@@ -368,8 +373,8 @@ class _Run:
                 kwargs["segmented"] = HostSegments(shard_images(mesh, group.segments),
                                                    shard_images(mesh, group.fills),
                                                    shard_images(mesh, group.num_segments), group.max_segments)
-            result = self.method.explain_group(
-                self.device_bb, shard_images(mesh, images) if mesh is not None else images,
+            result = call_group(
+                self.method.explain_group, self.device_bb, shard_images(mesh, images) if mesh is not None else images,
                 shard_images(mesh, targets) if mesh is not None else targets,
                 shard_images(mesh, digests) if mesh is not None else digests,
                 self.config, self.seed, ids, execution=self.execution, **kwargs)
@@ -438,13 +443,13 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     Args:
       bb: a black box or callable x [n, H, W, C] float32 in [0, 1] -> probabilities [n, K].
       source: a directory, glob pattern, .npz file (``FILE.npz`` or ``FILE.npz:KEY``), NumPy array
-        [n, H, W, C] or iterable of images (`daxjax.sources.open_source`).
+        [n, H, W, C] or iterable of images (`daxjax.dataset.sources.open_source`).
       out: the store directory (created; or resumed when it holds a store of the same run).
       method, config, seed: as in `daxjax.explain`.
       targets: None (the black box's top-1 class), one int for all, a sequence in input order,
         or a mapping id -> class (an image without an entry becomes an error row).
       segments: None, or a second source of label maps that replace config.segmentation ("dax",
-        "lime", "kernelshap"; `daxjax.sources.LabelMapSource`): a directory of .npy files named
+        "lime", "kernelshap"; `daxjax.dataset.sources.LabelMapSource`): a directory of .npy files named
         as the images (``a/cat.png`` -> ``a/cat.npy``), or an .npz array / NumPy array [n, H, W]
         or iterable of maps in the images' input order. A map has its image's shape as stored
         and is resized with it (nearest); integer ids >= 0, 2 to H*W/16 segments. An image
@@ -453,7 +458,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         the model's fixed input size, else the first readable image's size. Channels follow the
         model's fixed C, else the first image.
       batch_size: images per step over all local devices (the same as
-        `execution.images_per_group`); None: from the memory budget (`daxjax.budget.plan_batches`).
+        `execution.images_per_group`); None: from the memory budget (`daxjax.dataset.budget.plan_batches`).
         Fixed for the store's lifetime once created.
       memory_budget, device_memory_budget: bytes of host memory / memory per device to plan
         for (None: a quarter of the available host memory / half of each device's memory).
@@ -518,7 +523,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
 
     identity = {"method": method, "config": _config_record(method_record, config, labels), "seed": int(seed), "size": None,
                 "channels": None, "batch": batch_size, "num_images": num_images,
-                "diagnostics": list(method_record.diagnostics)}
+                "diagnostics": list(diagnostics_of(method_record))}
     if size is not None or not (out / "meta.json").exists():
         hw, channels = _resolve_size(bb, src, size)
         identity.update(size=list(hw), channels=int(channels))
@@ -545,6 +550,7 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     already = sum(r["stop"] - r["start"] for k, r in committed.items() if process_share(k, pid, pcount))
     bar = _progress_bar(progress, mine_total, already, f"{method} -> {out.name}")
     explained = errors_written = skipped = recomputed = untrusted = 0
+    uninformative_ids: list[str] = []
     seen = 0
     pending: collections.deque = collections.deque()
     pool = _worker_pool(num_workers)
@@ -568,8 +574,10 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         run.phases["commit"] += time.perf_counter() - t0
         explained += status.count("ok")
         errors_written += len(errors)
-        if "trusted" in diagnostics:
-            untrusted += sum(1 for i, state in enumerate(status) if state == "ok" and not diagnostics["trusted"][i])
+        trusted = trusted_maps(diagnostics)
+        if trusted is not None:
+            untrusted += sum(1 for i, state in enumerate(status) if state == "ok" and not trusted[i])
+        uninformative_ids.extend(prep.ids[i] for i in uninformative(diagnostics) if status[i] == "ok")
         bar.update(len(prep.ids))
         bar.set_postfix(errors=errors_written, refresh=False)
 
@@ -607,9 +615,11 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     if num_images is None and pid == 0:
         store.close_count(seen)
     seconds = time.perf_counter() - start_time
+    warn_uninformative(uninformative_ids, explained, what="the images with ids")
     return RunSummary(str(out), explained, errors_written, skipped, seconds,
                       (explained + errors_written) / seconds if seconds > 0 else 0.0, dict(run.phases), plan,
-                      pid, pcount, recomputed, list(getattr(src, "skipped", [])), untrusted)
+                      pid, pcount, recomputed, list(getattr(src, "skipped", [])), untrusted,
+                      len(uninformative_ids))
 
 
 def _redo_reason(store: ResultStore, record: dict, chunk: list[Item]) -> str | None:

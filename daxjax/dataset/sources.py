@@ -12,7 +12,7 @@
 `LabelMapSource(source)` opens a second source of label maps (segments) matched to the images.
 
 A source only lists `Item`s (position, id, raw); `read_image(raw, ...)` turns a raw item into a
-float32 [H, W, C] image. It runs in worker processes (`daxjax.pipeline`), so raw items are small
+float32 [H, W, C] image. It runs in worker processes (`daxjax.dataset.pipeline`), so raw items are small
 and picklable (a path, an npz reference, or the array itself for in-memory sources), and an image
 that cannot be read raises `ImageReadError` with the reason, which becomes that image's error row.
 A file a source lists is an item even when it cannot be opened (a dangling or looping symbolic

@@ -67,7 +67,8 @@ def columns(meta: dict) -> dict[str, tuple[tuple[int, ...], np.dtype, Any]]:
     """The per-image columns of a store: name -> (shape of one row, dtype, fill of unwritten rows).
 
     "diagnostics" exists when the method reports per-image diagnostics (meta["diagnostics"] names
-    them, e.g. DAX's held-out fit; `daxjax.dax.DIAGNOSTICS`), stored as float32, NaN where unknown.
+    them, e.g. DAX's held-out fit, every query-only method's `informative`; `daxjax.explain.DIAGNOSTICS`),
+    stored as float32 (flags as 0 / 1), NaN where unknown.
     """
     height, width = meta["size"]
     table = {"maps": ((height, width), np.dtype(np.float32), np.nan),
@@ -383,7 +384,9 @@ class Results:
     damaged batches (`ResultStore.read_batch`; in neither `ids` nor `errors`; a resumed run
     recomputes them); complete: every image of the source is either explained or an error;
     method, config, seed: what made the maps. diagnostics: name -> [n] per-image diagnostics of
-    the explainer when it reports any (DAX: `daxjax.dax.DIAGNOSTICS`; "trusted" as bool), else {}.
+    the explainer when it reports any (`daxjax.explain.DIAGNOSTICS`: every query-only method's
+    `answer_spread` and `informative`, DAX's own; the flags `methods.base.FLAGS`, "trusted" and
+    "informative", as bool), else {}.
     """
 
     ids: list[str]
@@ -402,8 +405,10 @@ class Results:
 
     @property
     def trusted(self) -> np.ndarray | None:
-        """bool [n]: maps the explainer vouches for (see `Explanation.trusted`); None if it cannot tell."""
-        return self.diagnostics.get("trusted")
+        """bool [n]: maps whose every flag holds (see `Explanation.trusted`); None if the method cannot tell."""
+        from daxjax.methods.base import trusted_maps  # JAX: only when results are read
+
+        return trusted_maps(self.diagnostics)
 
 
 def load_results(out: str | os.PathLike) -> Results:
@@ -450,7 +455,9 @@ def load_results(out: str | os.PathLike) -> Results:
 
 
 def _diagnostics_of(meta: dict, stacked: dict) -> dict[str, np.ndarray]:
-    """The "diagnostics" column as name -> [n] ("trusted" back to bool)."""
+    """The "diagnostics" column as name -> [n] (the flags, `methods.base.FLAGS`, back to bool)."""
+    from daxjax.methods.base import FLAGS
+
     fields = meta.get("diagnostics") or []
     table = stacked.get("diagnostics")
-    return {name: (table[:, k] > 0.5 if name == "trusted" else table[:, k]) for k, name in enumerate(fields)}
+    return {name: (table[:, k] > 0.5 if name in FLAGS else table[:, k]) for k, name in enumerate(fields)}

@@ -12,14 +12,20 @@ A field left None is decided here, from the backend and the memory budget:
     split over the group's images (`query_chunk`).
   * rows per training step (DAX): `rows_per_step`, one at a time for the image student on a CPU,
     all at once otherwise.
+
+`plan_execution` plans both counts from what was measured instead: the black box's seconds per
+call at a few call sizes (`measure_call_seconds`), a memory budget and the method's working bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
+from typing import Callable, Mapping, Sequence
 
 import jax
+import numpy as np
 
 from daxjax._checks import Replace, check_fields
 
@@ -40,6 +46,17 @@ ACCELERATOR_CALL_INPUTS = 1024
 #: the device holds two chunks (one built while the black box answers the other) and the black
 #: box's own copy, as `daxjax.dataset.budget` counts.
 ACCELERATOR_CALL_BYTES = 2**30
+
+#: Images per group a plan goes up to: on a CPU the DAX rows are looped and larger groups buy
+#: nothing; an accelerator fills its cores with more.
+MAX_IMAGES_PER_GROUP = {"cpu": 16}
+ACCELERATOR_MAX_IMAGES_PER_GROUP = 64
+#: Copies of one call's inputs in memory while it is answered: two chunks of perturbations (one built
+#: while the black box answers the other) and the black box's normalised copy (`dataset.budget`).
+QUERY_COPIES = 3
+#: A call size is as good as the fastest measured when its rate is within this fraction of it; the
+#: smallest such size is planned (it leaves the most memory to the images).
+RATE_TOLERANCE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +134,96 @@ def rows_per_step(execution: Execution | None, image_student: bool) -> int | Non
     if execution.rows_per_step is not None:
         return int(execution.rows_per_step)
     return 1 if jax.default_backend() == "cpu" and image_student else None
+
+
+def max_images_per_group(backend: str) -> int:
+    """The most images per group a plan chooses on `backend` (a JAX platform: "cpu", "gpu", "tpu")."""
+    return MAX_IMAGES_PER_GROUP.get(backend, ACCELERATOR_MAX_IMAGES_PER_GROUP)
+
+
+def measure_call_seconds(bb: Callable, input_shape: Sequence[int], sizes: Sequence[int] | None = None,
+                         repeats: int = 2, seed: int = 0) -> dict[int, float]:
+    """Seconds the black box takes per call of each size: {inputs per call: best of `repeats` calls}.
+
+    bb: any black box (called as bb(x), x float32 [size, *input_shape] uniform in [0, 1]).
+    sizes: call sizes to time; None: 16, 64 and 256 inputs on a CPU, 64, 256 and 1,024 on an
+      accelerator (JAX's default backend). Each size is called once untimed first (a session's
+      first call of a shape sets it up), so this costs (repeats + 1) * sum(sizes) black-box inputs.
+    """
+    if sizes is None:
+        sizes = (16, 64, 256) if jax.default_backend() == "cpu" else (64, 256, 1024)
+    rng = np.random.default_rng(seed)
+    seconds = {}
+    for size in sorted({int(s) for s in sizes}):
+        if size < 1:
+            raise ValueError(f"call sizes must be >= 1, got {size}")
+        x = rng.random((size, *input_shape), dtype=np.float32)
+        np.asarray(bb(x))
+        best = float("inf")
+        for _ in range(max(1, int(repeats))):
+            t0 = time.perf_counter()
+            np.asarray(bb(x))
+            best = min(best, time.perf_counter() - t0)
+        seconds[size] = max(best, 1e-9)
+    return seconds
+
+
+def call_size_from_rates(call_seconds: Mapping[int, float], input_bytes: int, byte_limit: int,
+                         tolerance: float = RATE_TOLERANCE) -> int:
+    """Inputs per call from measured seconds per call: the smallest measured size whose rate
+    (inputs per second) is within `tolerance` of the best rate among the sizes whose QUERY_COPIES
+    copies fit in `byte_limit`; when none fits, as many inputs as fit. A ValueError when not one fits.
+
+    call_seconds: {inputs per call: seconds per call} (`measure_call_seconds`). input_bytes: bytes
+    of one black-box input (4 H W C for float32 images).
+    """
+    if not call_seconds:
+        raise ValueError("call_seconds is empty: measure at least one call size")
+    for size, seconds in call_seconds.items():
+        if int(size) < 1 or not seconds > 0:
+            raise ValueError(f"call_seconds needs sizes >= 1 and seconds > 0, got {size}: {seconds}")
+    fit = int(byte_limit) // (QUERY_COPIES * max(1, int(input_bytes)))
+    if fit < 1:
+        raise ValueError(f"one black-box input ({QUERY_COPIES} x {input_bytes} bytes in flight) does not fit "
+                         f"in {byte_limit} bytes")
+    rates = {int(size): int(size) / float(seconds) for size, seconds in call_seconds.items() if int(size) <= fit}
+    if not rates:
+        return fit
+    best = max(rates.values())
+    return min(size for size, rate in rates.items() if rate >= (1.0 - tolerance) * best)
+
+
+def plan_execution(backend: str, memory_budget: int, call_seconds: Mapping[int, float], working_bytes: int,
+                   image_shape: Sequence[int], images: int | None = None) -> Execution:
+    """An `Execution` planned from the black box's measured call rate and a memory budget (pure).
+
+    backend: the JAX platform the group runs on ("cpu", "gpu", "tpu"). memory_budget: bytes one
+    group may use on its device. call_seconds: {inputs per call: seconds per call}
+    (`measure_call_seconds`). working_bytes: what the method needs per image beyond the image, its
+    fill and its segment map (`Method.working_bytes(config, H, W, C)`). image_shape: (H, W, C).
+    images: how many images there are to explain (None: no cap from it).
+
+    queries_per_call: `call_size_from_rates` within half the budget (the calls' inputs are the
+    part that does not grow with the group). images_per_group: as many images as the rest of the
+    budget holds, each also keeping at least one query in flight, up to `max_images_per_group`.
+    rows_per_step stays None (the backend rule). Like any `Execution`, the plan never changes a
+    map; a ValueError names the bytes when one image does not fit.
+    """
+    height, width, channels = (int(d) for d in image_shape)
+    input_bytes = 4 * height * width * channels
+    queries_per_call = call_size_from_rates(call_seconds, input_bytes, int(memory_budget) // 2)
+    query_bytes = QUERY_COPIES * queries_per_call * input_bytes
+    per_image = 4 * height * width * (2 * channels + 1) + int(working_bytes)
+    group = min((int(memory_budget) - query_bytes) // per_image,
+                int(memory_budget) // (per_image + QUERY_COPIES * input_bytes),
+                max_images_per_group(backend))
+    if images is not None:
+        group = min(group, max(1, int(images)))
+    if group < 1:
+        raise ValueError(f"memory budget too small: one image of {height}x{width}x{channels} needs ~{per_image} "
+                         f"bytes beside {query_bytes} bytes of black-box calls ({queries_per_call} inputs), "
+                         f"budget {int(memory_budget)} bytes")
+    return Execution(images_per_group=int(group), queries_per_call=int(queries_per_call))
 
 
 #: The former config fields that are execution settings, and the `Execution` field each became.

@@ -21,6 +21,10 @@ and returns NaNs, and `raise_pending` re-raises them on the host with the images
 The device paths find bad answers with a flag computed on the device and then run the same host
 check on the chunk's answers, so the messages are the same.
 
+Within `recording_answers()` every `query_targets` call also hands its answers [B, N] to the
+context: `methods.base.call_group` computes from them, for every query-only method alike, whether
+the black box's answer changed at all under perturbation (`methods.base.ANSWER_DIAGNOSTICS`).
+
 Call sizes (`daxjax.device.execution.call_inputs`) follow a documented rule per platform: measured on the 2-core CPU for
 host black boxes, measured on an H200 for black boxes on an accelerator.
 """
@@ -28,6 +32,7 @@ host black boxes, measured on an H200 for black boxes on an accelerator.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import threading
 from typing import Any, Callable, Iterator, NamedTuple
@@ -412,4 +417,26 @@ def query_targets(device_bb: DeviceBlackBox, build: Callable, per_image: tuple, 
         parts = _query_by_dlpack(device_bb, build, per_image, jnp.asarray(targets), chunks, image_ids)
     else:
         parts = _query_in_jit(device_bb, build, per_image, targets, chunks, image_ids, path)
-    return jnp.concatenate(parts, axis=1)
+    answers = jnp.concatenate(parts, axis=1)
+    record = _RECORDED_ANSWERS.get()
+    if record is not None:
+        record.append(answers)
+    return answers
+
+
+#: The list `recording_answers` collects into, None outside it (a context variable: per thread).
+_RECORDED_ANSWERS: contextvars.ContextVar[list | None] = contextvars.ContextVar("daxjax_recorded_answers",
+                                                                                default=None)
+
+
+@contextlib.contextmanager
+def recording_answers() -> Iterator[list]:
+    """Within this context every `query_targets` call (in this thread) appends its answers to the
+    yielded list: one float32 [B, N] array of target probabilities per call, as it returned them
+    (no copy). Contexts nest; the innermost one collects."""
+    record: list = []
+    token = _RECORDED_ANSWERS.set(record)
+    try:
+        yield record
+    finally:
+        _RECORDED_ANSWERS.reset(token)

@@ -9,7 +9,7 @@ arXiv 2207.01917), re-implemented from the method's description and tested on pl
 The DAX core never imports this subpackage. Modules, one idea each:
     morphosynth    planted SCM + stroke renderer of MNIST-like digits (exact counterfactuals)
     morphometrics  thickness, intensity, slant, width, area on scikit-image (Morpho-MNIST definitions)
-    classifier     the CNNs to explain (committed ONNX models) and the script that trains them
+    classifier     the CNNs to explain (committed ONNX models) and how they were trained
     surrogate      encoder E + StyleGAN2-style generator G (non-fused modulated convolutions)
     discovery      linear NOTEARS in JAX (+ causal-learn PC/GES cross-check)
     local          batched interventions: concept effects and counterfactual images

@@ -1,7 +1,9 @@
 """methods/: the explainers, each a config and a group function behind one contract.
 
     base.py         the contract: `GroupResult`, the `ExplainGroup` protocol, the `Method` record,
-                    `normalise` (the scaling every map gets last), `gather_diagnostics`
+                    `normalise` (the scaling every map gets last), `gather_diagnostics`,
+                    `call_group` (runs a group; adds every query-only method's `ANSWER_DIAGNOSTICS`:
+                    did the black box's answer change under perturbation?)
     registry.py     `REGISTRY`: method name -> `Method`; `resolve_config`, `method_of`
     dax/            DAX: config, nets, losses, engine (a mask net and a student trained per image)
     rise.py         RISE: score-weighted random smooth masks

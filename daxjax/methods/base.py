@@ -4,7 +4,10 @@
 An explainer explains one group of images side by side and returns a `GroupResult`: the maps,
 the seconds spent per phase and, for explainers that can tell, per-image diagnostics of how far
 each map can be trusted (DAX: the student's held-out fit, whether the mask is alive;
-`daxjax.methods.dax.engine.DIAGNOSTICS`). The facts the rest of the package needs about a method
+`daxjax.methods.dax.engine.DIAGNOSTICS`). Every caller runs a group through `call_group`, which adds
+to the diagnostics of every query-only method, from the black box's answers to the image's own
+queries, whether those answers changed at all (`ANSWER_DIAGNOSTICS`): a method gets this for free
+by querying through `device.querying.query_targets`. The facts the rest of the package needs about a method
 (its config type, whether it perturbs segments, how many queries and how much memory an image
 costs) are fields of its `Method` record (`daxjax.methods.registry.REGISTRY`), never found out by
 looking at a config's type name or attributes.
@@ -12,13 +15,15 @@ looking at a config's type name or attributes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+import warnings
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from daxjax.device.execution import Execution, images_per_group
+from daxjax.device.querying import recording_answers
 
 
 class GroupResult(NamedTuple):
@@ -72,7 +77,8 @@ class Method(NamedTuple):
     working_bytes: (config, height, width, channels) -> device bytes one image needs while it is
       explained, beyond the image, its fill and its segment map (the samples, and for DAX the
       networks, their optimiser state and one step's activations).
-    diagnostics: names of the per-image diagnostics its `GroupResult` carries (may be empty).
+    diagnostics: names of the per-image diagnostics its own `GroupResult` carries (may be empty);
+      `diagnostics_of` adds those `call_group` computes for every query-only method.
     """
 
     name: str
@@ -96,12 +102,100 @@ def sample_bytes(num_queries: int, segments: int = 0) -> int:
     return int(num_queries) * (int(segments) + QUERY_BYTES)
 
 
+# ---------------------------------------------------------------------------------------------
+# Diagnostics every query-only method gets: did the black box's answer change under perturbation?
+
+#: Per-image diagnostics of every query-only method (`Explanation.diagnostics`, the dataset store,
+#: `load_results(out).diagnostics`), computed by `call_group` from the black box's answers to the
+#: image's own queries (`answer_diagnostics`), each [B]:
+#:   answer_spread  float32: standard deviation of the target probability over the image's queries
+#:                  (all of them: RISE's masks, LIME's and DAX's samples, Occlusion's windows and
+#:                  its unperturbed query).
+#:   informative    bool: answer_spread > SPREAD_FLOOR * the largest |answer| of the image. False:
+#:                  the black box's answer did not change under perturbation (e.g. a constant
+#:                  black box), so the map, however much contrast it shows, is built from rounding
+#:                  noise or from nothing and says nothing about the black box.
+#: Such a map is kept as computed (the determinism contract: a map depends on its image, target,
+#: seed and config only, never on a threshold of a diagnostic; zeroing it would also hide what the
+#: method did); the flag is the contract: `explain` warns, the store keeps it, the CLI counts it and
+#: the HTML report marks the map "uninformative".
+ANSWER_DIAGNOSTICS = ("answer_spread", "informative")
+#: Relative floor of `answer_spread`: 1e-5 of the answers' magnitude is about 80 float32 rounding
+#: steps (eps = 1.2e-7), below which a change of the answer cannot be told from the rounding of the
+#: black box's own arithmetic (softmax, normalisation).
+SPREAD_FLOOR = 1e-5
+#: The boolean diagnostics: False marks a map not to be read as confident (`trusted_maps`). DAX's
+#: `trusted` (held-out fit and a living mask) and every query-only method's `informative`.
+FLAGS = ("trusted", "informative")
+
+
+class UninformativeWarning(UserWarning):
+    """Some maps come from a black box whose answer did not change under perturbation (`ANSWER_DIAGNOSTICS`)."""
+
+
+def answer_diagnostics(answers: Sequence[Any]) -> dict[str, np.ndarray]:
+    """`ANSWER_DIAGNOSTICS` of B images from the black box's answers to their queries.
+
+    answers: arrays [B, N_k] of target probabilities (one per `query_targets` call of the group,
+      joined along the query axis). Returns {"answer_spread": float32 [B], "informative": bool [B]}.
+    """
+    y = np.concatenate([np.asarray(part, np.float64) for part in answers], axis=1)
+    spread = y.std(axis=1)
+    return {"answer_spread": spread.astype(np.float32),
+            "informative": spread > SPREAD_FLOOR * np.abs(y).max(axis=1)}
+
+
+def call_group(explain_group: ExplainGroup, device_bb: Any, images: Any, targets: Any, digests: Any, config: Any,
+               seed: int, image_ids: list, **options: Any) -> GroupResult:
+    """`explain_group(device_bb, images, ..., image_ids, **options)` with `ANSWER_DIAGNOSTICS` added
+    to its diagnostics when it queried the black box through `query_targets` (every query-only
+    method; the gradient references, which do not, get none). The one way callers run a group."""
+    with recording_answers() as answers:
+        result = explain_group(device_bb, images, targets, digests, config, seed, image_ids, **options)
+    if not answers:
+        return result
+    return GroupResult(result.maps, result.timings, {**result.diagnostics, **answer_diagnostics(answers)})
+
+
+def diagnostics_of(method: Method) -> tuple[str, ...]:
+    """Names of the per-image diagnostics explanations by `method` carry: its own, then
+    `ANSWER_DIAGNOSTICS` for a query-only method."""
+    return tuple(method.diagnostics) + (ANSWER_DIAGNOSTICS if method.query_only else ())
+
+
+def trusted_maps(diagnostics: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """bool [B]: maps whose every flag (`FLAGS` present in `diagnostics`) is True; None when none is present."""
+    flags = [np.asarray(diagnostics[name], bool) for name in FLAGS if name in diagnostics]
+    return np.logical_and.reduce(flags) if flags else None
+
+
+def uninformative(diagnostics: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Positions of the maps flagged `informative` False (int [k]; empty when not reported)."""
+    if "informative" not in diagnostics:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~np.asarray(diagnostics["informative"], bool))
+
+
+def warn_uninformative(flagged: Sequence[Any], total: int, what: str = "the images at positions") -> None:
+    """One `UninformativeWarning` saying that `len(flagged)` of `total` maps are uninformative and
+    naming their inputs (`flagged`: positions or ids, as `what` says; at most 10 listed). Nothing
+    when `flagged` is empty."""
+    if not len(flagged):
+        return
+    listed = list(flagged[:10]) + (["..."] if len(flagged) > 10 else [])
+    warnings.warn(
+        f"{len(flagged)} of {total} maps are uninformative: the black box's answer did not change "
+        f"under perturbation (answer_spread <= {SPREAD_FLOOR:g} x the answer) for {what} {listed}; "
+        f"their maps are kept as computed but say nothing about the black box "
+        f"(diagnostics['informative'] is False)", UninformativeWarning, stacklevel=3)
+
+
 def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, targets: np.ndarray,
                digests: np.ndarray, config: Any, seed: int, *, execution: Execution | None = None,
                per_group: Callable[[slice], dict] | None = None) -> GroupResult:
-    """Explains B images `execution.images_per_group` at a time (`device.execution.images_per_group`);
-    the maps [B, *images.shape[1:3]], seconds per phase summed over groups, and the diagnostics
-    gathered (`gather_diagnostics`). Every group gets the same `execution`.
+    """Explains B images `execution.images_per_group` at a time (`device.execution.images_per_group`)
+    through `call_group`; the maps [B, *images.shape[1:3]], seconds per phase summed over groups, and
+    the diagnostics gathered (`gather_diagnostics`). Every group gets the same `execution`.
 
     per_group: rows (a slice) -> extra keyword arguments of that group's call (`segmented=`,
     `queries=`). Image ids are the positions 0 .. B - 1.
@@ -114,8 +208,8 @@ def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, 
     for lo in range(0, batch, group_size):
         rows = slice(lo, min(batch, lo + group_size))
         extra = per_group(rows) if per_group is not None else {}
-        result = explain_group(device_bb, images[rows], targets[rows], digests[rows], config, seed,
-                               list(range(rows.start, rows.stop)), execution=execution, **extra)
+        result = call_group(explain_group, device_bb, images[rows], targets[rows], digests[rows], config, seed,
+                            list(range(rows.start, rows.stop)), execution=execution, **extra)
         maps[rows] = result.maps
         gather_diagnostics(diagnostics, result.diagnostics, rows, batch)
         for phase, seconds in result.timings.items():

@@ -146,11 +146,10 @@ REFERENCE_SIDE = 224
 def _scaled_defaults(method: str, height: int, width: int) -> dict[str, Any]:
     """The method's default options for images of this size.
 
-    quickshift's kernel_size and max_dist are distances in pixels: LIME's values give 31-50
-    segments at 224 px but 2-6 on 64 px scenes (Fashion-MNIST benchmark), too coarse to separate
-    an object from its background (the best union of segments reached IoU 0.20 with the object).
-    Scaled by side / 224 they give 21-41 segments at 64 px (best union IoU 0.78) and leave
-    224 px images unchanged. Below 56 px the scaled kernel would be under skimage's least valid
+    quickshift's kernel_size and max_dist are distances in pixels: LIME's values give a few dozen
+    segments at 224 px but only a handful on 64 px images, too coarse to separate an object from
+    its background. Scaled by side / 224 they give a few dozen at 64 px too, and leave 224 px
+    images unchanged. Below 56 px the scaled kernel would be under skimage's least valid
     size, 1 pixel: it is clamped there (at 8 px quickshift still finds several segments).
     """
     defaults = dict(_METHODS[method][1])
@@ -362,9 +361,8 @@ def _map_images(
 ) -> list[np.ndarray]:
     """Apply `function` to each image, in a thread pool when that can help.
 
-    Threads pay off because scikit-image's Cython loops release the GIL. Measured on this
-    2-core CPU, 4 images of 224×224: quickshift 0.88 s in a loop vs 0.46 s with 2 threads
-    (0.46 s with 4); slic 0.08 vs 0.05 s; felzenszwalb 0.11 vs 0.09 s.
+    Threads pay off because scikit-image's Cython loops release the GIL (on 2 cores, quickshift
+    took about half the time with 2 threads as in a loop; more threads than cores did not help).
     """
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or len(images) <= 1:

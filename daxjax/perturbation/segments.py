@@ -39,7 +39,7 @@ class HostSegments(NamedTuple):
     """Segments and fills of a group as made on the host, before they go to the device.
 
     Plain arrays, so that worker processes can make them ahead of the device work
-    (`daxjax.pipeline`) and hand them to an engine's `explain_images(..., segmented=...)`.
+    (`daxjax.dataset.pipeline`) and hand them to an engine's `explain_images(..., segmented=...)`.
     """
 
     segments: np.ndarray      # int32 [B, H, W]

@@ -134,9 +134,16 @@ def method_caption(i: int, name: str, ex, same_target: bool, labels, table, shor
 def trust_note(diagnostics: Mapping[str, np.ndarray], i: int) -> str:
     """HTML: how far input i's map can be trusted, from the explainer's diagnostics ("" if none).
 
-    Shows the student's held-out fit beside a linear surrogate's, and flags a map the explainer
-    does not vouch for (a fit below the floor, or a dead or flat mask) in words, never silently.
+    A map whose black box's answer did not change under perturbation (`informative` False, every
+    query-only method; `methods.base.ANSWER_DIAGNOSTICS`) is marked "uninformative" and nothing
+    else is said of it. Otherwise, for DAX, shows the student's held-out fit beside a linear
+    surrogate's, and flags a map the explainer does not vouch for (a fit below the floor, or a dead
+    or flat mask) in words, never silently.
     """
+    if "informative" in diagnostics and not bool(diagnostics["informative"][i]):
+        spread = float(diagnostics["answer_spread"][i]) if "answer_spread" in diagnostics else float("nan")
+        reason = f"the black box's answer did not change under perturbation (spread {spread:.2g})"
+        return f'<br><span class="untrusted">uninformative: {escape(reason)}</span>'
     if "trusted" not in diagnostics:
         return ""
     fit, surrogate = float(diagnostics["heldout_fit"][i]), float(diagnostics["surrogate_fit"][i])

