@@ -123,8 +123,9 @@ def steps(students: str = "segments,image", repeats: str = "2") -> None:
     import jax.numpy as jnp
 
     from daxjax.methods.dax.config import DAXConfig
-    from daxjax.methods.dax.engine import (Samples, padded_segments, steps_per_call, to_working_resolution,
-                                           training_programs, warmup_steps)
+    from daxjax.methods.dax.engine import padded_segments, to_working_resolution
+    from daxjax.methods.dax.train import (Samples, TrainData, TrainKeys, compiled_trainer, steps_per_call,
+                                          warmup_steps)
 
     row_count, segments, timed_steps = 12, 60, 20
     max_segments = padded_segments(segments)
@@ -140,28 +141,29 @@ def steps(students: str = "segments,image", repeats: str = "2") -> None:
         z = jax.random.bernoulli(keys[2], config.keep_prob, (row_count, n, max_segments))
         z = z & (jnp.arange(max_segments) < segments)  # padded segments are never shown
         samples = Samples(z, jax.random.normal(keys[3], (row_count, n)), jnp.ones((row_count, n)))
-        scales = jnp.ones((row_count,))
-        train_idx = jnp.tile(jnp.arange(1, n)[None], (row_count, 1))
+        data = TrainData(work, samples, jnp.ones((row_count,)), jnp.tile(jnp.arange(1, n)[None], (row_count, 1)),
+                         jnp.zeros((row_count, 1), jnp.int32))
         init_keys, order_keys, gate_keys = (jax.random.split(k, row_count) for k in jax.random.split(keys[0], 3))
+        train_keys = TrainKeys(order_keys, gate_keys)
         # Time steps after the warm-up (the mask trains too), dispatched as the engine does.
         first, per_call = warmup_steps(config), steps_per_call(config)
         for rep in range(int(repeats)):
             for width in (1, 3, row_count):
-                programs = training_programs(config, 3, max_segments, width)
+                trainer = compiled_trainer(config, 3, max_segments, width)
 
-                def run(params, opt_state, start, stop):
-                    for t in range(start, stop, per_call):
-                        params, opt_state = programs.run_steps(params, opt_state, work, samples, scales, train_idx,
-                                                               order_keys, gate_keys, t, min(t + per_call, stop))
-                    return params, opt_state
+                def run(state, stop):
+                    for t in range(int(state.step), stop, per_call):
+                        state = trainer.run(state, data, train_keys, min(t + per_call, stop))
+                    return state
 
-                params, opt_state = run(*programs.init(init_keys), first, first + 1)  # compiles
+                state = trainer.init(init_keys)._replace(step=jnp.asarray(first, jnp.int32))
+                state = run(state, first + 1)  # compiles
                 best = float("inf")
                 for _ in range(3):
-                    jax.block_until_ready(params)
+                    jax.block_until_ready(state)
                     t0 = time.perf_counter()
-                    params, opt_state = run(params, opt_state, first, first + timed_steps)
-                    jax.block_until_ready(params)
+                    state = run(state._replace(step=jnp.asarray(first, jnp.int32)), first + timed_steps)
+                    jax.block_until_ready(state)
                     best = min(best, (time.perf_counter() - t0) / timed_steps / row_count)
                 print(f"student {student} rows_per_step {width} rep {rep}: {best * 1e3:.2f} ms per row and step",
                       flush=True)

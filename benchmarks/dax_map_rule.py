@@ -36,28 +36,24 @@ PARTS = ("photos", "realmodels", "fashion")
 @contextlib.contextmanager
 def recorded_parts(log: list):
     """Appends (mask [rows, H, W], effects [rows, H, W] in [0, 1]) of every DAX group explained
-    inside the block. Needs a config with effect_power=1 (the effects then reach `_painted`
-    divided by their maximum, unpowered) and restarts=1."""
+    inside the block: the trained rows' raw maps and the student's segment effects (negatives 0,
+    divided by the image's largest), painted on the segments, as `engine._finish` receives them.
+    Needs restarts=1."""
     from daxjax.methods.dax import engine
 
-    train, paint = engine.train_and_explain, engine._painted
-    pending = {}
+    finish = engine._finish
 
-    def train_recorded(*args, **kwargs):
-        trained = train(*args, **kwargs)
-        pending["mask"] = np.asarray(trained.maps)
-        return trained
+    def finish_recorded(row_maps, effects, segments, **kwargs):
+        shown = np.maximum(np.asarray(effects), np.float32(0.0))
+        shown = shown / np.maximum(shown.max(axis=1, keepdims=True), np.float32(1e-12))
+        log.append((np.asarray(row_maps), np.stack([e[s] for e, s in zip(shown, np.asarray(segments))])))
+        return finish(row_maps, effects, segments, **kwargs)
 
-    def paint_recorded(values, segments):
-        painted = paint(values, segments)
-        log.append((pending.pop("mask"), np.asarray(painted)))
-        return painted
-
-    engine.train_and_explain, engine._painted = train_recorded, paint_recorded
+    engine._finish = finish_recorded
     try:
         yield log
     finally:
-        engine.train_and_explain, engine._painted = train, paint
+        engine._finish = finish
 
 
 def rule_maps(mask: np.ndarray, effect: np.ndarray) -> dict:

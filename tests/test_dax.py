@@ -159,19 +159,19 @@ def test_image_student_keeps_the_papers_path():
 
 def test_every_config_field_is_declared_in_or_out_of_the_training_programs():
     fields = [field.name for field in dataclasses.fields(DAXConfig)]
-    assert sorted(DAXConfig.PROGRAM_FIELDS + DAXConfig.SAMPLE_FIELDS) == sorted(fields)
-    assert not set(DAXConfig.PROGRAM_FIELDS) & set(DAXConfig.SAMPLE_FIELDS)
+    assert sorted(DAXConfig.PROGRAM_FIELDS + DAXConfig.OTHER_FIELDS) == sorted(fields)
+    assert not set(DAXConfig.PROGRAM_FIELDS) & set(DAXConfig.OTHER_FIELDS)
 
 
-def test_training_programs_are_shared_by_configs_that_differ_only_outside_them():
-    from daxjax.methods.dax.engine import training_programs
+def test_compiled_trainers_are_shared_by_configs_that_differ_only_outside_the_program_fields():
+    from daxjax.methods.dax.train import compiled_trainer
 
     base = SMALL.replace(steps=7)
-    programs = training_programs(base, 3, 32)
+    trainer = compiled_trainer(base, 3, 32)
     outside = base.replace(segmentation="slic", fill="blur", target="probability", kernel_width=0.5,
-                           segmentation_options={"n_segments": 20})
-    assert training_programs(outside, 3, 32) is programs
-    assert programs.optimizer is training_programs(base.program_config(), 3, 32).optimizer
+                           segmentation_options={"n_segments": 20}, restarts=2, effect_power=1.0)
+    assert compiled_trainer(outside, 3, 32) is trainer
+    assert compiled_trainer(base.program_config(), 3, 32) is trainer
     for name, value in (("lambda_q", 0.25), ("minibatch_size", 16), ("steps", 8), ("student_hidden", 16)):
-        assert training_programs(base.replace(**{name: value}), 3, 32) is not programs, name
-    assert training_programs(base, 3, 32, rows=1) is not programs  # rows per step shape them too
+        assert compiled_trainer(base.replace(**{name: value}), 3, 32) is not trainer, name
+    assert compiled_trainer(base, 3, 32, rows=1) is not trainer  # rows per step shape them too

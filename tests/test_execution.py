@@ -65,10 +65,11 @@ def test_maps_do_not_depend_on_the_execution(case):
     bb = red_fraction_box if REGISTRY[method].query_only else JaxBlackBox(smooth_red, 2)
     x = images()
 
-    def maps(execution):
-        return daxjax.explain(bb, x, targets=1, method=method, config=config, seed=3, execution=execution).maps
+    def explain(execution):
+        return daxjax.explain(bb, x, targets=1, method=method, config=config, seed=3, execution=execution)
 
-    default = maps(None)
+    reference = explain(None)
+    default = reference.maps
     assert default.std() > 0.01  # the maps are not trivially equal
     executions = EXECUTIONS
     if case == "dax":
@@ -76,7 +77,11 @@ def test_maps_do_not_depend_on_the_execution(case):
     elif case in DAX_ROWS:  # the groups are DAX's own code, covered above; here the rows (one compile less)
         executions = [EXECUTIONS[1].replace(rows_per_step=DAX_ROWS[case])]
     for execution in executions:
-        np.testing.assert_allclose(maps(execution), default, atol=1e-5, err_msg=str(execution))
+        ex = explain(execution)
+        np.testing.assert_allclose(ex.maps, default, atol=1e-5, err_msg=str(execution))
+        for name, value in reference.diagnostics.items():  # DAX's: held-out fit, mask area, ...
+            np.testing.assert_allclose(np.asarray(ex.diagnostics[name], np.float64), np.asarray(value, np.float64),
+                                       atol=1e-5, err_msg=f"{name}, {execution}")
 
 
 def test_execution_decides_the_group_and_the_call_size():

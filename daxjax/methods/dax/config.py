@@ -26,100 +26,91 @@ MaskInput = Literal["original", "perturbed"]
 class DAXConfig(Replace):
     """How DAX explains one image; the same for every image of a call.
 
-    The default is DAX engineered for real models (issue 18; evidence in benchmarks/RESULTS.md,
-    "Real models, real photos" and "DAX on real models"): a *segment student* (it reads a masked
-    perturbation as the share of each segment it shows) fitting the black box's *logits*, a mask
-    whose segment shares open *sampled gates* (hard concrete), 1000 Adam steps. The paper's design
-    (a CNN student on the masked pixels, probabilities, a multiplicative mask) is `student="image"`
-    and the presets `paper_v1/v2/v3`. Where the paper is silent, values come from the authors'
-    reference code and say so.
+    The default is DAX engineered for real models: a *segment student* fitting the black box's
+    *logits* through *sampled gates* opened by a mask grid, 1000 Adam steps. The paper's design (a
+    CNN student on the masked pixels, probabilities, a multiplicative mask) is `student="image"` and
+    the presets `paper_v1/v2/v3`. Evidence for the defaults: benchmarks/RESULTS.md, "Why DAX failed
+    on real models", "DAX on real models: where issue 18 stands" and the ablation sections. Where
+    the paper is silent, values come from the authors' reference code and say so.
 
     Sampling (paper Sec. III-B1):
-      num_samples: N perturbations per image, sample 0 being the unperturbed image. The paper's
-        best is 6000; 2000 is our default.
-      keep_prob: probability that a segment is kept in a perturbation (reference code: 0.5).
-      segmentation: how segments are found: "quickshift" (LIME's defaults, as the paper),
+      num_samples: N perturbations per image, sample 0 the unperturbed image (2000; the paper's best is 6000).
+      keep_prob: probability that a segment is kept in a perturbation (0.5, the reference code's).
+      segmentation: how segments are found: "quickshift" (default; LIME's settings, as the paper),
         "slic", "felzenszwalb", "grid", or any `segmentation.Segmenter`, a hashable callable
-        image float32 [H, W, C] in [0, 1] -> integer label map [H, W] (the paper's V3 uses
-        Segment Anything, see `paper_v3`); its maps are checked, never replaced by a grid.
-        Label maps passed to `explain(..., segments=)` replace it.
-      segmentation_options: keyword overrides passed to the segmenter.
-      fill: what a switched-off segment shows. "image_mean" (the image's mean colour) is the
-        default. "segment_mean" leaves a segment of uniform colour unchanged, so switching it off
-        removes nothing; "segment_grey" (the reference code's) keeps an object's silhouette, which
-        a shape-reading CNN still recognises.
-      kernel_width: proximity weight pi = exp(-d^2 / width^2), d = cosine distance of the
-        keep-vector to all-ones (LIME's kernel, width 0.25 as in the reference code).
+        image float32 [H, W, C] in [0, 1] -> integer label map [H, W] (the paper's V3 uses Segment
+        Anything, see `paper_v3`); its maps are checked, never replaced by a grid. Label maps
+        passed to `explain(..., segments=)` replace it.
+      segmentation_options: keyword overrides passed to the segmenter (None).
+      fill: what a switched-off segment shows: "image_mean" (default, the image's mean colour).
+        "segment_mean" leaves a uniform segment unchanged, so switching it off removes nothing;
+        "segment_grey" (the reference code's) keeps an object's silhouette, which a CNN still reads.
+      kernel_width: proximity weight pi = exp(-d^2 / width^2), d the cosine distance of the
+        keep-vector to all-ones (0.25, LIME's kernel as in the reference code).
 
     Networks (paper Sec. III-D):
       student: "segments" (default): f_S reads a masked perturbation as the share of each segment
-        it shows (`nets.SegmentStudent`: linear + one hidden layer of `student_hidden` units; 0 for a
-        linear student). Every perturbation of an image is a function of its keep-vector, so this
-        is the student's whole input. "image": the paper's CNN on the masked pixels at
-        `resolution` (`nets.StudentNet`). On EfficientNet's answers to perturbed photos the image
-        student did not fit held-out perturbations (below a linear surrogate on the same queries)
-        and the masks died; see the ablation.
-      target: what the student fits: "logit" (default; log p - log(1 - p) of the target class,
-        clipped to +-12, `dax.student_targets`) or "probability" (the paper). Evidence adds up in
-        the logit where the probability saturates.
-      gate: how the mask acts on the segment student: "hard_concrete" (default) samples, per
-        training sample and segment, a relaxed Bernoulli gate that opens with the mask's share of
-        the segment (`sampling.hard_concrete_gates`), so the student cannot undo a shrinking mask
-        by growing its weights; "soft" multiplies by the share.
+        it shows (`nets.SegmentStudent`), which is all that tells one perturbation of an image from
+        another. "image": the paper's CNN on the masked pixels at `resolution` (`nets.StudentNet`);
+        on real photos it did not fit held-out perturbations and its masks died.
+      student_hidden: hidden width of either student (32; 0: a linear segment student).
+      target: what the student fits: "logit" (default; of the target class, clipped to +-12,
+        `engine.student_targets`), since evidence adds up in the logit where the probability
+        saturates; or "probability" (the paper).
+      gate: how the mask acts on the segment student: "hard_concrete" (default) samples per sample
+        and segment a relaxed Bernoulli gate that opens with the mask's share of the segment, so the
+        student cannot undo a shrinking mask by growing its weights; "soft" multiplies by the share.
       gate_temperature: the gates' relaxation temperature (2/3, Louizos et al.'s).
       resolution: side of the square working resolution of the mask net's convolutions and the
         image student (48; the reference code trains at 128 px).
       mask_cells: the mask is a mask_cells x mask_cells grid, bilinearly upsampled to the image
-        (the reference code pools to 16 x 16).
+        (16, as the reference code pools).
       mask_channels: width of the mask net's two 3x3 convolutions on the image (the paper's "two
-        layer CNN"); 0 (default) leaves them out and the mask is its grid of logits
-        (`mask_grid_bias`). Measured: the convolutions added nothing on real photos, saturated on
-        textured ones, and let masks grow to all ones on the Fashion scenes at lambda_area=0.5.
-      mask_grid_bias: a learnable logit per mask cell (not in the paper).
-      mask_init: the grid's initial logit (0: the mask starts at 0.5 everywhere).
-      mask_input: "perturbed" applies the mask net to each perturbed sample (the paper, image
-        student only); "original" to the unperturbed image.
-      mask_fill, student_input, student_channels: the image student's input (see `dax.student_input`).
-      student_hidden: the hidden width of either student.
+        layer CNN"); 0 (default) leaves them out and the mask is its grid of logits: the
+        convolutions added nothing on real photos.
+      mask_grid_bias: a learnable logit per mask cell (True; not in the paper).
+      mask_init: the grid's initial logit (0.0: the mask starts at 0.5 everywhere).
+      mask_input: "original" (default) applies the mask net to the unperturbed image; "perturbed"
+        to each perturbed sample (the paper; image student only).
+      mask_fill, student_input, student_channels: the image student's input: what the mask hides
+        ("fill", default, as a switched-off segment; "zero", the paper), "centred" (default) or
+        "raw" pixels (`train.student_input`), and its two conv widths ((8, 16)).
       effect_power: the map is the mask times (the student's effect of each segment, relative to
-        the largest) ** effect_power (`dax.TrainingPrograms.segment_effects`; segment student
-        only; 0 gives the mask alone). The mask says which segments the black box needs, the
-        effect orders them; a small power keeps the mask's extent and demotes segments that
-        straddle an object's edge (Fashion scenes: IoU 0.54 with the mask alone, 0.62 at 0.1).
+        the largest) ** effect_power (0.1; segment student only; 0: the mask alone): the effect
+        demotes segments that straddle an object's edge while keeping the mask's extent.
 
     Loss (paper Eq. 9-11):
-      variant: "v1" = pi-MSE + lambda_l1 * mean|m| + lambda_kl * KL(hist(y) || hist(y_hat));
-        "v2" = pi-MSE + lambda_q * Q, Q = -(pi-MSE of the student on the complement x_p * (1 - m)).
+      variant: "v2" (default) = pi-MSE + lambda_q * Q, Q = -(pi-MSE of the student on the
+        complement x_p * (1 - m)); "v1" = pi-MSE + lambda_l1 * mean|m| + lambda_kl * KL(hist(y) ||
+        hist(y_hat)).
       lambda_q: 0.5, the paper's best (Table IV).
       lambda_l1, lambda_kl: 0.001 and 0.02, the paper's best V1 (Table IV).
       complement_stop_gradient: stop the gradient of Q into the student, so that only the mask
-        learns from it (not in the paper).
-      lambda_area: weight of mean(m) in V2 (0 in the paper), in shares of the targets' variance:
-        keeping a region is worth it when it explains more of the black box's variation than its
-        share of the image. Q alone rewards masks that cover everything.
-      normalize_loss: divide the MSE and Q terms by the pi-weighted variance of the row's
-        training targets (not in the paper).
-      bounded_q: with normalize_loss, cap Q's reward at the error of predicting the mean
-        (see `losses.loss_v2`; not in the paper).
+        learns from it (True; not in the paper).
+      lambda_area: weight of mean(m) in V2, in shares of the targets' variance (0.5; 0 in the
+        paper): Q alone rewards masks that cover everything.
+      normalize_loss: divide the MSE and Q terms by the pi-weighted variance of the row's training
+        targets (True; not in the paper), so lambda_area prices area in explained variation.
+      bounded_q: with normalize_loss, cap Q's reward at the error of predicting the mean (True;
+        `losses.loss_v2`): unbounded, it drove masks to all ones.
 
     Optimisation (Adam; the paper's batch size and epochs were lost in extraction):
-      steps: Adam steps per image (1000); None: epochs x floor(0.9 N / minibatch_size) (the presets).
-        The mask needs steps more than samples: 300 steps left masks half-trained.
-      epochs: see steps.
-      minibatch_size: samples per Adam step (at most the training samples). Formerly
+      steps: Adam steps per image (1000: the mask needs steps more than samples); None:
+        epochs x floor(0.9 N / minibatch_size) (the presets).
+      epochs: see steps (4).
+      minibatch_size: samples per Adam step, at most the training samples (256). Formerly
         `batch_size`, which still works with a DeprecationWarning.
-      learning_rate: the student's rate.
-      mask_learning_rate: the mask net's own rate (3e-2: a mask starting at 0.5 moves too little
-        at the student's rate).
-      student_warmup: fraction of the steps during which only the student learns, the mask held
-        at its initial value (not in the paper; see `dax.make_optimizer`).
-      validation_fraction: random share of samples held out; at `validations` checkpoints after
-        the warm-up each image keeps its parameters with the best validation loss (the paper's
-        protocol; the reference code never selects). The held-out samples also give the
-        per-image diagnostics (`dax.DIAGNOSTICS`).
+      learning_rate: the student's rate (1e-2).
+      mask_learning_rate: the mask net's rate (3e-2: at the student's rate a mask starting at 0.5 moves too little).
+      student_warmup: fraction of the steps in which only the student learns, the mask held at its
+        initial value (0.25; not in the paper; see `train.make_optimizer`).
+      validation_fraction: random share of samples held out (0.1); at `validations` (10)
+        checkpoints after the warm-up each image keeps its parameters with the best validation
+        loss (the paper's protocol; the reference code never selects). The held-out samples also
+        give the per-image diagnostics (`engine.DIAGNOSTICS`).
       restarts: independently initialised (mask net, student) pairs per image, trained side by
-        side on the same samples; their maps are averaged. Costs restarts x the training, no
-        extra queries; with the segment student one did as well as three on real photos.
+        side on the same samples, their maps averaged (1): costs restarts x the training, no
+        extra queries.
 
     Execution settings (images per group, inputs per black-box call, rows per training step)
     change speed and memory only, so they are not fields here: `explain(execution=daxjax.Execution(...))`.
@@ -170,21 +161,20 @@ class DAXConfig(Replace):
     restarts: int = 1
 
     #: The fields that shape DAX's compiled training programs (networks, losses, optimiser and its
-    #: schedule, minibatch, validation): the programs' cache is keyed on them alone (`program_key`)
-    #: and the programs are built from them alone (`program_config`). A new field goes here or in
-    #: SAMPLE_FIELDS (tests/test_dax.py checks that every field is in exactly one).
+    #: schedule, minibatch, validation): the trainer's cache is keyed on them alone (`program_key`)
+    #: and the trainer is built from them alone (`program_config`). A new field goes here or in
+    #: OTHER_FIELDS (tests/test_dax.py checks that every field is in exactly one).
     PROGRAM_FIELDS: ClassVar[tuple[str, ...]] = (
         "num_samples", "keep_prob", "resolution", "mask_cells", "mask_input", "mask_fill", "student_input",
         "mask_channels", "mask_grid_bias", "mask_init", "student", "student_channels", "student_hidden", "gate",
-        "gate_temperature", "effect_power", "variant", "lambda_q", "lambda_l1", "lambda_kl",
-        "complement_stop_gradient", "lambda_area", "normalize_loss", "bounded_q", "steps", "epochs",
-        "minibatch_size", "learning_rate", "mask_learning_rate", "validation_fraction", "validations",
-        "student_warmup", "restarts")
-    #: The fields that act before training, so configs differing only in them share the programs:
-    #: the perturbations (segmentation, segmentation_options, fill) and the samples' targets y and
-    #: weights pi (target, kernel_width).
-    SAMPLE_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "target",
-                                                "kernel_width")
+        "gate_temperature", "variant", "lambda_q", "lambda_l1", "lambda_kl", "complement_stop_gradient",
+        "lambda_area", "normalize_loss", "bounded_q", "steps", "epochs", "minibatch_size", "learning_rate",
+        "mask_learning_rate", "validation_fraction", "validations", "student_warmup")
+    #: The fields that act before training (the perturbations: segmentation, segmentation_options,
+    #: fill; the samples' targets y and weights pi: target, kernel_width; the rows: restarts) or after
+    #: it (effect_power paints the maps), so configs differing only in them share the trainer.
+    OTHER_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "target",
+                                               "kernel_width", "restarts", "effect_power")
 
     # Deprecated: the execution settings (ignored, `daxjax.Execution`) and the minibatch's old name.
     query_chunk: dataclasses.InitVar[int | None] = None
@@ -307,7 +297,7 @@ class DAXConfig(Replace):
 
 
 _PAPER_COMMON = dict(
-    student="image", target="probability", gate="soft", steps=None, mask_init=0.0, validations=9, restarts=1,
+    student="image", target="probability", gate="soft", steps=None, validations=9, restarts=1,
     effect_power=0.0,
     num_samples=6000, mask_input="perturbed", student_input="raw", mask_fill="zero",
     student_warmup=0.0, lambda_area=0.0, mask_grid_bias=False, normalize_loss=False, bounded_q=False,

@@ -6,7 +6,7 @@ segment it shows, which is all that distinguishes one perturbation of an image f
 linear map from the mask grid to those shares.
 
 Each image has its own parameters, and images are trained side by side under `jax.vmap`. A
-vmapped `lax.conv` with per-image kernels lowers to a grouped convolution, measured 4-10x slower
+vmapped `lax.conv` with per-image kernels lowers to a grouped convolution, several times slower
 per image than a Python loop on XLA CPU; so convolutions here are patch extraction (a kernel-free
 op, batched like any other) followed by a matrix product with the kernel, which under `vmap`
 becomes one batched matrix product.
@@ -90,7 +90,7 @@ class PatchEmbed(nnx.Module):
     """Non-overlapping p x p patches, linearly embedded: [..., H, W, C] -> [..., H/p, W/p, C_out].
 
     A reshape, not a gather: the cheapest first layer for the student, whose input changes every
-    step (measured: the backward pass of an overlapping im2col layer dominated the step on CPU).
+    step (the backward pass of an overlapping im2col layer dominated the step on CPU).
     """
 
     def __init__(self, in_channels: int, out_channels: int, patch: int, *, rngs: nnx.Rngs):
