@@ -24,7 +24,7 @@ LAYERS = (
     {"daxjax.device"},                          # querying the black box, sharding over devices
     {"daxjax.perturbation"},                    # segments, fills, sampling
     {"daxjax.methods"},                         # the explainers and their contract
-    {"daxjax.explain", "daxjax.dataset"},       # one batch; whole datasets
+    {"daxjax.explain", "daxjax.dataset", "daxjax.amortised"},  # one batch; whole datasets; one explainer for many
     {"daxjax.metrics"},                         # judging maps (sanity checks re-explain)
     {"daxjax.report"},
     {"daxjax.audio", "daxjax.glance"},

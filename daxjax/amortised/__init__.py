@@ -35,6 +35,10 @@ KernelSHAP) trailed. Limits of this first version: one device (no sharding over 
 the map explains the black box's top-1 class only; it is a grid map (cells x cells, bilinearly
 upsampled), so its outlines are coarse; `explain_dataset(method="dax-amortised")` and the CLI are
 not wired yet.
+
+Modules: config (AmortisedConfig, grouped by concern), nets (encoder, mask head, student head),
+training (queries, loss, the training step and checkpoints), explainer (fit, explain, refine,
+save and load).
 """
 
 from daxjax.amortised.config import AmortisedConfig, Loss, Nets, Refine, Sampling, Training
