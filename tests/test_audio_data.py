@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.audio import data
+from benchmarks.datasets.audio import data
 
 REASON = data.available()
 # CI installs the Debian packages (.ci/run): there a missing one is a failure, not a skip.

@@ -1,4 +1,4 @@
-"""Fashion-MNIST scenes (benchmarks/fashion) and the committed ONNX black box trained on them."""
+"""Fashion-MNIST scenes (benchmarks/datasets/fashion) and the committed ONNX black box trained on them."""
 
 import sys
 from pathlib import Path
@@ -12,12 +12,12 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from benchmarks.fashion import data  # noqa: E402
+from benchmarks.datasets.fashion import data  # noqa: E402
 
 if not data.dataset_available():
     pytest.skip(
         f"Fashion-MNIST is not installed in {data.data_dir()}: "
-        "apt-get install dataset-fashion-mnist (or run benchmarks/fashion/setup.sh)",
+        "apt-get install dataset-fashion-mnist (or run benchmarks/datasets/fashion/setup.sh)",
         allow_module_level=True,
     )
 

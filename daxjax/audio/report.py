@@ -10,7 +10,7 @@ waveform with the ground-truth intervals (green, upper half) and the explained o
 half: the frames above mean + k·std, the threshold of the 1-D IoU in `daxjax.audio.metrics`).
 Above the cards, the metrics table: 1-D IoU when ground-truth intervals are given, deletion over
 time when the black box is, with a random map and a centred window as reference rows (as in
-`benchmarks/audio`); below them, the run configuration and the timings. The files, paging and
+`benchmarks/quality/audio.py`); below them, the run configuration and the timings. The files, paging and
 `embed` option are those of `daxjax.write_report`, whose page machinery this module reuses.
 """
 

@@ -125,7 +125,7 @@ def rows_per_step(execution: Execution | None, image_student: bool) -> int | Non
     """Rows per vectorised pass inside a DAX training step (None: all rows at once).
 
     The caller's `rows_per_step`, else: the image student on CPU goes one row at a time, which keeps
-    a row's activations in cache (measured on 2 cores by `python -m benchmarks.dax_floor_probes
+    a row's activations in cache (measured on 2 cores by `python -m benchmarks.probes.dax_floor
     steps` / `rows`: one row at a time was as fast per row as 3 and faster than 12); the segment
     student's step is a few small matrix products per row, so all rows go at once; accelerators
     take all rows at once.

@@ -415,7 +415,7 @@ def keep_large_buffers_in_the_heap(megabytes: int = 64) -> bool:
     Why: each surrogate step makes XLA's CPU convolutions allocate and free buffers of tens of MB;
     above glibc's mmap threshold (32 MB at most by default) every such block is a fresh mapping
     that the kernel zeroes and faults in again, step after step. Measured on 2 CPU cores
-    (`python -m benchmarks.glance_step_time` with and without it, in alternation, same losses bit for
+    (`python -m benchmarks.glance.step_time` with and without it, in alternation, same losses bit for
     bit): a step takes 15-20 % less time. DAX's smaller buffers gain nothing (its training time unchanged), so only the
     surrogate's training asks for it.
     """

@@ -422,7 +422,7 @@ def train(trainer: Trainer, data: TrainData, init_keys: jax.Array, keys: TrainKe
     At each checkpoint (`checkpoints`) every row keeps its parameters if its validation loss is
     the lowest so far. trace: a list to append, at the end of the warm-up and every 5 % of the
     steps, {"step", "heldout_fit", "mask_area"} of the current parameters ([rows] each): what the
-    student and the mask do during training (`benchmarks.realmodels.diagnose`).
+    student and the mask do during training (`benchmarks.probes.dax_diagnose`).
     """
     state = trainer.init(init_keys)
     marks = set(checkpoints(config))

@@ -1,0 +1,10 @@
+"""Quality: do the maps find what the black box uses? Each module writes its own RESULTS.md section.
+
+    realmodels    real photos, real ImageNet models, exact ground truth (the primary table)
+    fashion       Fashion-MNIST scenes and our CNN: IoU, wrong-class IoU, deletion / insertion
+    photos        the bundled photos and EfficientNet-Lite0, no ground truth: deletion / insertion
+    audio         where in time a sound classifier listens (1-D IoU, deletion over time)
+    amortised     amortised DAX: quality against black-box queries per explained image
+    dax_map_rule  how DAX's map combines the mask and the segment effects
+    dax_variants  DAX's ablation variants, shared by realmodels and fashion (not a command)
+"""

@@ -1,0 +1,193 @@
+"""How DAX's map combines the mask and the student's segment effects, measured on three case sets.
+
+    python -m benchmarks.quality.dax_map_rule                       # photos, real-model cases, Fashion scenes
+    python -m benchmarks.quality.dax_map_rule --parts photos --no-write
+
+DAX's map is the trained mask M (the mask net's grid, upsampled) times the student's effect of
+each segment E (relative to the image's largest, negatives 0) to a power p: M * E^p
+(`DAXConfig.effect_power`). The mask says which segments the black box needs (extent: IoU), the
+effect orders them (what deletion and insertion reward). This trains DAX once per image with the
+default config and records M and E (hooks on the engine's internals: an experiment, not an API),
+then scores every rule on the same training:
+  photos       deletion / insertion AUC on the 10 bundled photos, EfficientNet-Lite0, N = 2000
+               (as `benchmarks.quality.photos`; its table has the baselines)
+  realmodels   IoU (mean + 1 std) on the real-model cases, EfficientNet-Lite0, N = 1000
+               (as `benchmarks.quality.realmodels`; its table has the baselines)
+  fashion      IoU on the Fashion scenes, N = 2000 (as `benchmarks.quality.fashion`)
+The training is the same for every rule, so differences between rows are the rule's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.results import write_section
+
+SECTION = "## DAX's map: the mask and the segment effects combined (issue 18)"
+POWERS = (0.0, 0.1, 0.25, 0.5, 1.0)
+PARTS = ("photos", "realmodels", "fashion")
+
+
+@contextlib.contextmanager
+def recorded_parts(log: list):
+    """Appends (mask [rows, H, W], effects [rows, H, W] in [0, 1]) of every DAX group explained
+    inside the block: the trained rows' raw maps and the student's segment effects (negatives 0,
+    divided by the image's largest), painted on the segments, as `engine._finish` receives them.
+    Needs restarts=1."""
+    from daxjax.methods.dax import engine
+
+    finish = engine._finish
+
+    def finish_recorded(row_maps, effects, segments, **kwargs):
+        shown = np.maximum(np.asarray(effects), np.float32(0.0))
+        shown = shown / np.maximum(shown.max(axis=1, keepdims=True), np.float32(1e-12))
+        log.append((np.asarray(row_maps), np.stack([e[s] for e, s in zip(shown, np.asarray(segments))])))
+        return finish(row_maps, effects, segments, **kwargs)
+
+    engine._finish = finish_recorded
+    try:
+        yield log
+    finally:
+        engine._finish = finish
+
+
+def rule_maps(mask: np.ndarray, effect: np.ndarray) -> dict:
+    """Rule name -> maps [n, H, W] in [0, 1], from masks and painted effects [n, H, W]."""
+    from daxjax.methods.base import normalise
+
+    rules = {f"M x E^{p:g}" + (" (mask alone)" if p == 0 else "") + (" (default)" if p == 0.1 else ""):
+             np.asarray(normalise(mask * effect ** p)) for p in POWERS}
+    rules["E alone (effects, no mask)"] = np.asarray(normalise(effect))
+    return rules
+
+
+def explain_recorded(bb, images, targets, config, seed=0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(masks, effects, seconds per image) of DAX on `images` under `config` (effect_power 1)."""
+    import daxjax
+
+    log: list = []
+    start = time.perf_counter()
+    with recorded_parts(log):
+        daxjax.explain(bb, images, targets=targets, method="dax", config=config, seed=seed)
+    seconds = (time.perf_counter() - start) / len(images)
+    return np.concatenate([m for m, _ in log]), np.concatenate([e for _, e in log]), seconds
+
+
+def part_photos(budget: int, fill: str) -> list[str]:
+    import daxjax
+    from benchmarks.quality.photos import AnswerCache
+    from benchmarks.throughput.common import photos
+    from blackbox_adapters import CallableBlackBox, efficientnet_lite0
+
+    images = photos(10)
+    bb = CallableBlackBox(AnswerCache(efficientnet_lite0(threads=2)), num_classes=1000, output="probs")
+    targets = np.asarray(bb(images)).argmax(axis=1).astype(np.int32)
+    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
+    mask, effect, seconds = explain_recorded(bb, images, targets, config)
+    lines = [f"### 10 bundled photos, EfficientNet-Lite0, N = {budget}, fill {fill!r} ({seconds:.1f} s per photo)", "",
+             "| rule | deletion AUC mean (std) | insertion AUC mean (std) |", "|---|---|---|"]
+    for name, maps in rule_maps(mask, effect).items():
+        deletion = np.asarray(daxjax.metrics.deletion_auc(bb, images, maps, targets, steps=50))
+        insertion = np.asarray(daxjax.metrics.insertion_auc(bb, images, maps, targets, steps=50))
+        lines.append(f"| {name} | {deletion.mean():.3f} ({deletion.std():.3f}) | "
+                     f"{insertion.mean():.3f} ({insertion.std():.3f}) |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def part_realmodels(budget: int, composites: int, restricted: int, fill: str) -> list[str]:
+    import daxjax
+    from benchmarks.datasets.realmodels import models as model_zoo
+    from benchmarks.quality.realmodels import case_groups, top_share_iou
+    from benchmarks.datasets.realmodels.cases import make_cases
+
+    model = model_zoo.load("lite0")
+    cases = make_cases(model, 224, composites, restricted, seed=0)
+    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
+    masks = np.zeros(cases.masks.shape, np.float32)
+    effects = np.zeros(cases.masks.shape, np.float32)
+    start = time.perf_counter()
+    for group in case_groups(cases):
+        masks[group], effects[group], _ = explain_recorded(cases.black_box(model, group[0]), cases.images[group],
+                                                           cases.targets[group], config)
+    seconds = (time.perf_counter() - start) / len(cases)
+    kinds = np.array(cases.kinds)
+    lines = [f"### Real-model cases, EfficientNet-Lite0, N = {budget}, fill {fill!r}: {len(cases)} cases "
+             f"({int((kinds == 'composite').sum())} composites, {int((kinds == 'restricted').sum())} restricted "
+             f"views, seed 0; {seconds:.1f} s per case)", "",
+             "| rule | IoU mean (std) | comp | restr | top-20 % |", "|---|---|---|---|---|"]
+    for name, maps in rule_maps(masks, effects).items():
+        iou = np.asarray(daxjax.metrics.iou(maps, cases.masks))
+        top = top_share_iou(maps, cases.masks)
+        lines.append(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {iou[kinds == 'composite'].mean():.3f} | "
+                     f"{iou[kinds == 'restricted'].mean():.3f} | {top.mean():.3f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def part_fashion(budget: int, count: int, fill: str) -> list[str]:
+    import dataclasses
+
+    import daxjax
+    from benchmarks.datasets.fashion.data import make_scenes
+    from benchmarks.quality.fashion import MODEL
+    from blackbox_adapters import OnnxBlackBox
+
+    bb = OnnxBlackBox(MODEL, layout="NHWC", output="probs", intra_op_threads=2)
+    drawn = make_scenes(count, seed=123, split="test", size=64)
+    correct = bb(drawn.images).argmax(axis=1) == drawn.labels
+    scenes = dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct] for f in dataclasses.fields(drawn)})
+    targets = scenes.labels.astype(np.int32)
+    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
+    mask, effect, seconds = explain_recorded(bb, scenes.images, targets, config)
+    lines = [f"### Fashion scenes: {len(targets)} correctly classified of {count} drawn (as `benchmarks.quality.fashion`), "
+             f"N = {budget}, fill {fill!r} ({seconds:.2f} s per scene)", "", "| rule | IoU mean (std) | pointing |", "|---|---|---|"]
+    for name, maps in rule_maps(mask, effect).items():
+        iou = np.asarray(daxjax.metrics.iou(maps, scenes.masks))
+        pointing = np.asarray(daxjax.metrics.pointing_game(maps, scenes.masks))
+        lines.append(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {pointing.mean():.2f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--composites", type=int, default=60)
+    parser.add_argument("--restricted", type=int, default=40)
+    parser.add_argument("--scenes", type=int, default=260, help="Fashion scenes drawn")
+    parser.add_argument("--fills", default="image_mean",
+                        help="comma-separated DAXConfig.fill values, each trained and scored (default: DAX's)")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
+    args = parser.parse_args(argv)
+    parts = args.parts.split(",")
+    if set(parts) - set(PARTS):
+        raise SystemExit(f"--parts: unknown {sorted(set(parts) - set(PARTS))}; choose from {', '.join(PARTS)}")
+    from benchmarks.throughput.common import machine
+
+    command = "python -m benchmarks.quality.dax_map_rule " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [SECTION, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
+             "M: the trained mask; E: the student's effect of each segment relative to the image's largest; "
+             "every rule from the same training (the default config), so rows differ by the rule alone. "
+             "See the docstring of `benchmarks/quality/dax_map_rule.py`.", ""]
+    print("\n".join(lines), flush=True)
+    for part in parts:
+        for fill in args.fills.split(","):
+            if part == "photos":
+                lines += part_photos(2000, fill)
+            elif part == "realmodels":
+                lines += part_realmodels(1000, args.composites, args.restricted, fill)
+            else:
+                lines += part_fashion(2000, args.scenes, fill)
+            lines.append("")
+            if not args.no_write:
+                write_section(SECTION, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
