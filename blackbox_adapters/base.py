@@ -147,3 +147,28 @@ def check_output_kind(output: str) -> OutputKind:
     if output not in ("probs", "logits"):
         raise BlackBoxError(f"output must be 'probs' or 'logits', got {output!r}")
     return output  # type: ignore[return-value]
+
+
+class LearnsNumClasses:
+    """For adapters whose K is given or learned from the first answer: the `num_classes` property
+    and `_probabilities`, which checks an answer and learns K from it."""
+
+    _num_classes: int | None = None
+    #: How to make K known, for the error when it is read too early.
+    _NUM_CLASSES_HINT = "it is inferred from the first call; query the black box once or pass num_classes="
+
+    @property
+    def num_classes(self) -> int:
+        """K, given at construction or inferred from the first call. Before that, reading it raises
+        AttributeError (so ``hasattr`` and the ``BlackBox`` isinstance check say False)."""
+        if self._num_classes is None:
+            raise AttributeError(f"num_classes of {self!r} is not known yet: {self._NUM_CLASSES_HINT}")
+        return self._num_classes
+
+    def _probabilities(self, raw: np.ndarray, n: int) -> np.ndarray:
+        """raw [n, K] answers (`self.output`: probabilities or logits) -> checked float32
+        probabilities [n, K]; the first answer sets K."""
+        probs = to_probabilities(raw, self.output, n, self._num_classes, what=repr(self))
+        if self._num_classes is None:
+            self._num_classes = probs.shape[1]
+        return probs

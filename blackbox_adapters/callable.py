@@ -6,10 +6,10 @@ from typing import Callable
 
 import numpy as np
 
-from .base import BlackBox, BlackBoxError, OutputKind, check_output_kind, to_probabilities
+from .base import BlackBox, BlackBoxError, LearnsNumClasses, OutputKind, check_output_kind
 
 
-class CallableBlackBox:
+class CallableBlackBox(LearnsNumClasses):
     """Wrap ``fn: x [n, ...] -> [n, K]`` (numpy in, array-like out) as a checked black box.
 
     Args:
@@ -44,16 +44,6 @@ class CallableBlackBox:
         self.max_batch = max_batch
         self._num_classes = num_classes
 
-    @property
-    def num_classes(self) -> int:
-        """K, given at construction or inferred from the first call."""
-        if self._num_classes is None:
-            raise AttributeError(
-                f"num_classes of {self!r} is not known yet: it is inferred from the first call; "
-                "query the black box once or pass num_classes="
-            )
-        return self._num_classes
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x: float32 [n, H, W, C] in [0, 1] -> float32 [n, K] probabilities."""
         x = np.asarray(x, dtype=np.float32)
@@ -67,10 +57,7 @@ class CallableBlackBox:
             except ValueError as err:
                 shapes = [c.shape for c in chunks]
                 raise BlackBoxError(f"{self!r} returned chunks that do not stack: shapes {shapes}") from err
-        probs = to_probabilities(raw, self.output, n, self._num_classes, what=repr(self))
-        if self._num_classes is None:
-            self._num_classes = probs.shape[1]
-        return probs
+        return self._probabilities(raw, n)
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", type(self.fn).__name__)

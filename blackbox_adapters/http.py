@@ -48,7 +48,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .base import BlackBoxError, OutputKind, check_output_kind, to_probabilities
+from .base import BlackBoxError, LearnsNumClasses, OutputKind, check_output_kind
 
 # How much of an error response's body an error message quotes.
 _BODY_EXCERPT = 300
@@ -153,7 +153,7 @@ class _Retryable(Exception):
     """A failed attempt that may succeed if repeated (server error, overload, network, timeout)."""
 
 
-class HttpBlackBox:
+class HttpBlackBox(LearnsNumClasses):
     """Query a classifier served over HTTP (see the module docstring for the wire format).
 
     Args:
@@ -182,6 +182,8 @@ class HttpBlackBox:
             or retries used up), an answer that is not JSON with ``outputs`` of the right shape,
             or outputs that are not probabilities. ``rows`` names the query rows concerned.
     """
+
+    _NUM_CLASSES_HINT = "pass num_classes= or probe_shape=, or query the black box once"
 
     def __init__(
         self,
@@ -226,16 +228,6 @@ class HttpBlackBox:
         if num_classes is None and probe_shape is not None:
             self(np.zeros((1, *probe_shape), dtype=np.float32))
 
-    @property
-    def num_classes(self) -> int:
-        """K, given, probed at construction, or learned from the first call."""
-        if self._num_classes is None:
-            raise AttributeError(
-                f"num_classes of {self!r} is not known yet: pass num_classes= or probe_shape=, "
-                "or query the black box once"
-            )
-        return self._num_classes
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x: float32 [n, ...] (images [n, H, W, C] in [0, 1]) -> float32 [n, K] probabilities."""
         try:
@@ -265,10 +257,7 @@ class HttpBlackBox:
         if len(widths) > 1:
             per_request = ", ".join(f"rows {s}-{s + len(a) - 1}: {a.shape[1]}" for s, a in zip(starts, answers))
             raise BlackBoxError(f"{self!r}: requests answered different numbers of classes ({per_request})")
-        probs = to_probabilities(np.concatenate(answers), self.output, n, self._num_classes, what=repr(self))
-        if self._num_classes is None:
-            self._num_classes = probs.shape[1]
-        return probs
+        return self._probabilities(np.concatenate(answers), n)
 
     def _request_rows(self, x: np.ndarray, start: int) -> np.ndarray:
         """Rows start .. start+batch_size of x, sent as one request -> raw outputs [m, K]."""

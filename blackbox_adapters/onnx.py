@@ -38,6 +38,30 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+def open_session(path: Path, intra_op_threads: int, inter_op_threads: int, providers=None):
+    """An ONNX Runtime session on the model at `path`, with the thread counts set explicitly and
+    spinning disabled (idle ORT threads do not steal cores from JAX); providers None: CUDA if
+    available, then CPU."""
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    if _CUDA in _provider_names(providers) and hasattr(ort, "preload_dlls"):
+        # Load CUDA, cuDNN, cuBLAS from the nvidia-*-cu13 wheels that jax[cuda13] also uses, so
+        # the process holds one copy of each library (onnxruntime-gpu 1.31 and jax[cuda13]
+        # link the same CUDA 13 major version; a system copy found first could differ).
+        ort.preload_dlls()
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as err:  # ORT raises several private exception types (bad file, bad providers)
+        raise BlackBoxError(f"{path}: ONNX Runtime cannot load it as a model: {err}") from err
+
+
 def _fixed(dim: object) -> int | None:
     """An ONNX dimension as an int if it is fixed, None if symbolic or unknown."""
     return dim if isinstance(dim, int) and dim > 0 else None
@@ -117,7 +141,7 @@ class OnnxBlackBox:
         input_name: str | None = None,
         output_name: str | None = None,
     ) -> None:
-        ort = _import_onnxruntime()
+        _import_onnxruntime()  # its install hint first
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
@@ -132,23 +156,7 @@ class OnnxBlackBox:
         if np.any(self.std == 0):
             raise BlackBoxError(f"std must be non-zero, got {self.std.tolist()}")
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        if _CUDA in _provider_names(providers) and hasattr(ort, "preload_dlls"):
-            # Load CUDA, cuDNN, cuBLAS from the nvidia-*-cu13 wheels that jax[cuda13] also uses, so
-            # the process holds one copy of each library (onnxruntime-gpu 1.31 and jax[cuda13]
-            # link the same CUDA 13 major version; a system copy found first could differ).
-            ort.preload_dlls()
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
-        except Exception as err:  # ORT raises several private exception types (bad file, bad providers)
-            raise BlackBoxError(f"{self.path}: ONNX Runtime cannot load it as a model: {err}") from err
+        self.session = open_session(self.path, intra_op_threads, inter_op_threads, providers)
         self.providers = self.session.get_providers()
         # Where outputs are bound in device_forward: the first provider's device.
         self._device = _session_device(self.session)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .base import BlackBoxError, OutputKind, check_output_kind, to_probabilities
+from .base import BlackBoxError, LearnsNumClasses, OutputKind, check_output_kind
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ def _per_channel(value: float | Sequence[float] | None, name: str) -> np.ndarray
     return array
 
 
-class TorchBlackBox:
+class TorchBlackBox(LearnsNumClasses):
     """Query a PyTorch classifier with images float32 ``[n, H, W, C]`` in ``[0, 1]``.
 
     Each call moves the images to the device (``torch.from_numpy``: no host copy for writable
@@ -104,16 +104,6 @@ class TorchBlackBox:
         self._std = None if std_np is None else torch.from_numpy(std_np).to(self.device, self.dtype)
         self._num_classes = num_classes
 
-    @property
-    def num_classes(self) -> int:
-        """K, given at construction or inferred from the first call."""
-        if self._num_classes is None:
-            raise AttributeError(
-                f"num_classes of {self!r} is not known yet: it is inferred from the first call; "
-                "query the black box once or pass num_classes="
-            )
-        return self._num_classes
-
     def _check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4:
             raise BlackBoxError(f"{self!r} expects images [n, H, W, C], got shape {x.shape}")
@@ -176,10 +166,7 @@ class TorchBlackBox:
             raw = np.concatenate(chunks)
         except ValueError as err:
             raise BlackBoxError(f"{self!r} returned chunks that do not stack: {[c.shape for c in chunks]}") from err
-        probs = to_probabilities(raw, self.output, n, self._num_classes, what=repr(self))
-        if self._num_classes is None:
-            self._num_classes = probs.shape[1]
-        return probs
+        return self._probabilities(raw, n)
 
     # --- inputs already on the module's device (daxjax.device.querying's device path) ------------
 

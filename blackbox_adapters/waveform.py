@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import BlackBoxError, OutputKind, check_output_kind, to_probabilities
-from .onnx import _fixed, _import_onnxruntime
+from .onnx import _fixed, _import_onnxruntime, open_session
 
 
 class OnnxWaveformBlackBox:
@@ -30,7 +30,7 @@ class OnnxWaveformBlackBox:
     def __init__(self, path: str | os.PathLike, *, sample_rate: int, output: OutputKind = "probs",
                  batch_size: int | None = 256, intra_op_threads: int = 1, inter_op_threads: int = 1,
                  providers=None) -> None:
-        ort = _import_onnxruntime()
+        _import_onnxruntime()  # its install hint first
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
@@ -39,18 +39,7 @@ class OnnxWaveformBlackBox:
         self.sample_rate = int(sample_rate)
         self.output = check_output_kind(output)
         self.batch_size = batch_size
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
-        except Exception as err:  # ORT raises several private exception types
-            raise BlackBoxError(f"{self.path}: ONNX Runtime cannot load it as a model: {err}") from err
+        self.session = open_session(self.path, intra_op_threads, inter_op_threads, providers)
         self.providers = self.session.get_providers()
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 2:

@@ -241,3 +241,21 @@ def warn_moved_fields(config, **values) -> None:
                       f"execution settings are not part of a method's config; pass "
                       f"execution=daxjax.Execution(...) to explain / explain_dataset instead ({moved})",
                       DeprecationWarning, stacklevel=4)
+
+
+@dataclasses.dataclass(frozen=True)
+class MovedExecutionFields:
+    """Base of the method configs: takes the former execution fields (`MOVED_FIELDS`) as keyword-only
+    InitVars, warns (`warn_moved_fields`) and ignores them, then runs the config's own `_check`."""
+
+    query_chunk: dataclasses.InitVar[int | None] = dataclasses.field(default=None, kw_only=True)
+    image_batch: dataclasses.InitVar[int | None] = dataclasses.field(default=None, kw_only=True)
+    vmap_width: dataclasses.InitVar[int | None] = dataclasses.field(default=None, kw_only=True)
+
+    def __post_init__(self, query_chunk=None, image_batch=None, vmap_width=None):
+        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch, vmap_width=vmap_width)
+        self._check()
+
+    def _check(self) -> None:
+        """The config's field checks (choices from the fields' Literal annotations by default)."""
+        check_fields(self)

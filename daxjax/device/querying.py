@@ -189,6 +189,20 @@ class RenderedQueries(NamedTuple):
     fills: Any
 
 
+def mask_grid(render: Callable | None, image) -> tuple[int, int]:
+    """(H, W) of the masks that perturb `image`: its own sides, or `render.grid` when `render`
+    (`RenderedQueries.render`) makes the queries."""
+    return tuple(image.shape[:2]) if render is None else render.grid
+
+
+def masked_queries(render: Callable | None, masks, image, fill):
+    """The black box's inputs for masks float32 [n, H, W] in [0, 1] (1 keeps the input): `render(masks,
+    image, fill)` when given, else the blended images m * x + (1 - m) * fill [n, H, W, C]."""
+    if render is not None:
+        return render(masks, image, fill)
+    return masks[..., None] * image[None] + (1.0 - masks[..., None]) * fill[None]
+
+
 #: `query_targets`' paths (the module docstring describes them).
 PATHS = ("jax", "dlpack", "host")
 #: Whether an ONNX Runtime or torch black box on the CPU is fed by DLPack when JAX runs on the

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax._checks import Replace, check_fields
-from daxjax.device.execution import warn_moved_fields
+from daxjax.device.execution import MovedExecutionFields
 from daxjax.methods.base import GroupResult, Method, normalise
 from daxjax.inputs import InputError
 from daxjax.device.querying import DeviceBlackBox
@@ -41,29 +41,17 @@ from daxjax.perturbation.sampling import image_keys
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientConfig(Replace):
+class GradientConfig(Replace, MovedExecutionFields):
     """Vanilla gradient. Images per group: `explain(execution=)`."""
 
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
-
-    def __post_init__(self, image_batch=None):
-        warn_moved_fields(self, image_batch=image_batch)
-        check_fields(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class InputXGradientConfig(Replace):
+class InputXGradientConfig(Replace, MovedExecutionFields):
     """Input x Gradient. Images per group: `explain(execution=)`."""
 
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
-
-    def __post_init__(self, image_batch=None):
-        warn_moved_fields(self, image_batch=image_batch)
-        check_fields(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class SmoothGradConfig(Replace):
+class SmoothGradConfig(Replace, MovedExecutionFields):
     """SmoothGrad.
 
     num_samples: noisy copies averaged per image (the paper: 50).
@@ -75,17 +63,15 @@ class SmoothGradConfig(Replace):
     num_samples: int = 50
     noise_level: float = 0.15
     sample_chunk: int = 10
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self, image_batch=None):
-        warn_moved_fields(self, image_batch=image_batch)
+    def _check(self) -> None:
         check_fields(self, positive=("num_samples", "sample_chunk"))
         if not self.noise_level >= 0:
             raise ValueError(f"SmoothGradConfig.noise_level must be >= 0, got {self.noise_level!r}")
 
 
 @dataclasses.dataclass(frozen=True)
-class IntegratedGradientsConfig(Replace):
+class IntegratedGradientsConfig(Replace, MovedExecutionFields):
     """Integrated Gradients from a black baseline.
 
     steps: points on the straight path from black to the image (the paper: 20-300; 50 here).
@@ -95,10 +81,8 @@ class IntegratedGradientsConfig(Replace):
 
     steps: int = 50
     sample_chunk: int = 10
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self, image_batch=None):
-        warn_moved_fields(self, image_batch=image_batch)
+    def _check(self) -> None:
         check_fields(self, positive=("steps", "sample_chunk"))
 
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from daxjax._checks import Replace
-from daxjax.device.execution import warn_moved_fields
+from daxjax.device.execution import MovedExecutionFields
 from daxjax.methods.base import Method, sample_bytes
 from daxjax.methods.surrogate import SurrogateEngine, check_segment_options
 from daxjax.perturbation.fills import FillMethod
@@ -45,7 +45,7 @@ NUM_ANCHORS = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelSHAPConfig(Replace):
+class KernelSHAPConfig(Replace, MovedExecutionFields):
     """How KernelSHAP explains one image; the same for every image of a call.
 
     num_samples: N coalitions (= black-box queries) per image, the two anchors included.
@@ -65,11 +65,8 @@ class KernelSHAPConfig(Replace):
     segmentation_options: Mapping[str, Any] | None = None
     fill: FillMethod = "blur"
     positive_only: bool = True
-    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self, query_chunk=None, image_batch=None):
-        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
+    def _check(self) -> None:
         check_segment_options(self)
         if self.num_samples < NUM_ANCHORS + 2:
             raise ValueError(f"KernelSHAPConfig.num_samples must be >= {NUM_ANCHORS + 2} (two anchors "

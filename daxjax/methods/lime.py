@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from daxjax._checks import Replace, check_fields
-from daxjax.device.execution import warn_moved_fields
+from daxjax.device.execution import MovedExecutionFields
 from daxjax.methods.base import Method, sample_bytes
 # paint_segments, evidence_maps, weighted_ridge and check_segment_options lived here before the
 # surrogate engine; they stay importable from this module.
@@ -35,7 +35,7 @@ from daxjax.perturbation.segments import draw_keep_vectors, paint_segments, segm
 
 
 @dataclasses.dataclass(frozen=True)
-class LIMEConfig(Replace):
+class LIMEConfig(Replace, MovedExecutionFields):
     """How LIME explains one image; the same for every image of a call.
 
     num_samples: N perturbations (= black-box queries) per image, sample 0 being the original
@@ -67,11 +67,8 @@ class LIMEConfig(Replace):
     kernel_width: float = 0.25
     ridge_alpha: float = 1.0
     positive_only: bool = True
-    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self, query_chunk=None, image_batch=None):
-        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
+    def _check(self) -> None:
         check_segment_options(self)
         check_fields(self, open_unit=("keep_prob",), greater_than_zero=("kernel_width", "ridge_alpha"))
 

@@ -25,15 +25,16 @@ import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
 from daxjax._checks import Replace, check_fields
-from daxjax.device.execution import Execution, query_chunk, warn_moved_fields
+from daxjax.device.execution import Execution, MovedExecutionFields, query_chunk
 from daxjax.perturbation.fills import PixelFill, fill_images
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_targets
+from daxjax.device.querying import (DeviceBlackBox, RenderedQueries, input_elements, mask_grid, masked_queries,
+                                    query_targets)
 
 OcclusionFill = PixelFill
 
 
 @dataclasses.dataclass(frozen=True)
-class OcclusionConfig(Replace):
+class OcclusionConfig(Replace, MovedExecutionFields):
     """How Occlusion explains one image; the same for every image of a call.
 
     window: side of the square occluding window in pixels (clipped to the image's sides).
@@ -51,11 +52,8 @@ class OcclusionConfig(Replace):
     stride: int = 8
     fill: OcclusionFill = "zero"
     positive_only: bool = True
-    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self, query_chunk=None, image_batch=None):
-        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
+    def _check(self) -> None:
         check_fields(self, positive=("window", "stride"))
 
 
@@ -94,7 +92,7 @@ class OcclusionPerturbations:
     render: Callable | None = None  # `querying.RenderedQueries.render`; None fills images
 
     def __call__(self, image, fill, start, size: int) -> jax.Array:
-        height, width = image.shape[:2] if self.render is None else self.render.grid
+        height, width = mask_grid(self.render, image)
         # An all-zero row stands for query 0: no window, the unperturbed image.
         rows = np.concatenate([np.zeros((1, height), np.float32), coverage(height, self.window, self.stride)])
         cols = coverage(width, self.window, self.stride)
@@ -102,10 +100,8 @@ class OcclusionPerturbations:
         window = jnp.maximum(query - 1, 0)
         row_cover = jnp.asarray(rows)[jnp.where(query == 0, 0, 1 + window // cols.shape[0])]
         col_cover = jnp.asarray(cols)[window % cols.shape[0]]
-        occluded = (row_cover[:, :, None] * col_cover[:, None, :])[..., None] > 0
-        if self.render is not None:
-            return self.render(1.0 - occluded[..., 0].astype(jnp.float32), image, fill)
-        return jnp.where(occluded, fill[None], image[None])
+        occluded = row_cover[:, :, None] * col_cover[:, None, :] > 0
+        return masked_queries(self.render, 1.0 - occluded.astype(jnp.float32), image, fill)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "stride", "height", "width", "positive_only"))

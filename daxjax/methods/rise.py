@@ -28,16 +28,17 @@ import numpy as np
 
 from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
 from daxjax._checks import Replace, check_fields
-from daxjax.device.execution import Execution, query_chunk, warn_moved_fields
+from daxjax.device.execution import Execution, MovedExecutionFields, query_chunk
 from daxjax.perturbation.fills import PixelFill, fill_images
-from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements, query_targets
+from daxjax.device.querying import (DeviceBlackBox, RenderedQueries, input_elements, mask_grid, masked_queries,
+                                    query_targets)
 from daxjax.perturbation.sampling import image_keys
 
 RISEFill = PixelFill
 
 
 @dataclasses.dataclass(frozen=True)
-class RISEConfig(Replace):
+class RISEConfig(Replace, MovedExecutionFields):
     """How RISE explains one image; the same for every image of a call.
 
     num_samples: N random masks (= black-box queries) per image. The paper uses 4000 to 8000;
@@ -56,11 +57,8 @@ class RISEConfig(Replace):
     cells: int = 8
     keep_prob: float = 0.5
     fill: RISEFill = "zero"
-    query_chunk: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.queries_per_call
-    image_batch: dataclasses.InitVar[int | None] = None  # deprecated and ignored: Execution.images_per_group
 
-    def __post_init__(self, query_chunk=None, image_batch=None):
-        warn_moved_fields(self, query_chunk=query_chunk, image_batch=image_batch)
+    def _check(self) -> None:
         check_fields(self, positive=("num_samples", "cells"),
                      open_unit=("keep_prob",))
 
@@ -124,12 +122,10 @@ class RISEPerturbations:
     render: Callable | None = None  # `querying.RenderedQueries.render`; None blends images
 
     def __call__(self, key, image, fill, start, size: int) -> jax.Array:
-        height, width = image.shape[:2] if self.render is None else self.render.grid
+        height, width = mask_grid(self.render, image)
         masks = rise_masks(key, start + jnp.arange(size), cells=self.cells, keep_prob=self.keep_prob,
                            height=height, width=width)
-        if self.render is not None:
-            return self.render(masks, image, fill)
-        return masks[..., None] * image[None] + (1.0 - masks[..., None]) * fill[None]
+        return masked_queries(self.render, masks, image, fill)
 
 
 @functools.partial(jax.jit, static_argnames=("cells", "keep_prob", "height", "width", "chunk"))

@@ -93,11 +93,22 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def save_png(fig: Figure, path, dpi: int = 100) -> Path:
-    """Writes `fig` as a PNG at `path` (its folder created); returns the path."""
+def save_png(fig: Figure, path, dpi: int = 100, colours: int | None = None) -> Path:
+    """Writes `fig` as a PNG at `path` (its folder created); returns the path.
+
+    colours: when given, a palette PNG of that many colours (about 4x smaller, e.g. for a README).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    if colours is None:
+        fig.savefig(path, dpi=dpi)
+        return path
+    from PIL import Image  # matplotlib's own dependency
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    rgb = Image.open(buffer).convert("RGB")
+    rgb.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
 
@@ -106,7 +117,7 @@ def save_grid(path, images: np.ndarray, maps: Mapping[str, np.ndarray], row_titl
     """Writes one PNG: a row per image, the input (titled row_titles[i]) then each method's overlay.
 
     images: [B, H, W, C] in [0, 1]; maps: method name -> [B, H, W] maps in [0, 1] (column order).
-    colours: when given, a palette PNG of that many colours (about 4x smaller, e.g. for a README).
+    colours: when given, a palette PNG of that many colours (`save_png`).
     """
     batch = len(images)
     columns = 1 + len(maps)
@@ -121,16 +132,7 @@ def save_grid(path, images: np.ndarray, maps: Mapping[str, np.ndarray], row_titl
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout(pad=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if colours is None:
-        fig.savefig(path)
-        return path
-    from PIL import Image  # matplotlib's own dependency
-
-    rgb = Image.open(io.BytesIO(figure_png(fig))).convert("RGB")
-    rgb.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    return path
+    return save_png(fig, path, dpi=dpi, colours=colours)
 
 
 def save_panel(path, image: np.ndarray, maps: dict[str, np.ndarray], title: str, k: float = 1.0) -> Path:

@@ -12,7 +12,7 @@ import warnings
 from typing import Any, ClassVar, Literal, Mapping
 
 from daxjax._checks import Replace, check_fields
-from daxjax.device.execution import warn_moved_fields
+from daxjax.device.execution import MovedExecutionFields, warn_moved_fields
 from daxjax.perturbation.fills import FillMethod
 from daxjax.perturbation.segmentation import SegmentationMethod, Segmenter, check_segmenter
 
@@ -23,7 +23,7 @@ MaskInput = Literal["original", "perturbed"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DAXConfig(Replace):
+class DAXConfig(Replace, MovedExecutionFields):
     """How DAX explains one image; the same for every image of a call.
 
     The default is DAX engineered for real models: a *segment student* fitting the black box's
@@ -176,10 +176,8 @@ class DAXConfig(Replace):
     OTHER_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "target",
                                                "kernel_width", "restarts", "effect_power")
 
-    # Deprecated: the execution settings (ignored, `daxjax.Execution`) and the minibatch's old name.
-    query_chunk: dataclasses.InitVar[int | None] = None
-    image_batch: dataclasses.InitVar[int | None] = None
-    vmap_width: dataclasses.InitVar[int | None] = None
+    # Deprecated: the execution settings (ignored, `daxjax.Execution`; InitVars of `MovedExecutionFields`,
+    # passed here first) and the minibatch's old name.
     batch_size: dataclasses.InitVar[int | None] = None
 
     def __post_init__(self, query_chunk=None, image_batch=None, vmap_width=None, batch_size=None):
