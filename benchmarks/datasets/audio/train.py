@@ -29,11 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.datasets.training import (add_arguments, build_cnn, card_path, confusion_matrix, fit,
+                                          fold_batch_norm, opset, param_count, probabilities, versions)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "sound_cnn.onnx"
 TRAIN_SEED, TEST_SEED = 1, 2
 WIDTHS = (16, 32, 64, 64)
 STRIDES = (2, 2, 2, 1)
+#: The packages whose versions the model card names.
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "soundfile", "jax2onnx", "onnx", "onnxruntime")
 
 
 def front_end_config():
@@ -56,36 +61,10 @@ def spectrogram_image(waveforms, dft: str = "fft"):
 
 
 def build_model(num_classes: int, seed: int, batch_norm: bool = True):
-    """The CNN on spectrogram images; with batch_norm=False the convolutions carry biases (exported form)."""
-    import jax.numpy as jnp
-    from flax import nnx
-
-    class SoundCNN(nnx.Module):
-        """[B, 64, frames, 1] -> 4 x (3x3 conv [+ BatchNorm] + ReLU) -> mean -> dense -> softmax."""
-
-        def __init__(self, num_classes: int, batch_norm: bool, rngs: nnx.Rngs):
-            chans = (1,) + WIDTHS
-            self.convs = nnx.List([
-                nnx.Conv(chans[i], chans[i + 1], kernel_size=(3, 3), strides=(s, s), padding="SAME",
-                         use_bias=not batch_norm, rngs=rngs)
-                for i, s in enumerate(STRIDES)
-            ])
-            self.norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in WIDTHS]) if batch_norm else None
-            self.head = nnx.Linear(WIDTHS[-1], num_classes, rngs=rngs)
-
-        def logits(self, images):
-            x = images
-            for i, conv in enumerate(self.convs):
-                x = conv(x)
-                if self.norms is not None:
-                    x = self.norms[i](x)
-                x = nnx.relu(x)
-            return self.head(jnp.mean(x, axis=(1, 2)))
-
-        def __call__(self, images):
-            return nnx.softmax(self.logits(images), axis=-1)
-
-    return SoundCNN(num_classes, batch_norm, nnx.Rngs(seed))
+    """The CNN on spectrogram images (`training.build_cnn`): [B, 64, frames, 1] -> 4 x (3x3 conv
+    [+ BatchNorm] + ReLU) -> mean -> dense -> softmax; with batch_norm=False the convolutions carry
+    biases (the exported form)."""
+    return build_cnn(1, WIDTHS, STRIDES, num_classes, seed, batch_norm, name="SoundCNN")
 
 
 def waveform_model(cnn):
@@ -100,20 +79,6 @@ def waveform_model(cnn):
             return self.cnn(spectrogram_image(waveforms, dft="matmul"))
 
     return WaveformClassifier(cnn)
-
-
-def fold_batch_norm(model):
-    """The trained CNN with each BatchNorm's running statistics folded into its convolution."""
-    import jax.numpy as jnp
-
-    folded = build_model(model.head.out_features, 0, batch_norm=False)
-    for conv, norm, target in zip(model.convs, model.norms, folded.convs):
-        gain = norm.scale[...] / jnp.sqrt(norm.var[...] + norm.epsilon)
-        target.kernel[...] = conv.kernel[...] * gain
-        target.bias[...] = norm.bias[...] - norm.mean[...] * gain
-    folded.head.kernel[...] = model.head.kernel[...]
-    folded.head.bias[...] = model.head.bias[...]
-    return folded
 
 
 def images_of(waveforms: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -136,11 +101,6 @@ def shift_in_time(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(args):
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
     from .data import CLASSES, make_clips
 
     t_start = time.perf_counter()
@@ -152,54 +112,19 @@ def train(args):
     print(f"clips: {len(train_set)} train, {len(test_set)} test; generated and imaged in {t_data:.1f} s", flush=True)
 
     model = build_model(len(CLASSES), args.seed)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, args.steps // 10), args.steps)
-    optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=1e-4), wrt=nnx.Param)
+    t_train = fit(model, train_images, train_set.labels, shift_in_time, steps=args.steps, batch=args.batch,
+                  lr=args.lr, seed=args.seed, log_every=args.log_every)
 
-    @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            return optax.softmax_cross_entropy_with_integer_labels(model.logits(x), y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    @nnx.jit
-    def predict(model, x):
-        return model(x)
-
-    def probabilities(images, batch=250):
-        return np.concatenate([np.asarray(predict(model, images[i:i + batch])) for i in range(0, len(images), batch)])
-
-    rng = np.random.default_rng(args.seed)
-    n = len(train_set)
-    order, cursor, running = rng.permutation(n), 0, []
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        if cursor + args.batch > n:
-            order, cursor = rng.permutation(n), 0
-        idx = order[cursor:cursor + args.batch]
-        cursor += args.batch
-        x = jnp.asarray(shift_in_time(train_images[idx], rng))
-        running.append(float(step(model, optimizer, x, jnp.asarray(train_set.labels[idx]))))
-        if (i + 1) % args.log_every == 0 or i + 1 == args.steps:
-            print(f"step {i + 1}/{args.steps}  loss {np.mean(running):.4f}  {time.perf_counter() - t0:.0f} s", flush=True)
-            running = []
-    t_train = time.perf_counter() - t0
-    model.eval()
-
-    k = len(CLASSES)
-    pred = probabilities(test_images).argmax(1)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (test_set.labels, pred), 1)
-    train_pred = probabilities(train_images[:2000]).argmax(1)
+    pred = probabilities(model, test_images, batch=250).argmax(1)
+    confusion = confusion_matrix(test_set.labels, pred, len(CLASSES))
+    train_pred = probabilities(model, train_images[:2000], batch=250).argmax(1)
     result = dict(
         test_acc=float(np.mean(pred == test_set.labels)),
         train_acc=float(np.mean(train_pred == train_set.labels[:2000])),
         confusion=confusion,
         per_class={name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(CLASSES)},
         t_data=t_data, t_train=t_train, t_total=time.perf_counter() - t_start,
-        params=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))),
+        params=param_count(model),
     )
     print(f"test accuracy {result['test_acc']:.4f} ({len(test_set)} held-out clips); "
           f"train accuracy (first 2000) {result['train_acc']:.4f}")
@@ -229,18 +154,6 @@ def export(model, out: Path, check_waveforms: np.ndarray) -> float:
     got = session.run(None, {session.get_inputs()[0].name: check_waveforms.astype(np.float32)})[0]
     want = np.asarray(model(spectrogram_image(check_waveforms)))
     return float(np.max(np.abs(got - want)))
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = []
-    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "soundfile", "jax2onnx", "onnx", "onnxruntime"):
-        try:
-            parts.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
 
 
 def _espeak_version() -> str:
@@ -327,10 +240,10 @@ convolution, folded into the convolutions for export. {result['params']:,} train
 
 - Time on {os.cpu_count()} CPU cores ({platform.machine()}, shared with other jobs): clips and images
   {result['t_data']:.0f} s, training {result['t_train']:.0f} s, whole run {result['t_total']:.0f} s before export.
-- ONNX file: {len(blob):,} bytes, opset {_opset(onnx_path)}, sha256 `{hashlib.sha256(blob).hexdigest()}`.
+- ONNX file: {len(blob):,} bytes, opset {opset(onnx_path)}, sha256 `{hashlib.sha256(blob).hexdigest()}`.
 - ONNX Runtime (matmul DFT, folded BatchNorm) vs JAX (FFT, BatchNorm in eval mode) on 64 test clips:
   max abs difference {diff:.2g} in the probabilities.
-- Software: {_versions()}; {_espeak_version()}; Python {platform.python_version()}.
+- Software: {versions(PACKAGES)}; {_espeak_version()}; Python {platform.python_version()}.
 
 ## Data provenance and licences
 
@@ -353,28 +266,12 @@ train {recorded['train']}; test {recorded['test']}.
     path.write_text(text)
 
 
-def _opset(onnx_path: Path) -> str:
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    return ", ".join(str(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-clips", type=int, default=6000)
     parser.add_argument("--test-clips", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--card", type=Path, default=None,
-                        help="model card to write (default: MODEL_CARD.md next to the default model, else <out>.md)")
-    parser.add_argument("--no-export", action="store_true")
-    parser.add_argument("--min-accuracy", type=float, default=0.85,
-                        help="exit with an error (and write no model) below this held-out accuracy")
+    add_arguments(parser, steps=2000, lr=3e-3, log_every=200, out=DEFAULT_OUT, min_accuracy=0.85,
+                  what="held-out accuracy")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.datasets.audio.train" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
 
@@ -386,7 +283,7 @@ def main(argv=None) -> None:
     diff = export(model, args.out, test_set.waveforms[:64])
     print(f"wrote {args.out} ({os.path.getsize(args.out):,} bytes); ONNX Runtime vs JAX max abs diff on 64 "
           f"held-out clips: {diff:.3g}")
-    card = args.card or (HERE / "MODEL_CARD.md" if args.out.resolve() == DEFAULT_OUT else args.out.with_suffix(".md"))
+    card = card_path(args, DEFAULT_OUT)
     write_card(card, args.out, result, args, diff, command)
     print(f"wrote {card}")
 

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.datasets.training import (add_arguments, build_cnn, card_path, confusion_matrix, fit,
+                                          fold_batch_norm, opset, param_count, probabilities, versions)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "fashion_cnn.onnx"
 SIZE = 64
@@ -38,56 +41,14 @@ TRAIN_SEED, TEST_SEED = 1, 2
 # (7-class accuracy 88.9 % with five, 90.7 % with seven at the same training time).
 WIDTHS = (24, 32, 48, 64, 96, 128, 128)
 STRIDES = (2, 2, 1, 2, 1, 2, 1)
+#: The packages whose versions the model card names.
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-image", "scipy", "jax2onnx", "onnx", "onnxruntime")
 
 
 def build_model(num_classes: int, seed: int, batch_norm: bool = True):
-    """The CNN; with batch_norm=False the convolutions carry biases instead (the exported form)."""
-    from flax import nnx
-    import jax.numpy as jnp
-
-    class FashionCNN(nnx.Module):
-        """64x64x3 -> 7 x (3x3 conv [+ BatchNorm] + ReLU) -> mean over space -> dense -> softmax."""
-
-        def __init__(self, num_classes: int, batch_norm: bool, rngs: nnx.Rngs):
-            chans = (3,) + WIDTHS
-            self.convs = nnx.List([
-                nnx.Conv(chans[i], chans[i + 1], kernel_size=(3, 3), strides=(s, s), padding="SAME",
-                         use_bias=not batch_norm, rngs=rngs)
-                for i, s in enumerate(STRIDES)
-            ])
-            self.norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in WIDTHS]) if batch_norm else None
-            self.head = nnx.Linear(WIDTHS[-1], num_classes, rngs=rngs)
-
-        def logits(self, x):
-            for i, conv in enumerate(self.convs):
-                x = conv(x)
-                if self.norms is not None:
-                    x = self.norms[i](x)
-                x = nnx.relu(x)
-            return self.head(jnp.mean(x, axis=(1, 2)))
-
-        def __call__(self, x):
-            return nnx.softmax(self.logits(x), axis=-1)
-
-    return FashionCNN(num_classes, batch_norm, nnx.Rngs(seed))
-
-
-def fold_batch_norm(model):
-    """The trained model with each BatchNorm's running statistics folded into its convolution.
-
-    Same function in eval mode, but the graph is only conv, relu, mean, dense, softmax, which
-    exports to plain ONNX ops.
-    """
-    import jax.numpy as jnp
-
-    folded = build_model(model.head.out_features, 0, batch_norm=False)
-    for conv, norm, target in zip(model.convs, model.norms, folded.convs):
-        gain = norm.scale[...] / jnp.sqrt(norm.var[...] + norm.epsilon)
-        target.kernel[...] = conv.kernel[...] * gain
-        target.bias[...] = norm.bias[...] - norm.mean[...] * gain
-    folded.head.kernel[...] = model.head.kernel[...]
-    folded.head.bias[...] = model.head.bias[...]
-    return folded
+    """The CNN (`training.build_cnn`): 64x64x3 -> 7 x (3x3 conv [+ BatchNorm] + ReLU) -> mean over space
+    -> dense -> softmax; with batch_norm=False the convolutions carry biases (the exported form)."""
+    return build_cnn(3, WIDTHS, STRIDES, num_classes, seed, batch_norm, name="FashionCNN")
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -102,11 +63,6 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(args) -> dict:
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
     from .data import CLASS_NAMES, make_scenes
 
     t_start = time.perf_counter()
@@ -117,55 +73,18 @@ def train(args) -> dict:
     print(f"scenes: {len(train_set)} train, {len(test_set)} test, generated in {t_data:.1f} s", flush=True)
 
     model = build_model(len(CLASS_NAMES), args.seed)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, args.steps // 10), args.steps)
-    optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=1e-4), wrt=nnx.Param)
+    t_train = fit(model, train_set.images, train_set.labels, augment, steps=args.steps, batch=args.batch,
+                  lr=args.lr, seed=args.seed, log_every=args.log_every)
 
-    @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            logits = model.logits(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    @nnx.jit
-    def predict(model, x):
-        return model(x)
-
-    def accuracy(scenes, batch=500):
-        probs = np.concatenate([np.asarray(predict(model, scenes.images[i:i + batch]))
-                                for i in range(0, len(scenes), batch)])
+    def accuracy(scenes):
+        probs = probabilities(model, scenes.images, batch=500)
         return probs, float(np.mean(probs.argmax(1) == scenes.labels))
-
-    rng = np.random.default_rng(args.seed)
-    n = len(train_set)
-    order = rng.permutation(n)
-    cursor = 0
-    t0 = time.perf_counter()
-    running = []
-    for i in range(args.steps):
-        if cursor + args.batch > n:
-            order, cursor = rng.permutation(n), 0
-        idx = order[cursor:cursor + args.batch]
-        cursor += args.batch
-        x, y = jnp.asarray(augment(train_set.images[idx], rng)), jnp.asarray(train_set.labels[idx])
-        running.append(float(step(model, optimizer, x, y)))
-        if (i + 1) % args.log_every == 0 or i + 1 == args.steps:
-            print(f"step {i + 1}/{args.steps}  loss {np.mean(running):.4f}  "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
-            running = []
-    t_train = time.perf_counter() - t0
-    model.eval()
 
     probs, test_acc = accuracy(test_set)
     has_d = test_set.distractor_labels >= 0
     pred = probs.argmax(1)
-    k = len(CLASS_NAMES)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (test_set.labels, pred), 1)
-    _, train_acc = accuracy(make_scenes(min(2000, n), TRAIN_SEED, "train", SIZE))
+    confusion = confusion_matrix(test_set.labels, pred, len(CLASS_NAMES))
+    _, train_acc = accuracy(make_scenes(min(2000, len(train_set)), TRAIN_SEED, "train", SIZE))
     result = dict(
         test_acc=test_acc,
         acc_distractor=float(np.mean(pred[has_d] == test_set.labels[has_d])),
@@ -174,7 +93,7 @@ def train(args) -> dict:
         n_distractor=int(has_d.sum()), train_acc=train_acc, confusion=confusion,
         per_class={name: float(confusion[i, i] / confusion[i].sum()) for i, name in enumerate(CLASS_NAMES)},
         t_data=t_data, t_train=t_train, t_total=time.perf_counter() - t_start,
-        params=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))),
+        params=param_count(model),
     )
     print(f"test accuracy {test_acc:.4f} ({len(test_set)} scenes; with distractor {result['acc_distractor']:.4f}, "
           f"without {result['acc_no_distractor']:.4f}; predicted the distractor's class "
@@ -203,19 +122,6 @@ def export(model, out: Path, check_images: np.ndarray) -> float:
     got = session.run(None, {session.get_inputs()[0].name: check_images.astype(np.float32)})[0]
     want = np.asarray(model(check_images))
     return float(np.max(np.abs(got - want)))
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = []
-    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-image", "scipy", "jax2onnx", "onnx",
-                 "onnxruntime"):
-        try:
-            parts.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
 
 
 def write_card(path: Path, onnx_path: Path, result: dict, args, diff: float, command: str) -> None:
@@ -294,10 +200,10 @@ Softmax (and layout Transposes). {result['params']:,} trainable parameters durin
 - Time on {os.cpu_count()} CPU cores ({platform.machine()}, shared with other jobs): scene generation
   {result['t_data']:.0f} s, training {result['t_train']:.0f} s, whole run {result['t_total']:.0f} s
   before export.
-- ONNX file: {len(blob):,} bytes, opset {_opset(onnx_path)}, sha256 `{hashlib.sha256(blob).hexdigest()}`.
+- ONNX file: {len(blob):,} bytes, opset {opset(onnx_path)}, sha256 `{hashlib.sha256(blob).hexdigest()}`.
 - ONNX Runtime vs JAX (eval mode, unfolded BatchNorm) on 64 test scenes: max abs difference
   {diff:.2g} in the probabilities.
-- Software: {_versions()}; Python {platform.python_version()}.
+- Software: {versions(PACKAGES)}; Python {platform.python_version()}.
 
 ## Data provenance and licences
 
@@ -334,13 +240,6 @@ Only these {len(BACKGROUND_PHOTOS)} are used (`BACKGROUND_PHOTOS` in `data.py`).
     path.write_text(text)
 
 
-def _opset(onnx_path: Path) -> str:
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    return ", ".join(str(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
 _PHOTO_TABLE = "\n".join([
     "| astronaut | Eileen Collins, NASA Great Images database | public domain |",
     "| chelsea | photo of a cat by Stefan van der Walt | CC0 |",
@@ -362,18 +261,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-scenes", type=int, default=25000)
     parser.add_argument("--test-scenes", type=int, default=2000)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=250)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--card", type=Path, default=None,
-                        help="model card to write (default: MODEL_CARD.md next to the default model, "
-                             "else <out>.md)")
-    parser.add_argument("--no-export", action="store_true")
-    parser.add_argument("--min-accuracy", type=float, default=0.90,
-                        help="exit with an error (and write no model) below this test accuracy")
+    add_arguments(parser, steps=3000, lr=1e-2, log_every=250, out=DEFAULT_OUT, min_accuracy=0.90,
+                  what="test accuracy")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.datasets.fashion.train" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
 
@@ -385,7 +274,7 @@ def main(argv=None) -> None:
     diff = export(model, args.out, test_set.images[:64])
     print(f"wrote {args.out} ({os.path.getsize(args.out):,} bytes); "
           f"ONNX Runtime vs JAX max abs diff on 64 test scenes: {diff:.3g}")
-    card = args.card or (HERE / "MODEL_CARD.md" if args.out.resolve() == DEFAULT_OUT else args.out.with_suffix(".md"))
+    card = card_path(args, DEFAULT_OUT)
     write_card(card, args.out, result, args, diff, command)
     print(f"wrote {card}")
 
