@@ -24,6 +24,7 @@ import numpy as np
 
 from daxjax.device.execution import Execution, images_per_group
 from daxjax.device.querying import recording_answers
+from daxjax.perturbation.fills import fill_images
 
 
 class GroupResult(NamedTuple):
@@ -94,6 +95,16 @@ class Method(NamedTuple):
 #: Bytes a query-only method keeps per black-box query of an image besides its perturbation's
 #: keep-vector (the answer y, the proximity weight pi, indices), as `dataset.budget` counts.
 QUERY_BYTES = 12
+
+
+def pixel_mask_inputs(images: np.ndarray, fill: str, queries: Any = None) -> tuple[Any, Any, Any]:
+    """(render, sources, fills) of an explainer that masks pixels (RISE, Occlusion): no render, the
+    images and their `fill` images (`fills.fill_images`; these fills ignore segments), or, for a
+    black box that takes other inputs, `queries`' own (`querying.RenderedQueries`; `fill` unused)."""
+    if queries is not None:
+        return queries.render, queries.sources, queries.fills
+    batch, height, width = images.shape[:3]
+    return None, images, fill_images(images, np.zeros((batch, height, width), np.int32), fill)
 
 
 def sample_bytes(num_queries: int, segments: int = 0) -> int:

@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise
+from daxjax.methods.base import QUERY_BYTES, GroupResult, Method, normalise, pixel_mask_inputs
 from daxjax._checks import Replace, check_fields
 from daxjax.device.execution import Execution, MovedExecutionFields, query_chunk
-from daxjax.perturbation.fills import PixelFill, fill_images
+from daxjax.perturbation.fills import PixelFill
 from daxjax.device.querying import (DeviceBlackBox, RenderedQueries, input_elements, mask_grid, masked_queries,
                                     query_targets)
 from daxjax.perturbation.sampling import image_keys
@@ -168,12 +168,7 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     batch, height, width, _ = images.shape
     keys = image_keys(seed, digests)
     chunk = query_chunk(execution, batch, input_elements(images, queries))
-    if queries is None:
-        # The RISE fills ignore segments; fill_images only checks their shape.
-        fills = fill_images(images, np.zeros((batch, height, width), np.int32), config.fill)
-        render, sources = None, images
-    else:
-        render, sources, fills = queries.render, queries.sources, queries.fills
+    render, sources, fills = pixel_mask_inputs(images, config.fill, queries)
 
     t0 = time.perf_counter()
     build = RISEPerturbations(cells=config.cells, keep_prob=config.keep_prob, render=render)
