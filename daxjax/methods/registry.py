@@ -34,6 +34,24 @@ def method_named(name: str) -> Method:
     return REGISTRY[name]
 
 
+#: Methods that `explain_dataset` and the CLI take besides REGISTRY's: they fit on a share of the
+#: dataset before explaining any image, so no group of images can be explained on its own and they
+#: are no registry `Method` (`daxjax.dataset.amortised` says why); `explain` does not take them.
+DATASET_METHODS = ("dax-amortised",)
+
+
+def config_type_of(name: str) -> type:
+    """The config dataclass of method `name`, a registry method or one of DATASET_METHODS; an
+    InputError listing the names otherwise."""
+    if name in DATASET_METHODS:
+        from daxjax.amortised.config import AmortisedConfig  # not at import: daxjax.amortised imports this module
+
+        return AmortisedConfig
+    if name not in REGISTRY:
+        raise InputError(f"unknown method {name!r}; choose one of {NAMES + DATASET_METHODS}")
+    return REGISTRY[name].config_type
+
+
 def method_of(config: Any) -> Method:
     """The `Method` whose config type `config` is an instance of; a TypeError otherwise."""
     for method in REGISTRY.values():
