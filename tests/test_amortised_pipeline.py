@@ -100,6 +100,13 @@ def test_amortised_dataset_run_fits_stores_explains_and_resumes(tmp_path, datase
     with pytest.raises(StoreError, match="amortised.*fit_images"):
         daxjax.explain_dataset(poisoned_box, folder, out, **{**RUN, "fit_images": FIT + 1})
 
+    # A fitted image whose content changed since: the stored maps came from another explainer.
+    changed = tmp_path / "changed"
+    shutil.copytree(folder, changed)
+    Image.fromarray(255 - images[fit_rows[0]]).save(changed / record["fit_ids"][0])
+    with pytest.raises(StoreError, match=f"{record['fit_ids'][0]}.*changed in the source"):
+        daxjax.explain_dataset(poisoned_box, changed, out, **RUN)
+
     # Killed while fitting (no record yet, a half-written explainer): fitted again, never loaded.
     killed = tmp_path / "killed"
     shutil.copytree(out, killed)

@@ -38,7 +38,9 @@ How a run flows (one process; `explain_dataset` refuses process_count > 1 for th
      the same device count); a record whose npz is missing or does not match its checksum is
      damaged: `StoreWarning`, fitted again. A record whose fit set no longer matches the source
      (other ids, or a fitted image whose content changed) is a `StoreError`: the maps already
-     stored came from an explainer of other images.
+     stored came from an explainer of other images. A black box that fails on a perturbation
+     while fitting (not on one image's unperturbed query) stops the run before anything is
+     committed; the rerun fits again.
   4. The batch loop explains every image, fitted ones too: `AmortisedExplainer.explain` (one forward
      pass, zero black-box queries beyond the pipeline's one unperturbed query per image for the
      target and score), or with `refine_queries` = K > 0 `AmortisedExplainer.refine(bb, images, K,
@@ -192,6 +194,8 @@ def fitted_explainer(user_bb, bb, items: list[Item], store: ResultStore, config:
         explainer = _recorded_explainer(record_path, npz_path, config, seed, order)
         if explainer is not None:
             return explainer, read_json(record_path)
+    for stale in (*root.glob(f".{EXPLAINER_FILE}.*.tmp"), *root.glob(f".{FIT_RECORD}.*.tmp")):
+        stale.unlink(missing_ok=True)  # left by a run killed while writing
     images, fit_ids, digests, skipped = fit_set(bb, order, fit_images, tuple(store.meta["size"]),
                                                  store.meta["channels"])
     if len(fit_ids) < 2:
@@ -311,7 +315,8 @@ def _recorded_explainer(record_path: Path, npz_path: Path, config: AmortisedConf
     first = order[:len(considered)]
     if {item.id for item in first} != considered:
         raise StoreError(f"{record_path.parent}: the source's images changed since its explainer was fitted "
-                         f"(fit set {record['fit_ids'][:3]}...); to resume, give the same images, or choose a new --out")
+                         f"(fit set {record['fit_ids'][:3]}...); to resume, give the same images, or choose a "
+                         "new --out")
     by_id = {item.id: item for item in first}
     changed = [i for i, digest in zip(record["fit_ids"], record["digests"])
                if digest is not None and content_digest(by_id[i].raw) != digest]

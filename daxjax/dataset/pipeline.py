@@ -22,6 +22,9 @@ How a run flows:
 
 An image that cannot be read, has no target, or makes the black box fail becomes an error row
 with its reason; the rest of its batch goes on.
+
+method="dax-amortised" adds a fit phase before step 1 (`daxjax.dataset.amortised`): one explainer
+is fitted on a share of the dataset and kept in the store, and the batches are then explained with it.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ class RunSummary:
     seconds: wall time of the call;
     images_per_second: (explained + errors) / seconds; phases: seconds per phase summed over
     batches ("wait" = the device loop waiting for prepared batches, "targets" = unperturbed
-    queries, then the engine's own phases, "commit" = store writes); plan: the batch plan.
+    queries, then the engine's own phases, "commit" = store writes; "fit" = dax-amortised's fit
+    phase, fitting or loading its explainer); plan: the batch plan.
     """
 
     out: str
@@ -565,13 +569,18 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     plan = plan_batches(config, height, width, channels, devices=len(devices), num_images=None,
                         host_budget=memory_budget, device_budget=device_memory_budget, batch=batch,
                         queries_per_call=execution.queries_per_call, prefetch=prefetch, method=method_record)
+    fit_seconds = 0.0
     if amortised:  # the fit phase: fitted now, or loaded from the store (`daxjax.dataset.amortised`)
+        fit_start = time.perf_counter()
         explainer, fit_record = amortised_mode.fitted_explainer(
             user_bb, bb, list(src.items()), store, config, seed, fit_identity["fit_images"], progress)
         method_record = method_record._replace(explain_group=amortised_mode.group_function(
             explainer, user_bb, fit_identity["refine_queries"], fit_record["fit_ids"]))
+        fit_seconds = time.perf_counter() - fit_start
     run = _Run(bb, user_bb, method_record, config, seed, targets, store, devices, batch, execution.rows_per_step,
                plan.query_chunk)
+    if amortised:
+        run.phases["fit"] = fit_seconds
     committed = store.committed()
     part = part_name(pid)
     segment_config = config if method_record.perturbs_segments else None
