@@ -507,6 +507,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     start_time = time.perf_counter()
     amortised = method == amortised_mode.NAME
     if not amortised:
+        if method not in REGISTRY:
+            raise InputError(f"unknown method {method!r}; choose one of {(*REGISTRY, amortised_mode.NAME)}")
         config = resolve_config(method, config)
         method_record = REGISTRY[method]
         if fit_images is not None or refine_queries:
