@@ -21,6 +21,7 @@ GROUPS = (
         "## DAX on real models: why it failed and what each part is worth (issue 18)",
         "## Why DAX failed on real models: the student's fit and the mask in training (issue 18)",
         "## DAX's map: the mask and the segment effects combined (issue 18)",
+        "## DAX's map: the mask and the segment effects combined, fills blur (issue 18)",
         "## Real photos, a real model: deletion and insertion (issues 3 and 5)",
     )),
     ("Quality on synthetic scenes and audio", (

@@ -48,6 +48,7 @@ examples:
   daxjax explain --model model.onnx --images 'data/**/*.png' --out results/ --method rise --num-samples 2000
   daxjax explain --model model.onnx --images test.npz:x --out results/ --targets labels.csv --size 224
   daxjax explain --config run.toml          # every option can come from a TOML file
+  daxjax explain --model model.onnx --images photos/ --out results/ --method dax-amortised --fit-images 500
 
 Results go to a store directory (zarr arrays + an index). Read them in Python with
   res = daxjax.load_results("results/")   # res.ids, res.maps [n, H, W], res.targets, res.scores, res.errors
@@ -57,7 +58,14 @@ Run the same command again after an interruption: finished images are skipped (w
 TOML file: top-level keys are the long options with '_' for '-' (model, images, out, method, seed,
 targets, size, layout, mean, std, output, batch_size, workers, memory_budget, ...); a [config]
 table holds fields of the method's config dataclass (e.g. daxjax.DAXConfig: num_samples, epochs,
-segmentation, ...). Options on the command line win over the file.
+segmentation, ...). Options on the command line win over the file. For --method dax-amortised the
+config is daxjax.amortised.AmortisedConfig, one table per group: [config.sampling] cells = 8,
+[config.training] steps = 2000, ...; --num-samples sets sampling.queries_per_image.
+
+--method dax-amortised fits one explainer on --fit-images images of the dataset (default 512 or
+all; the first by the SHA-256 of their ids), saves it in the store (results/amortised.npz; load it
+with daxjax.amortised.load), then explains every image in one forward pass (with --refine-queries K,
+K more queries an image refine each map). A resumed run loads the saved explainer.
 
 Several machines: start the same command on each with --coordinator HOST:PORT --num-processes P
 --process-id I (jax.distributed); each takes a disjoint share of the images and writes its own
@@ -69,10 +77,11 @@ _EXPLAIN_DEFAULTS = {
     "model": None, "images": None, "out": None, "method": "dax", "seed": 0, "targets": None, "segments": None,
     "num_samples": None, "size": None, "layout": "auto", "mean": None, "std": None, "output": "logits",
     "batch_size": None, "workers": None, "memory_budget": None, "ort_threads": 1, "prefetch": 2,
-    "retry_errors": False,
+    "retry_errors": False, "fit_images": None, "refine_queries": 0,
 }
 # Integer options and their least values: a value below is a usage error naming the option.
-_COUNT_OPTIONS = {"batch_size": 1, "workers": 0, "prefetch": 1, "ort_threads": 1, "num_samples": 1}
+_COUNT_OPTIONS = {"batch_size": 1, "workers": 0, "prefetch": 1, "ort_threads": 1, "num_samples": 1, "fit_images": 2,
+                  "refine_queries": 0}
 
 
 def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,10 +99,15 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
                            "FILE.npz[:ARRAY] [n, H, W] in the images' order")
 
     how = parser.add_argument_group("how to explain")
-    how.add_argument("--method", help="dax (default), rise, lime, kernelshap or occlusion")
+    how.add_argument("--method", help="dax (default), rise, lime, kernelshap, occlusion, or dax-amortised (one "
+                                      "explainer fitted on a share of the dataset, see below)")
     how.add_argument("--num-samples", type=int, metavar="N", help="perturbations (black-box queries) per image")
     how.add_argument("--seed", type=int, help="random seed (default 0); with the image it fixes its explanation")
     how.add_argument("--config", metavar="FILE.toml", help="options and method config from a TOML file")
+    how.add_argument("--fit-images", type=int, metavar="F",
+                     help="dax-amortised: images the explainer is fitted on (default: 512, or all if fewer)")
+    how.add_argument("--refine-queries", type=int, metavar="K",
+                     help="dax-amortised: black-box queries an image to refine each map (default 0: none; else >= 8)")
     how.add_argument("--size", metavar="H,W",
                      help="resize every image to H x W (or one number for square); default: the "
                           "model's fixed input size, else the first image's size")
@@ -197,10 +211,12 @@ def _merged_options(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def _method_config(method: str, fields: dict):
-    from daxjax.methods.registry import REGISTRY
+    from daxjax.methods.registry import DATASET_METHODS, REGISTRY
 
+    if method in DATASET_METHODS:
+        return _amortised_config(method, fields)
     if method not in REGISTRY:
-        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}")
+        raise UsageError(f"unknown method {method!r}; choose one of {', '.join((*REGISTRY, *DATASET_METHODS))}")
     config_type = REGISTRY[method].config_type
     known = {f.name for f in dataclasses.fields(config_type)}
     unknown = sorted(set(fields) - known)
@@ -211,6 +227,24 @@ def _method_config(method: str, fields: dict):
         return config_type(**fields)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from None
+
+
+def _amortised_config(method: str, fields: dict):
+    """An `AmortisedConfig` from TOML groups ({"sampling": {...}, "training": {...}}); a num_samples
+    field (--num-samples) is sampling.queries_per_image."""
+    from daxjax.amortised.config import AmortisedConfig
+
+    fields = {name: dict(value) if isinstance(value, dict) else value for name, value in fields.items()}
+    if "num_samples" in fields:
+        fields.setdefault("sampling", {})["queries_per_image"] = fields.pop("num_samples")
+    flat = sorted(name for name, value in fields.items() if not isinstance(value, dict))
+    if flat:
+        raise UsageError(f"method {method!r}: config field(s) {flat} must sit in their group's table, e.g. "
+                         "[config.sampling] cells = 8 (groups: sampling, nets, loss, training, refine)")
+    try:
+        return AmortisedConfig.from_dict(fields)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"method {method!r}: {err}") from None
 
 
 def _onnx_blackbox(options: dict):
@@ -242,6 +276,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     from daxjax.dataset.pipeline import explain_dataset, load_results
     from daxjax.device.execution import Execution
+    from daxjax.methods.registry import DATASET_METHODS
 
     bb = _onnx_blackbox(options)
     size = None if options["size"] is None else _numbers(options["size"], "--size", int)
@@ -254,7 +289,8 @@ def run_explain(args: argparse.Namespace) -> int:
         size=None if size is None else (size[0] if len(size) == 1 else size),
         execution=Execution(images_per_group=options["batch_size"]), memory_budget=_bytes(options["memory_budget"]),
         workers=options["workers"], prefetch=int(options["prefetch"]), progress=not args.no_progress,
-        retry_errors=bool(options["retry_errors"]))
+        retry_errors=bool(options["retry_errors"]), fit_images=options["fit_images"],
+        refine_queries=int(options["refine_queries"]))
     ignored = (f"; {len(summary.not_images)} files that are not images ignored "
                f"({', '.join(summary.not_images[:3])}{', ...' if len(summary.not_images) > 3 else ''})"
                if summary.not_images else "")
@@ -265,6 +301,11 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"{summary.out}: {summary.explained} explained{flagged}, {summary.errors} errors, "
           f"{summary.skipped} already done{ignored}; {summary.seconds:.1f} s "
           f"({summary.images_per_second:.2f} images/s)", file=sys.stderr)
+    if options["method"] in DATASET_METHODS:
+        from daxjax.dataset import amortised as amortised_mode
+
+        print(f"{summary.out}: explainer in {Path(summary.out) / amortised_mode.EXPLAINER_FILE} (fit set and report: "
+              f"{amortised_mode.FIT_RECORD})", file=sys.stderr)
     if summary.errors and not summary.explained:
         first_id, reason = next(iter(load_results(summary.out).errors.items()))
         print(f"daxjax explain: error: every image of this run failed ({summary.errors} errors; the store's "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
 from daxjax.inputs import as_float_images, as_targets, check_seed, image_digest
-from daxjax.methods.base import diagnostics_of, run_groups, trusted_maps, uninformative, warn_uninformative
+from daxjax.methods.base import Explanation, diagnostics_of, run_groups, uninformative, warn_uninformative
 from daxjax.methods.registry import NAMES, REGISTRY, check_takes_segments, resolve_config
 from daxjax.perturbation.segments import given_segments, select_segments
 
@@ -24,38 +23,9 @@ EXPLAINERS = {name: (method.config_type, method.explain_group) for name, method 
 #: `methods.base.diagnostics_of`): DAX's own, and for every query-only method
 #: `methods.base.ANSWER_DIAGNOSTICS`; the gradient references: none.
 DIAGNOSTICS = {name: diagnostics_of(method) for name, method in REGISTRY.items() if diagnostics_of(method)}
-
-
-@dataclasses.dataclass
-class Explanation:
-    """What `explain` returns for a batch of B images of H x W pixels.
-
-    maps: float32 [B, H, W] in [0, 1], higher = more important for the target class.
-    targets: int32 [B], the explained class of each image.
-    scores: float32 [B], the black box's probability of the target on the unperturbed image.
-    method, config: what produced the maps.
-    timings: seconds spent per phase (for DAX "segmentation", "queries", "training"; all "total").
-    diagnostics: per-image arrays [B] saying how far each map can be trusted (`DIAGNOSTICS` names
-      them per method). Every query-only method: `answer_spread` and `informative`
-      (`daxjax.methods.base.ANSWER_DIAGNOSTICS`: False when the black box's answer did not change
-      under perturbation, e.g. a constant black box; such a map is kept as computed but says
-      nothing). DAX also: `daxjax.methods.dax.engine.DIAGNOSTICS` (the student's held-out fit, a linear
-      surrogate's, the mask's area and contrast, and `trusted`). Empty for the gradient references.
-    """
-
-    maps: np.ndarray
-    targets: np.ndarray
-    scores: np.ndarray
-    method: str
-    config: Any
-    timings: dict = dataclasses.field(default_factory=dict)
-    diagnostics: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def trusted(self) -> np.ndarray | None:
-        """bool [B]: maps whose every flag holds (`methods.base.trusted_maps`: `informative` for every
-        query-only method, and DAX's `trusted`: fit and a living mask); None if the method cannot tell."""
-        return trusted_maps(self.diagnostics)
+#: `Explanation` (what `explain` returns) lives with the explainer contract in `daxjax.methods.base`,
+#: so that explainers above the registry (`daxjax.amortised`) return it without importing this module.
+__all__ = ["DIAGNOSTICS", "EXPLAINERS", "METHODS", "Explanation", "explain"]
 
 
 #: The former private name of `registry.resolve_config`.

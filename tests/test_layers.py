@@ -20,7 +20,8 @@ MAX_LAYERS = 9
 #: Bottom to top. The former flat modules (`daxjax.lime`, ...; `daxjax._MOVED`) are one-line
 #: aliases of their new places and sit with the entry points at the top.
 LAYERS = (
-    {"daxjax._checks", "daxjax.inputs", "daxjax.blackbox", "daxjax.scenes"},
+    {"daxjax._checks", "daxjax.inputs", "daxjax.blackbox", "daxjax.scenes",
+     "daxjax.dataset.sources"},                 # reading images: imports nothing of daxjax (SPLIT_UNITS)
     {"daxjax.device"},                          # querying the black box, sharding over devices
     {"daxjax.perturbation"},                    # segments, fills, sampling
     {"daxjax.methods"},                         # the explainers and their contract
@@ -88,7 +89,15 @@ def _reached(dotted: str) -> str:
 GRAPH = {name: imports_of(name) for name in MODULES}
 
 
+#: Modules that are a unit of their own, below their folder: `daxjax.dataset.sources` reads images
+#: from folders, globs and archives for the pipeline and for `daxjax.amortised.fit`, which the
+#: pipeline runs (as a folder unit, dataset <-> amortised would be a cycle).
+SPLIT_UNITS = {"daxjax.dataset.sources"}
+
+
 def unit_of(module: str) -> str:
+    if module in SPLIT_UNITS:
+        return module
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "daxjax" else parts[0]
 

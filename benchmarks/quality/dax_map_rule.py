@@ -170,8 +170,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"--parts: unknown {sorted(set(parts) - set(PARTS))}; choose from {', '.join(PARTS)}")
     from benchmarks.throughput.common import machine
 
+    # Other fills than DAX's are a section of their own, so that each run rewrites only its own.
+    section = SECTION if args.fills == "image_mean" else SECTION.replace(" (issue 18)", f", fills {args.fills} (issue 18)")
     command = "python -m benchmarks.quality.dax_map_rule " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [SECTION, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
+    lines = [section, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
              "M: the trained mask; E: the student's effect of each segment relative to the image's largest; "
              "every rule from the same training (the default config), so rows differ by the rule alone. "
              "See the docstring of `benchmarks/quality/dax_map_rule.py`.", ""]
@@ -186,7 +188,7 @@ def main(argv=None) -> None:
                 lines += part_fashion(2000, args.scenes, fill)
             lines.append("")
             if not args.no_write:
-                write_section(SECTION, "\n".join(lines))
+                write_section(section, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ the mask, not phi, gives the map because DAX's objective (what a small region mu
 one that found the objects in the per-image benchmark, where the additive surrogates (LIME,
 KernelSHAP) trailed. Limits of this first version: one device (no sharding over local devices);
 the map explains the black box's top-1 class only; it is a grid map (cells x cells, bilinearly
-upsampled), so its outlines are coarse; `explain_dataset(method="dax-amortised")` and the CLI are
-not wired yet.
+upsampled), so its outlines are coarse. A whole dataset: `explain_dataset(method="dax-amortised")`
+and `daxjax explain --method dax-amortised` fit on a share of it, keep the explainer in the store
+and explain every image (`daxjax.dataset.amortised`).
 
 Modules: config (AmortisedConfig, grouped by concern), nets (encoder, mask head, student head),
 training (queries, loss, the training step and checkpoints), explainer (fit, explain, refine,

@@ -10,7 +10,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ from daxjax.amortised.nets import AmortisedNets, graphdef_of, init_nets
 from daxjax.amortised.training import (GROUP, FitData, image_loss, prepare_samples, query_grid, train,
                                        working_images)
 from daxjax.device.querying import device_blackbox
-from daxjax.explain import Explanation
+from daxjax.methods.base import Explanation
 from daxjax.inputs import InputError, as_float_images, check_seed, image_digest
 from daxjax.methods.base import normalise
 from daxjax.methods.dax.engine import AREA_RANGE, CONTRAST_FLOOR, FIT_FLOOR
@@ -83,7 +83,8 @@ def _top_classes(bb, x: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int = 0) -> "AmortisedExplainer":
+def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int = 0, *,
+        progress: Callable[[str, int, int], None] | None = None) -> "AmortisedExplainer":
     """Fits one amortised DAX explainer on a dataset from black-box queries only.
 
     Args:
@@ -93,6 +94,10 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
       config: `AmortisedConfig` (None: the defaults).
       seed: with the images and the config, fixes the explainer bit for bit (on one device count).
         The images' order does not matter: they are processed in the order of their fingerprints.
+      progress: None, or called as progress(phase, done, total) while fitting: ("queries", images
+        queried so far, N) after each group of images, then ("training", steps done, steps) after
+        each step (what `daxjax.explain_dataset` draws its progress bars from). It sees, never
+        changes, the fit.
 
     Costs N * (sampling.queries_per_image + 1) black-box queries (the +1: the top-1 class).
     """
@@ -121,6 +126,8 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
         z, p = query_grid(device_bb, x[rows], targets[rows], image_keys(seed, digests[rows]), queries, config,
                           [int(i) for i in order[rows]])
         zs.append(np.asarray(z)), ps.append(np.asarray(p))
+        if progress is not None:
+            progress("queries", min(lo + GROUP, len(x)), len(x))
     query_seconds = time.perf_counter() - start
     keys = image_keys(seed, digests)
     split_keys = jax.vmap(lambda k: jax.random.fold_in(k, _SPLIT))(keys)
@@ -130,7 +137,8 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
 
     base = jax.random.key(seed)
     _, params = init_nets(config.nets, x.shape[-1], cells, jax.random.fold_in(base, _INIT))
-    params, report = train(params, data, config, jax.random.fold_in(base, _TRAIN))
+    params, report = train(params, data, config, jax.random.fold_in(base, _TRAIN),
+                           None if progress is None else functools.partial(progress, "training"))
     report = {"images": int(len(x)), "queries": int(len(x) * (queries + 1)), "query_seconds": query_seconds,
               "training_seconds": report.pop("seconds"), **report}
     return AmortisedExplainer(config, params, x.shape[-1], seed, report)

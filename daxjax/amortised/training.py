@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -263,10 +263,12 @@ def programs_for(config: AmortisedConfig, channels: int) -> Programs:
     return Programs(graphdef_of(config.nets, channels, config.sampling.cells), config)
 
 
-def train(params, data: FitData, config: AmortisedConfig, key: jax.Array) -> tuple[nnx.State, dict]:
+def train(params, data: FitData, config: AmortisedConfig, key: jax.Array,
+          progress: Callable[[int, int], None] | None = None) -> tuple[nnx.State, dict]:
     """Trains the networks on `data`; returns the parameters with the lowest held-out loss at the
     checkpoints and a report {"steps", "best_step", "heldout_loss", "heldout_fit" (means over the
-    fitted images), "seconds"}."""
+    fitted images), "seconds"}. progress: None, or called as progress(steps done, steps) after
+    each step."""
     start = time.perf_counter()
     programs = programs_for(config, int(data.images.shape[-1]))
     opt_state = programs.optimizer.init(params)
@@ -275,6 +277,8 @@ def train(params, data: FitData, config: AmortisedConfig, key: jax.Array) -> tup
     best, best_loss, best_step, best_fit = params, np.inf, 0, np.nan
     for t in range(config.training.steps):
         params, opt_state, _ = programs.step(params, opt_state, data, key, t)
+        if progress is not None:
+            progress(t + 1, config.training.steps)
         if t + 1 in marks:
             loss, fit = programs.heldout_all(params, data)
             if loss.mean() < best_loss:

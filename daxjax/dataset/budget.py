@@ -83,7 +83,8 @@ def device_memory(device: jax.Device) -> int | None:
 def plan_batches(config, height: int, width: int, channels: int, *, devices: int, num_images: int | None,
                  device_budget: int | None = None, host_budget: int | None = None,
                  queries_per_call: int | None = None, max_batch: int | None = None, prefetch: int = 2,
-                 batch: int | None = None, call_seconds: Mapping[int, float] | None = None) -> Plan:
+                 batch: int | None = None, call_seconds: Mapping[int, float] | None = None,
+                 method=None) -> Plan:
     """Picks B and the query chunk for images of height x width x channels (see the module doc).
 
     config: a method's config; what the method needs per image comes from its `Method` record
@@ -96,6 +97,8 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
       black-box call to aim at (within the platform's byte limit); None: from `call_seconds` when
       given, else `execution.call_inputs`. call_seconds: {inputs per call: seconds per call} of
       this black box (`execution.measure_call_seconds`); the plan never changes a map.
+    method: the `Method` record to plan for when it is not the registry's record of `config`'s type
+      (None: `method_of(config)`); `daxjax.dataset.amortised` passes the record of its run.
     """
     if batch is not None and int(batch) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
@@ -103,7 +106,7 @@ def plan_batches(config, height: int, width: int, channels: int, *, devices: int
     if device_budget is None:
         limit = device_memory(jax.local_devices()[0])
         device_budget = limit // 2 if limit else host_budget // (2 * devices)
-    method = method_of(config)
+    method = method_of(config) if method is None else method
     image_bytes = 4 * height * width * (2 * channels + 1)
     n = method.queries_per_image(config, height, width)
     per_image = image_bytes + method.working_bytes(config, height, width, channels)

@@ -22,6 +22,9 @@ How a run flows:
 
 An image that cannot be read, has no target, or makes the black box fail becomes an error row
 with its reason; the rest of its batch goes on.
+
+method="dax-amortised" adds a fit phase before step 1 (`daxjax.dataset.amortised`): one explainer
+is fitted on a share of the dataset and kept in the store, and the batches are then explained with it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
+from daxjax.dataset import amortised as amortised_mode
 from daxjax.dataset.budget import Plan, plan_batches
 from daxjax.methods.base import (Method, call_group, diagnostics_of, gather_diagnostics, trusted_maps, uninformative,
                                  warn_uninformative)
@@ -79,7 +83,8 @@ class RunSummary:
     seconds: wall time of the call;
     images_per_second: (explained + errors) / seconds; phases: seconds per phase summed over
     batches ("wait" = the device loop waiting for prepared batches, "targets" = unperturbed
-    queries, then the engine's own phases, "commit" = store writes); plan: the batch plan.
+    queries, then the engine's own phases, "commit" = store writes; "fit" = dax-amortised's fit
+    phase, fitting or loading its explainer); plan: the batch plan.
     """
 
     out: str
@@ -437,7 +442,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
                     memory_budget: int | None = None, device_memory_budget: int | None = None,
                     workers: int | None = None, prefetch: int = 2, progress: bool = True, execution=None,
                     devices: Sequence | None = None, process_index: int | None = None,
-                    process_count: int | None = None, retry_errors: bool = False) -> RunSummary:
+                    process_count: int | None = None, retry_errors: bool = False, fit_images: int | None = None,
+                    refine_queries: int = 0) -> RunSummary:
     """Explains every image of `source` and writes the results to the store `out`.
 
     Args:
@@ -475,6 +481,13 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         run may use other values (images per group excepted: the store fixes its batch).
       retry_errors: on resume, explain again the committed batches that hold error rows (a batch
         is the unit of commit, so its other images are recomputed too, to the same maps).
+      fit_images, refine_queries: method "dax-amortised" only (`daxjax.dataset.amortised`): the
+        explainer is fitted first on `fit_images` images of the source (None: min(512, all); the
+        first in the SHA-256 order of their ids that can be read and answered), saved in the store
+        (OUT/amortised.npz, committed by OUT/amortised.json; a resumed run loads it), then every
+        image is explained with it in one forward pass, or with `refine_queries` = K >= 8 refined
+        with K more black-box queries each (0: none). config: a `daxjax.amortised.AmortisedConfig`.
+        The maps explain the top-1 class (no `targets`), no `segments`, one process and one device.
 
     Resuming: a committed batch is skipped unless it must be explained again, which happens
     when its rows in the store are damaged (`ResultStore.read_batch`), when an image's content
@@ -492,8 +505,15 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     import jax
 
     start_time = time.perf_counter()
-    config = resolve_config(method, config)
-    method_record = REGISTRY[method]
+    amortised = method == amortised_mode.NAME
+    if not amortised:
+        if method not in REGISTRY:
+            raise InputError(f"unknown method {method!r}; choose one of {(*REGISTRY, amortised_mode.NAME)}")
+        config = resolve_config(method, config)
+        method_record = REGISTRY[method]
+        if fit_images is not None or refine_queries:
+            raise InputError(f"fit_images and refine_queries are options of method={amortised_mode.NAME!r}, "
+                             f"not of method={method!r}")
     seed = check_seed(seed)
     _check_counts(batch_size=(batch_size, 1), workers=(workers, 0), prefetch=(prefetch, 1))
     execution = resolve_execution(execution)
@@ -504,8 +524,16 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
                          "are the same setting; give one")
     src = open_source(source)
     num_images = source_length(src)
+    fit_identity = None
+    if amortised:
+        config, fit_identity = amortised_mode.check_options(
+            config, fit_images, refine_queries, num_images=num_images, targets=targets, segments=segments,
+            process_count=jax.process_count() if process_count is None else int(process_count))
+        method_record = amortised_mode.run_method(config, fit_identity["refine_queries"])
     user_bb, bb = bb, as_blackbox(bb)
     devices = list(devices) if devices is not None else jax.local_devices()
+    if amortised:
+        devices = devices[:1]  # the amortised explainer runs on one device in this version
     pid = jax.process_index() if process_index is None else int(process_index)
     pcount = jax.process_count() if process_count is None else int(process_count)
     if not 0 <= pid < pcount:
@@ -524,6 +552,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     identity = {"method": method, "config": _config_record(method_record, config, labels), "seed": int(seed), "size": None,
                 "channels": None, "batch": batch_size, "num_images": num_images,
                 "diagnostics": list(diagnostics_of(method_record))}
+    if fit_identity is not None:
+        identity["amortised"] = fit_identity
     if size is not None or not (out / "meta.json").exists():
         hw, channels = _resolve_size(bb, src, size)
         identity.update(size=list(hw), channels=int(channels))
@@ -531,7 +561,8 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         plan = plan_batches(config, *identity["size"], identity["channels"], devices=len(devices),
                             num_images=None if num_images is None else -(-num_images // pcount),
                             host_budget=memory_budget, device_budget=device_memory_budget,
-                            queries_per_call=execution.queries_per_call, batch=batch_size, prefetch=prefetch)
+                            queries_per_call=execution.queries_per_call, batch=batch_size, prefetch=prefetch,
+                            method=method_record)
         identity["batch"] = plan.batch
     store = ResultStore.open_for_run(out, identity, create=pid == 0)
     height, width = store.meta["size"]
@@ -539,9 +570,19 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     batch = store.meta["batch"]
     plan = plan_batches(config, height, width, channels, devices=len(devices), num_images=None,
                         host_budget=memory_budget, device_budget=device_memory_budget, batch=batch,
-                        queries_per_call=execution.queries_per_call, prefetch=prefetch)
+                        queries_per_call=execution.queries_per_call, prefetch=prefetch, method=method_record)
+    fit_seconds = 0.0
+    if amortised:  # the fit phase: fitted now, or loaded from the store (`daxjax.dataset.amortised`)
+        fit_start = time.perf_counter()
+        explainer, fit_record = amortised_mode.fitted_explainer(
+            user_bb, bb, list(src.items()), store, config, seed, fit_identity["fit_images"], progress)
+        method_record = method_record._replace(explain_group=amortised_mode.group_function(
+            explainer, user_bb, fit_identity["refine_queries"], fit_record["fit_ids"]))
+        fit_seconds = time.perf_counter() - fit_start
     run = _Run(bb, user_bb, method_record, config, seed, targets, store, devices, batch, execution.rows_per_step,
                plan.query_chunk)
+    if amortised:
+        run.phases["fit"] = fit_seconds
     committed = store.committed()
     part = part_name(pid)
     segment_config = config if method_record.perturbs_segments else None

@@ -9,6 +9,8 @@ Layout of a store directory OUT:
         targets  int32   [n]         the explained class; -1 for error images
         scores   float32 [n]         black-box probability of the target on the image; NaN for errors
         timings  float32 [n, 2]      seconds per image: TIMING_FIELDS
+    OUT/amortised.npz, .json      method "dax-amortised" only: the fitted explainer and its record
+                                  (SHA-256, fit set), the record written last (`daxjax.dataset.amortised`)
     OUT/index/bNNNNNNNN.json      one file per finished batch: its positions, ids, status, error
                                   reasons, which part holds its rows, seconds per phase, a SHA-256
                                   per column of its rows ("checksums"), a digest per image of its
@@ -51,8 +53,9 @@ TIMING_FIELDS = ("host_seconds", "device_seconds")  # read + resize + segment; t
 EXECUTION_FIELDS = ("query_chunk", "image_batch", "vmap_width")
 #: Config fields renamed since a store may have been made: old name -> new name.
 RENAMED_FIELDS = {"batch_size": "minibatch_size"}
-#: Meta fields a resumed run must match exactly.
-IDENTITY_FIELDS = ("method", "config", "seed", "size", "channels")
+#: Meta fields a resumed run must match exactly ("amortised": dax-amortised's fit share and
+#: refinement budget, `daxjax.dataset.amortised`; absent for the other methods).
+IDENTITY_FIELDS = ("method", "config", "seed", "size", "channels", "amortised")
 
 
 class StoreError(ValueError):
@@ -440,11 +443,12 @@ def load_results(out: str | os.PathLike) -> Results:
     stacked = {name: np.concatenate(picked[name]) if picked[name] else np.zeros((0, *row), dtype)
                for name, (row, dtype, _) in columns(meta).items()}
     num_images = meta.get("num_images")
-    from daxjax.methods.registry import REGISTRY  # the engines (JAX, Flax): only when results are read
-
-    config_type = REGISTRY[meta["method"]].config_type
+    config_type = _config_type_of(meta["method"])
     try:
-        config = config_type(**current_config_record(meta["config"]))
+        if hasattr(config_type, "from_dict"):  # grouped configs (dax-amortised's AmortisedConfig)
+            config = config_type.from_dict(meta["config"])
+        else:
+            config = config_type(**current_config_record(meta["config"]))
     except (TypeError, ValueError):  # a config from another version of daxjax: keep the record
         config = meta["config"]
     return Results(
@@ -461,3 +465,18 @@ def _diagnostics_of(meta: dict, stacked: dict) -> dict[str, np.ndarray]:
     fields = meta.get("diagnostics") or []
     table = stacked.get("diagnostics")
     return {name: (table[:, k] > 0.5 if name in FLAGS else table[:, k]) for k, name in enumerate(fields)}
+
+
+def _config_type_of(name: str) -> type:
+    """The config dataclass of method `name`, a registry method or one of DATASET_METHODS; an
+    InputError listing the names otherwise. Imports the engines (JAX, Flax): only when results are read."""
+    from daxjax.inputs import InputError
+    from daxjax.methods.registry import DATASET_METHODS, NAMES, REGISTRY
+
+    if name in DATASET_METHODS:
+        from daxjax.amortised.config import AmortisedConfig
+
+        return AmortisedConfig
+    if name not in REGISTRY:
+        raise InputError(f"unknown method {name!r}; choose one of {NAMES + DATASET_METHODS}")
+    return REGISTRY[name].config_type

@@ -15,6 +15,7 @@ looking at a config's type name or attributes.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
@@ -247,3 +248,35 @@ def normalise(maps: jax.Array) -> jax.Array:
     low = maps.min(axis=(-2, -1), keepdims=True)
     high = maps.max(axis=(-2, -1), keepdims=True)
     return jnp.where(high > low, (maps - low) / jnp.maximum(high - low, 1e-12), 0.0)
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What `explain` returns for a batch of B images of H x W pixels.
+
+    maps: float32 [B, H, W] in [0, 1], higher = more important for the target class.
+    targets: int32 [B], the explained class of each image.
+    scores: float32 [B], the black box's probability of the target on the unperturbed image.
+    method, config: what produced the maps.
+    timings: seconds spent per phase (for DAX "segmentation", "queries", "training"; all "total").
+    diagnostics: per-image arrays [B] saying how far each map can be trusted (`daxjax.explain.DIAGNOSTICS`
+      names them per method). Every query-only method: `answer_spread` and `informative`
+      (`daxjax.methods.base.ANSWER_DIAGNOSTICS`: False when the black box's answer did not change
+      under perturbation, e.g. a constant black box; such a map is kept as computed but says
+      nothing). DAX also: `daxjax.methods.dax.engine.DIAGNOSTICS` (the student's held-out fit, a linear
+      surrogate's, the mask's area and contrast, and `trusted`). Empty for the gradient references.
+    """
+
+    maps: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+    method: str
+    config: Any
+    timings: dict = dataclasses.field(default_factory=dict)
+    diagnostics: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def trusted(self) -> np.ndarray | None:
+        """bool [B]: maps whose every flag holds (`methods.base.trusted_maps`: `informative` for every
+        query-only method, and DAX's `trusted`: fit and a living mask); None if the method cannot tell."""
+        return trusted_maps(self.diagnostics)

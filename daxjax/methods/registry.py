@@ -34,6 +34,12 @@ def method_named(name: str) -> Method:
     return REGISTRY[name]
 
 
+#: Methods that `explain_dataset` and the CLI take besides REGISTRY's: they fit on a share of the
+#: dataset before explaining any image, so no group of images can be explained on its own and they
+#: are no registry `Method` (`daxjax.dataset.amortised` says why); `explain` does not take them.
+DATASET_METHODS = ("dax-amortised",)
+
+
 def method_of(config: Any) -> Method:
     """The `Method` whose config type `config` is an instance of; a TypeError otherwise."""
     for method in REGISTRY.values():
