@@ -35,18 +35,25 @@ PARTS = ("photos", "realmodels", "fashion")
 
 @contextlib.contextmanager
 def recorded_parts(log: list):
-    """Appends (mask [rows, H, W], effects [rows, H, W] in [0, 1]) of every DAX group explained
-    inside the block: the trained rows' raw maps and the student's segment effects (negatives 0,
-    divided by the image's largest), painted on the segments, as `engine._finish` receives them.
-    Needs restarts=1."""
+    """Appends (mask, effect, share), each [rows, H, W], of every DAX group explained inside the
+    block, as `engine._finish` receives them: the trained rows' raw maps M (the mask grid,
+    upsampled); the student's segment effects E (negatives 0, divided by the image's largest)
+    painted on the segments; and S, the mask's mean over each segment painted on it (the mask as
+    the segment student sees it). Needs restarts=1."""
     from daxjax.methods.dax import engine
 
     finish = engine._finish
 
     def finish_recorded(row_maps, effects, segments, **kwargs):
+        masks, labels = np.asarray(row_maps), np.asarray(segments)
         shown = np.maximum(np.asarray(effects), np.float32(0.0))
         shown = shown / np.maximum(shown.max(axis=1, keepdims=True), np.float32(1e-12))
-        log.append((np.asarray(row_maps), np.stack([e[s] for e, s in zip(shown, np.asarray(segments))])))
+        shares = []
+        for mask, label in zip(masks, labels):
+            sums = np.bincount(label.ravel(), weights=mask.ravel(), minlength=shown.shape[1])
+            counts = np.maximum(np.bincount(label.ravel(), minlength=shown.shape[1]), 1)
+            shares.append((sums / counts)[label].astype(np.float32))
+        log.append((masks, np.stack([e[s] for e, s in zip(shown, labels)]), np.stack(shares)))
         return finish(row_maps, effects, segments, **kwargs)
 
     engine._finish = finish_recorded
@@ -56,18 +63,21 @@ def recorded_parts(log: list):
         engine._finish = finish
 
 
-def rule_maps(mask: np.ndarray, effect: np.ndarray) -> dict:
-    """Rule name -> maps [n, H, W] in [0, 1], from masks and painted effects [n, H, W]."""
+def rule_maps(mask: np.ndarray, effect: np.ndarray, share: np.ndarray) -> dict:
+    """Rule name -> maps [n, H, W] in [0, 1], from masks, painted effects and painted shares [n, H, W]."""
     from daxjax.methods.base import normalise
 
     rules = {f"M x E^{p:g}" + (" (mask alone)" if p == 0 else "") + (" (default)" if p == 0.1 else ""):
              np.asarray(normalise(mask * effect ** p)) for p in POWERS}
     rules["E alone (effects, no mask)"] = np.asarray(normalise(effect))
+    rules["S (the mask's mean per segment)"] = np.asarray(normalise(share))
+    for p in (0.1, 0.25):
+        rules[f"S x E^{p:g}"] = np.asarray(normalise(share * effect ** p))
     return rules
 
 
-def explain_recorded(bb, images, targets, config, seed=0) -> tuple[np.ndarray, np.ndarray, float]:
-    """(masks, effects, seconds per image) of DAX on `images` under `config` (effect_power 1)."""
+def explain_recorded(bb, images, targets, config, seed=0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(masks, effects, shares, seconds per image) of DAX on `images` under `config`."""
     import daxjax
 
     log: list = []
@@ -75,7 +85,7 @@ def explain_recorded(bb, images, targets, config, seed=0) -> tuple[np.ndarray, n
     with recorded_parts(log):
         daxjax.explain(bb, images, targets=targets, method="dax", config=config, seed=seed)
     seconds = (time.perf_counter() - start) / len(images)
-    return np.concatenate([m for m, _ in log]), np.concatenate([e for _, e in log]), seconds
+    return tuple(np.concatenate([entry[k] for entry in log]) for k in range(3)) + (seconds,)
 
 
 def part_photos(budget: int, fill: str) -> list[str]:
@@ -88,10 +98,10 @@ def part_photos(budget: int, fill: str) -> list[str]:
     bb = CallableBlackBox(AnswerCache(efficientnet_lite0(threads=2)), num_classes=1000, output="probs")
     targets = np.asarray(bb(images)).argmax(axis=1).astype(np.int32)
     config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
-    mask, effect, seconds = explain_recorded(bb, images, targets, config)
+    mask, effect, share, seconds = explain_recorded(bb, images, targets, config)
     lines = [f"### 10 bundled photos, EfficientNet-Lite0, N = {budget}, fill {fill!r} ({seconds:.1f} s per photo)", "",
              "| rule | deletion AUC mean (std) | insertion AUC mean (std) |", "|---|---|---|"]
-    for name, maps in rule_maps(mask, effect).items():
+    for name, maps in rule_maps(mask, effect, share).items():
         deletion = np.asarray(daxjax.metrics.deletion_auc(bb, images, maps, targets, steps=50))
         insertion = np.asarray(daxjax.metrics.insertion_auc(bb, images, maps, targets, steps=50))
         lines.append(f"| {name} | {deletion.mean():.3f} ({deletion.std():.3f}) | "
@@ -111,9 +121,10 @@ def part_realmodels(budget: int, composites: int, restricted: int, fill: str) ->
     config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
     masks = np.zeros(cases.masks.shape, np.float32)
     effects = np.zeros(cases.masks.shape, np.float32)
+    shares = np.zeros(cases.masks.shape, np.float32)
     start = time.perf_counter()
     for group in case_groups(cases):
-        masks[group], effects[group], _ = explain_recorded(cases.black_box(model, group[0]), cases.images[group],
+        masks[group], effects[group], shares[group], _ = explain_recorded(cases.black_box(model, group[0]), cases.images[group],
                                                            cases.targets[group], config)
     seconds = (time.perf_counter() - start) / len(cases)
     kinds = np.array(cases.kinds)
@@ -121,7 +132,7 @@ def part_realmodels(budget: int, composites: int, restricted: int, fill: str) ->
              f"({int((kinds == 'composite').sum())} composites, {int((kinds == 'restricted').sum())} restricted "
              f"views, seed 0; {seconds:.1f} s per case)", "",
              "| rule | IoU mean (std) | comp | restr | top-20 % |", "|---|---|---|---|---|"]
-    for name, maps in rule_maps(masks, effects).items():
+    for name, maps in rule_maps(masks, effects, shares).items():
         iou = np.asarray(daxjax.metrics.iou(maps, cases.masks))
         top = top_share_iou(maps, cases.masks)
         lines.append(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {iou[kinds == 'composite'].mean():.3f} | "
@@ -144,10 +155,10 @@ def part_fashion(budget: int, count: int, fill: str) -> list[str]:
     scenes = dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct] for f in dataclasses.fields(drawn)})
     targets = scenes.labels.astype(np.int32)
     config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
-    mask, effect, seconds = explain_recorded(bb, scenes.images, targets, config)
+    mask, effect, share, seconds = explain_recorded(bb, scenes.images, targets, config)
     lines = [f"### Fashion scenes: {len(targets)} correctly classified of {count} drawn (as `benchmarks.quality.fashion`), "
              f"N = {budget}, fill {fill!r} ({seconds:.2f} s per scene)", "", "| rule | IoU mean (std) | pointing |", "|---|---|---|"]
-    for name, maps in rule_maps(mask, effect).items():
+    for name, maps in rule_maps(mask, effect, share).items():
         iou = np.asarray(daxjax.metrics.iou(maps, scenes.masks))
         pointing = np.asarray(daxjax.metrics.pointing_game(maps, scenes.masks))
         lines.append(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {pointing.mean():.2f} |")
