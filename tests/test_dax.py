@@ -175,3 +175,16 @@ def test_compiled_trainers_are_shared_by_configs_that_differ_only_outside_the_pr
     for name, value in (("lambda_q", 0.25), ("minibatch_size", 16), ("steps", 8), ("student_hidden", 16)):
         assert compiled_trainer(base.replace(**{name: value}), 3, 32) is not trainer, name
     assert compiled_trainer(base, 3, 32, rows=1) is not trainer  # rows per step shape them too
+
+
+def test_map_on_segments_is_the_masks_mean_over_each_segment():
+    images, _, _ = scenes(range(2), size=32)
+    labels = np.repeat(np.repeat(np.arange(16).reshape(4, 4), 8, axis=0), 8, axis=1)[None].repeat(2, axis=0)
+    on = daxjax.explain(red_fraction_box, images, config=SMALL.replace(map_on_segments=True, effect_power=0.0),
+                        segments=labels).maps
+    grid = daxjax.explain(red_fraction_box, images, config=SMALL.replace(effect_power=0.0), segments=labels).maps
+    for b in range(2):
+        means = np.array([grid[b][labels[b] == j].mean() for j in range(16)])
+        assert all(np.ptp(on[b][labels[b] == j]) < 1e-6 for j in range(16))  # one value per segment
+        expected = (means - means.min()) / (means.max() - means.min())
+        np.testing.assert_allclose(on[b], expected[labels[b]], atol=1e-5)

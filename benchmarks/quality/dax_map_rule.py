@@ -3,12 +3,13 @@
     python -m benchmarks.quality.dax_map_rule                       # photos, real-model cases, Fashion scenes
     python -m benchmarks.quality.dax_map_rule --parts photos --no-write
 
-DAX's map is the trained mask M (the mask net's grid, upsampled) times the student's effect of
-each segment E (relative to the image's largest, negatives 0) to a power p: M * E^p
-(`DAXConfig.effect_power`). The mask says which segments the black box needs (extent: IoU), the
-effect orders them (what deletion and insertion reward). This trains DAX once per image with the
-default config and records M and E (hooks on the engine's internals: an experiment, not an API),
-then scores every rule on the same training:
+DAX's map is built from the trained mask M (the mask net's grid, upsampled to the image) and,
+optionally, the student's effect of each segment E (relative to the image's largest, negatives 0).
+The default is M * E^0.1; S, the mask's mean over each segment (the mask as the segment student
+sees it), is `DAXConfig.map_on_segments=True`. The mask says which
+segments the black box needs (extent: IoU), the effect orders them (what deletion and insertion
+reward). This trains DAX once per image and records M, E and S (hooks on the engine's internals: an
+experiment, not an API), then scores every rule on the same training:
   photos       deletion / insertion AUC on the 10 bundled photos, EfficientNet-Lite0, N = 2000
                (as `benchmarks.quality.photos`; its table has the baselines)
   realmodels   IoU (mean + 1 std) on the real-model cases, EfficientNet-Lite0, N = 1000
@@ -70,7 +71,7 @@ def rule_maps(mask: np.ndarray, effect: np.ndarray, share: np.ndarray) -> dict:
     rules = {f"M x E^{p:g}" + (" (mask alone)" if p == 0 else "") + (" (default)" if p == 0.1 else ""):
              np.asarray(normalise(mask * effect ** p)) for p in POWERS}
     rules["E alone (effects, no mask)"] = np.asarray(normalise(effect))
-    rules["S (the mask's mean per segment)"] = np.asarray(normalise(share))
+    rules["S (the mask's mean per segment; map_on_segments=True)"] = np.asarray(normalise(share))
     for p in (0.1, 0.25):
         rules[f"S x E^{p:g}"] = np.asarray(normalise(share * effect ** p))
     return rules
@@ -186,7 +187,7 @@ def main(argv=None) -> None:
     command = "python -m benchmarks.quality.dax_map_rule " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [section, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
              "M: the trained mask; E: the student's effect of each segment relative to the image's largest; "
-             "every rule from the same training (the default config), so rows differ by the rule alone. "
+             "every rule from the same training (the default config but for the fill given), so rows differ by the rule alone. "
              "See the docstring of `benchmarks/quality/dax_map_rule.py`.", ""]
     print("\n".join(lines), flush=True)
     for part in parts:

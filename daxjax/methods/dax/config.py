@@ -75,9 +75,16 @@ class DAXConfig(Replace, MovedExecutionFields):
       mask_fill, student_input, student_channels: the image student's input: what the mask hides
         ("fill", default, as a switched-off segment; "zero", the paper), "centred" (default) or
         "raw" pixels (`train.student_input`), and its two conv widths ((8, 16)).
-      effect_power: the map is the mask times (the student's effect of each segment, relative to
-        the largest) ** effect_power (0.1; segment student only; 0: the mask alone): the effect
-        demotes segments that straddle an object's edge while keeping the mask's extent.
+      map_on_segments: (segment student) True: the map is the mask's mean over each segment, the
+        mask as the student sees it; False (default): the mask's grid upsampled. Not yet the
+        default: S beat the default on the real-model cases (IoU 0.583 against 0.570) and the
+        Fashion scenes (0.702 against 0.678) but lost on the photos' insertion (0.389 against
+        0.408) and on the planted scenes of tests/test_dax.py (0.47 against 0.51)
+        (benchmarks/RESULTS.md, "DAX's map: the mask and the segment effects combined").
+      effect_power: the map is multiplied by (the student's effect of each segment, relative to the
+        largest) ** effect_power (0.1; segment student only; 0: not): the effect demotes segments
+        that straddle an object's edge while keeping the mask's extent. Raising it helps the
+        Fashion scenes and insertion on photos and costs IoU on the real-model cases (same section).
 
     Loss (paper Eq. 9-11):
       variant: "v2" (default) = pi-MSE + lambda_q * Q, Q = -(pi-MSE of the student on the
@@ -139,6 +146,7 @@ class DAXConfig(Replace, MovedExecutionFields):
     target: Literal["logit", "probability"] = "logit"
     gate: Literal["hard_concrete", "soft"] = "hard_concrete"
     gate_temperature: float = 2.0 / 3.0
+    map_on_segments: bool = False
     effect_power: float = 0.1
 
     variant: Variant = "v2"
@@ -172,9 +180,9 @@ class DAXConfig(Replace, MovedExecutionFields):
         "mask_learning_rate", "validation_fraction", "validations", "student_warmup")
     #: The fields that act before training (the perturbations: segmentation, segmentation_options,
     #: fill; the samples' targets y and weights pi: target, kernel_width; the rows: restarts) or after
-    #: it (effect_power paints the maps), so configs differing only in them share the trainer.
+    #: it (map_on_segments, effect_power paint the maps), so configs differing only in them share the trainer.
     OTHER_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "target",
-                                               "kernel_width", "restarts", "effect_power")
+                                               "kernel_width", "restarts", "map_on_segments", "effect_power")
 
     # Deprecated: the execution settings (ignored, `daxjax.Execution`; InitVars of `MovedExecutionFields`,
     # passed here first) and the minibatch's old name.

@@ -159,10 +159,24 @@ def prepare(group: SegmentedImages, z, y, keys, config: DAXConfig):
                     num_validation=config.num_samples_validation, restarts=config.restarts)
 
 
-@functools.partial(jax.jit, static_argnames=("restarts", "effect_power"))
-def _finish(row_maps, effects, segments, *, restarts: int, effect_power: float):
-    """Maps [B, H, W] in [0, 1] from the rows' raw maps [B * K, H, W]: each times the student's
-    segment effects ** effect_power (segment student; 0: the mask alone), scaled, restarts averaged."""
+def segment_means(maps: jax.Array, segments: jax.Array, num_segments: int) -> jax.Array:
+    """Each map's mean over each of its segments, painted on the segment: maps float32 [R, H, W],
+    segments int [R, H, W] with ids < num_segments -> [R, H, W]."""
+    def one(m, s):
+        ids = s.reshape(-1)
+        sums = jax.ops.segment_sum(m.reshape(-1), ids, num_segments=num_segments)
+        counts = jax.ops.segment_sum(jnp.ones_like(ids, jnp.float32), ids, num_segments=num_segments)
+        return (sums / jnp.maximum(counts, 1.0))[s]
+    return jax.vmap(one)(maps, segments)
+
+
+@functools.partial(jax.jit, static_argnames=("restarts", "on_segments", "effect_power"))
+def _finish(row_maps, effects, segments, *, restarts: int, on_segments: bool, effect_power: float):
+    """Maps [B, H, W] in [0, 1] from the rows' raw maps [B * K, H, W] (the mask grid upsampled):
+    on_segments, the mask's mean over each segment (`segment_means`); times the student's segment
+    effects ** effect_power (0: not); scaled, restarts averaged. Segment student only (else both off)."""
+    if on_segments:
+        row_maps = segment_means(row_maps, jnp.repeat(segments, restarts, axis=0), effects.shape[1])
     if effect_power > 0:
         effects = jnp.maximum(effects, 0.0)
         effects = (effects / jnp.maximum(effects.max(axis=1, keepdims=True), 1e-12)) ** effect_power
@@ -213,8 +227,10 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     trained = train(trainer, data, init_keys, train_keys, config, height, width, trace)
     k = config.restarts
     chex.assert_shape(trained.maps, (batch * k, height, width))
+    on_segments = config.student == "segments"
     maps = np.asarray(_finish(trained.maps, trained.effects, group.segments, restarts=k,
-                              effect_power=config.effect_power if config.student == "segments" else 0.0))
+                              on_segments=on_segments and config.map_on_segments,
+                              effect_power=config.effect_power if on_segments else 0.0))
     per_image = {name: np.asarray(value).reshape(batch, k).mean(axis=1)
                  for name, value in trained._asdict().items() if name not in ("maps", "effects")}
     per_image["surrogate_fit"] = np.asarray(surrogate)
