@@ -24,7 +24,7 @@ from flax import nnx
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.device.execution import query_chunk
 from daxjax.device.querying import DeviceBlackBox
-from daxjax.methods.dax.engine import student_targets
+from daxjax.methods.dax.engine import student_targets, target_scales
 from daxjax.methods.dax.losses import loss_v2
 from daxjax.perturbation.sampling import hard_concrete_gates, proximity_weights, split_indices
 from daxjax.perturbation.segments import draw_keep_vectors, query_segment_perturbations, segment_and_fill
@@ -117,16 +117,6 @@ def prepare_samples(z, p, split_keys, config: AmortisedConfig, validation_fracti
     pi = jax.vmap(proximity_weights, in_axes=(0, None, None))(z, segments, config.sampling.kernel_width)
     train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(split_keys, n, validation)
     return y, pi, train_idx, val_idx, target_scales(y, pi, train_idx)
-
-
-@jax.jit
-def target_scales(y, pi, idx) -> jax.Array:
-    """1 / (pi-weighted variance of each image's targets y[idx]): [B] (DAX's `_target_scales`)."""
-    def one(y, pi, idx):
-        yt, wt = y[idx], pi[idx]
-        mean = jnp.sum(wt * yt) / jnp.sum(wt)
-        return 1.0 / (jnp.sum(wt * (yt - mean) ** 2) / jnp.sum(wt) + 1e-6)
-    return jax.vmap(one)(y, pi, idx)
 
 
 def image_loss(mask_logits, student, complement, z, y, pi, scale, key, config: AmortisedConfig):

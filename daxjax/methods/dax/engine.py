@@ -146,7 +146,7 @@ def _prepare(images, segments, fills, num_segments, z, y, keys, *, target: str, 
     train_idx, val_idx = jax.vmap(split_indices, in_axes=(0, None, None))(split_keys, z.shape[1], num_validation)
     surrogate = _surrogate_fit(z, samples.y, samples.pi, train_idx, val_idx)
     repeat = functools.partial(jax.tree.map, lambda a: jnp.repeat(a, restarts, axis=0))
-    data = repeat(TrainData(work, samples, _target_scales(samples.y, samples.pi, train_idx), train_idx, val_idx))
+    data = repeat(TrainData(work, samples, target_scales(samples.y, samples.pi, train_idx), train_idx, val_idx))
     return (data, _restart_keys(init_keys, restarts),
             TrainKeys(_restart_keys(order_keys, restarts), _restart_keys(gate_keys, restarts)), surrogate)
 
@@ -246,7 +246,7 @@ def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
         jnp.arange(restarts)))(keys).reshape(-1)
 
 
-def _target_scales(y, pi, train_idx) -> jax.Array:
+def target_scales(y, pi, train_idx) -> jax.Array:
     """1 / (pi-weighted variance of each row's training targets): [rows]."""
     def one(y, pi, idx):
         yt, wt = y[idx], pi[idx]
