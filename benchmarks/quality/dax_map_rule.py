@@ -49,12 +49,8 @@ def recorded_parts(log: list):
         masks, labels = np.asarray(row_maps), np.asarray(segments)
         shown = np.maximum(np.asarray(effects), np.float32(0.0))
         shown = shown / np.maximum(shown.max(axis=1, keepdims=True), np.float32(1e-12))
-        shares = []
-        for mask, label in zip(masks, labels):
-            sums = np.bincount(label.ravel(), weights=mask.ravel(), minlength=shown.shape[1])
-            counts = np.maximum(np.bincount(label.ravel(), minlength=shown.shape[1]), 1)
-            shares.append((sums / counts)[label].astype(np.float32))
-        log.append((masks, np.stack([e[s] for e, s in zip(shown, labels)]), np.stack(shares)))
+        shares = np.asarray(engine.segment_means(row_maps, segments, shown.shape[1]))  # map_on_segments' map
+        log.append((masks, np.stack([e[s] for e, s in zip(shown, labels)]), shares))
         return finish(row_maps, effects, segments, **kwargs)
 
     engine._finish = finish_recorded
