@@ -12,8 +12,10 @@ reward). This trains DAX once per image and records M, E and S (hooks on the eng
 experiment, not an API), then scores every rule on the same training:
   photos       deletion / insertion AUC on the 10 bundled photos, EfficientNet-Lite0, N = 2000
                (as `benchmarks.quality.photos`; its table has the baselines)
-  realmodels   IoU (mean + 1 std) on the real-model cases, EfficientNet-Lite0, N = 1000
-               (as `benchmarks.quality.realmodels`; its table has the baselines)
+  realmodels   IoU (mean + 1 std) on the real-model cases, N = 1000, EfficientNet-Lite0 (`--models
+               lite2`: EfficientNet-Lite2, a section of its own: a check of the rules on a model they
+               were not compared on). The training is the DAX row of `benchmarks.quality.realmodels`
+               (same cases, config and `--out` store): one training serves that table and this one.
   fashion      IoU on the Fashion scenes, N = 2000 (as `benchmarks.quality.fashion`)
 The training is the same for every rule, so differences between rows are the rule's alone.
 """
@@ -107,32 +109,38 @@ def part_photos(budget: int, fill: str) -> list[str]:
     return lines
 
 
-def part_realmodels(budget: int, composites: int, restricted: int, fill: str) -> list[str]:
+def part_realmodels(model_name: str, budget: int, composites: int, restricted: int, fill: str, out: str) -> list[str]:
+    """The rules on the real-model cases of `model_name`, from the DAX row of
+    `benchmarks.quality.realmodels` (its `explained`: the same cases, config and store, so a row
+    explained there is not trained again here, and a row trained here is that table's DAX row)."""
+    from pathlib import Path
+
     import daxjax
     from benchmarks.datasets.realmodels import models as model_zoo
-    from benchmarks.quality.realmodels import case_groups, top_share_iou
     from benchmarks.datasets.realmodels.cases import make_cases
+    from benchmarks.quality.realmodels import explained, parts_path, top_share_iou
 
-    model = model_zoo.load("lite0")
-    cases = make_cases(model, 224, composites, restricted, seed=0)
-    config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
-    masks = np.zeros(cases.masks.shape, np.float32)
-    effects = np.zeros(cases.masks.shape, np.float32)
-    shares = np.zeros(cases.masks.shape, np.float32)
-    start = time.perf_counter()
-    for group in case_groups(cases):
-        masks[group], effects[group], shares[group], _ = explain_recorded(cases.black_box(model, group[0]), cases.images[group],
-                                                           cases.targets[group], config)
-    seconds = (time.perf_counter() - start) / len(cases)
+    model = model_zoo.load(model_name)
+    side = model_zoo.SIDES[model_name]
+    cases = make_cases(model, side, composites, restricted, seed=0)
+    config = daxjax.DAXConfig(num_samples=budget, fill=fill)
+    name = "DAX (ours)" if fill == daxjax.DAXConfig().fill else f"DAX (ours), fill {fill}"
+    store = Path(out) / f"{model_name}_seed0_N{budget}_{len(cases)}cases"
+    if not parts_path(store, name).is_file():  # a row kept before its parts were: train it again
+        _, seconds, _ = explained(model, cases, name, "dax", config, store, fresh=True)
+    else:
+        _, seconds, _ = explained(model, cases, name, "dax", config, store, fresh=False)
+    with np.load(parts_path(store, name)) as saved:
+        masks, effects, shares = saved["masks"], saved["effects"], saved["shares"]
     kinds = np.array(cases.kinds)
-    lines = [f"### Real-model cases, EfficientNet-Lite0, N = {budget}, fill {fill!r}: {len(cases)} cases "
+    lines = [f"### Real-model cases, {model_zoo.NAMES[model_name]}, N = {budget}, fill {fill!r}: {len(cases)} cases "
              f"({int((kinds == 'composite').sum())} composites, {int((kinds == 'restricted').sum())} restricted "
              f"views, seed 0; {seconds:.1f} s per case)", "",
              "| rule | IoU mean (std) | comp | restr | top-20 % |", "|---|---|---|---|---|"]
-    for name, maps in rule_maps(masks, effects, shares).items():
+    for rule, maps in rule_maps(masks, effects, shares).items():
         iou = np.asarray(daxjax.metrics.iou(maps, cases.masks))
         top = top_share_iou(maps, cases.masks)
-        lines.append(f"| {name} | {iou.mean():.3f} ({iou.std():.3f}) | {iou[kinds == 'composite'].mean():.3f} | "
+        lines.append(f"| {rule} | {iou.mean():.3f} ({iou.std():.3f}) | {iou[kinds == 'composite'].mean():.3f} | "
                      f"{iou[kinds == 'restricted'].mean():.3f} | {top.mean():.3f} |")
         print(lines[-1], flush=True)
     return lines
@@ -166,6 +174,9 @@ def part_fashion(budget: int, count: int, fill: str) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--models", default="lite0", help="real-model part: comma-separated, of lite0,lite2")
+    parser.add_argument("--out", default="out/realmodels",
+                        help="real-model part: the store of `benchmarks.quality.realmodels` (its DAX row is shared)")
     parser.add_argument("--composites", type=int, default=60)
     parser.add_argument("--restricted", type=int, default=40)
     parser.add_argument("--scenes", type=int, default=260, help="Fashion scenes drawn")
@@ -180,6 +191,8 @@ def main(argv=None) -> None:
 
     # Other fills than DAX's are a section of their own, so that each run rewrites only its own.
     section = SECTION if args.fills == "image_mean" else SECTION.replace(" (issue 18)", f", fills {args.fills} (issue 18)")
+    if args.models != "lite0":  # so is a second model's: it checks the rules chosen on the first
+        section = section.replace(" (issue 18)", f", models {args.models} (issue 18)")
     command = "python -m benchmarks.quality.dax_map_rule " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [section, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
              "M: the trained mask; E: the student's effect of each segment relative to the image's largest; "
@@ -191,7 +204,8 @@ def main(argv=None) -> None:
             if part == "photos":
                 lines += part_photos(2000, fill)
             elif part == "realmodels":
-                lines += part_realmodels(1000, args.composites, args.restricted, fill)
+                for model_name in args.models.split(","):
+                    lines += part_realmodels(model_name, 1000, args.composites, args.restricted, fill, args.out)
             else:
                 lines += part_fashion(2000, args.scenes, fill)
             lines.append("")

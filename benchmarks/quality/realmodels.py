@@ -194,15 +194,37 @@ class Section:
             write_section(self.title, "\n".join(self.header + self.lines + ([note] if note else [])) + "\n")
 
 
+def parts_path(store: Path, name: str) -> Path:
+    """Where a DAX row's map ingredients are kept (`explained`; read by `benchmarks.quality.dax_map_rule`)."""
+    return store / f"{slug(name)}.parts.npz"
+
+
 def explained(model, cases: Cases, name: str, method: str, config, store: Path, fresh: bool, black_boxes=None):
-    """(maps, seconds, diagnostics) of one row, kept in `store` and reused unless `fresh`."""
+    """(maps, seconds, diagnostics) of one row, kept in `store` and reused unless `fresh`.
+
+    A DAX row with one restart also keeps what its maps are built from (`parts_path`: the mask M,
+    the segment effects E and the mask's mean per segment S, each [n, side, side] in case order, as
+    `dax_map_rule.recorded_parts` records them), so that the map rules are compared on this very
+    training without training again."""
     path = store / f"{slug(name)}.npz"
     if path.is_file() and not fresh:
         saved = np.load(path)
         diagnostics = {key[5:]: saved[key] for key in saved.files if key.startswith("diag_")}
         return saved["maps"], float(saved["seconds"]), diagnostics
-    maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+    record = method == "dax" and getattr(config, "restarts", 1) == 1
+    log: list = []
+    if record:
+        from benchmarks.quality.dax_map_rule import recorded_parts
+
+        with recorded_parts(log):
+            maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+    else:
+        maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
     store.mkdir(parents=True, exist_ok=True)
+    if record:  # the log follows case_groups' order, each group's images in order
+        order = np.argsort(np.concatenate(case_groups(cases)), kind="stable")
+        masks, effects, shares = (np.concatenate([entry[k] for entry in log])[order] for k in range(3))
+        np.savez_compressed(parts_path(store, name), masks=masks, effects=effects, shares=shares)
     np.savez_compressed(path, maps=maps, seconds=seconds, **{f"diag_{k}": v for k, v in diagnostics.items()})
     return maps, seconds, diagnostics
 
