@@ -180,7 +180,8 @@ def test_map_on_segments_is_the_masks_mean_over_each_segment():
     labels = np.repeat(np.repeat(np.arange(16).reshape(4, 4), 8, axis=0), 8, axis=1)[None].repeat(2, axis=0)
     on = daxjax.explain(red_fraction_box, images, config=SMALL.replace(map_on_segments=True, effect_power=0.0),
                         segments=labels).maps
-    grid = daxjax.explain(red_fraction_box, images, config=SMALL.replace(effect_power=0.0), segments=labels).maps
+    grid = daxjax.explain(red_fraction_box, images, config=SMALL.replace(map_on_segments=False, effect_power=0.0),
+                          segments=labels).maps
     for b in range(2):
         means = np.array([grid[b][labels[b] == j].mean() for j in range(16)])
         assert all(np.ptp(on[b][labels[b] == j]) < 1e-6 for j in range(16))  # one value per segment

@@ -212,16 +212,18 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
         saved = np.load(path)
         diagnostics = {key[5:]: saved[key] for key in saved.files if key.startswith("diag_")}
         maps = saved["maps"]
-        if record and parts_path(store, name).is_file():
+        kept = tuple(saved["painting"]) if "painting" in saved.files else LEGACY_PAINTING
+        if record and kept != painting(config):
             # Kept under another painting (map_on_segments, effect_power: they change no training):
-            # repainted from the kept parts, once these are shown to give the kept maps.
-            kept = tuple(saved["painting"]) if "painting" in saved.files else LEGACY_PAINTING
-            if kept != painting(config):
-                with np.load(parts_path(store, name)) as parts:
-                    parts = dict(parts)
-                if np.abs(painted(parts, *kept) - maps).max() > 1e-5:
-                    return explained(model, cases, name, method, config, store, True, black_boxes)
-                maps = painted(parts, *painting(config))
+            # repainted from the kept parts once these are shown to give the kept maps; without
+            # parts, or when they do not give them, trained again.
+            if not parts_path(store, name).is_file():
+                return explained(model, cases, name, method, config, store, True, black_boxes)
+            with np.load(parts_path(store, name)) as parts:
+                parts = dict(parts)
+            if np.abs(painted(parts, *kept) - maps).max() > 1e-5:
+                return explained(model, cases, name, method, config, store, True, black_boxes)
+            maps = painted(parts, *painting(config))
         return maps, float(saved["seconds"]), diagnostics
     log: list = []
     if record:
