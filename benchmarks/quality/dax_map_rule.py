@@ -17,6 +17,9 @@ experiment, not an API), then scores every rule on the same training:
                were not compared on). The training is the DAX row of `benchmarks.quality.realmodels`
                (same cases, config and `--out` store): one training serves that table and this one.
   fashion      IoU on the Fashion scenes, N = 2000 (as `benchmarks.quality.fashion`)
+  planted      IoU with the cause and with the distractor on the six planted scenes of
+               `tests/test_dax.py::test_dax_localises_the_planted_cause_not_the_distractor`
+               (`tests/planted.py`; N = 1000; that test's bar is 0.5)
 The training is the same for every rule, so differences between rows are the rule's alone.
 """
 
@@ -33,7 +36,7 @@ from benchmarks.results import write_section
 
 SECTION = "## DAX's map: the mask and the segment effects combined (issue 18)"
 POWERS = (0.0, 0.1, 0.25, 0.5, 1.0)
-PARTS = ("photos", "realmodels", "fashion")
+PARTS = ("photos", "realmodels", "fashion", "planted")
 
 
 @contextlib.contextmanager
@@ -66,12 +69,12 @@ def rule_maps(mask: np.ndarray, effect: np.ndarray, share: np.ndarray) -> dict:
     """Rule name -> maps [n, H, W] in [0, 1], from masks, painted effects and painted shares [n, H, W]."""
     from daxjax.methods.base import normalise
 
-    rules = {f"M x E^{p:g}" + (" (mask alone)" if p == 0 else "") + (" (default)" if p == 0.1 else ""):
+    rules = {f"M x E^{p:g}" + (" (mask alone)" if p == 0 else "") + (" (the default before 2026-12-05)" if p == 0.1 else ""):
              np.asarray(normalise(mask * effect ** p)) for p in POWERS}
     rules["E alone (effects, no mask)"] = np.asarray(normalise(effect))
     rules["S (the mask's mean per segment; map_on_segments=True)"] = np.asarray(normalise(share))
     for p in (0.1, 0.25):
-        rules[f"S x E^{p:g}"] = np.asarray(normalise(share * effect ** p))
+        rules[f"S x E^{p:g}" + (" (default)" if p == 0.1 else "")] = np.asarray(normalise(share * effect ** p))
     return rules
 
 
@@ -171,6 +174,30 @@ def part_fashion(budget: int, count: int, fill: str) -> list[str]:
     return lines
 
 
+def part_planted(budget: int) -> list[str]:
+    import importlib.util
+    from pathlib import Path
+
+    import daxjax
+
+    spec = importlib.util.spec_from_file_location("planted", Path(__file__).parents[2] / "tests" / "planted.py")
+    planted = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(planted)
+    images, cause, distractor = (np.stack(p) for p in zip(*[planted.red_and_distractor_scene(s, 64) for s in range(6)]))
+    targets = np.asarray(planted.red_fraction_box(images)).argmax(axis=1).astype(np.int32)
+    config = daxjax.DAXConfig(num_samples=budget)
+    mask, effect, share, seconds = explain_recorded(planted.red_fraction_box, images, targets, config)
+    lines = [f"### The six planted scenes of tests/test_dax.py, N = {budget} ({seconds:.1f} s per scene)", "",
+             "| rule | IoU with the cause | with the distractor | scenes where the cause wins |", "|---|---|---|---|"]
+    for name, maps in rule_maps(mask, effect, share).items():
+        on_cause = np.asarray(daxjax.metrics.iou(maps, cause))
+        on_distractor = np.asarray(daxjax.metrics.iou(maps, distractor))
+        lines.append(f"| {name} | {on_cause.mean():.3f} | {on_distractor.mean():.3f} | "
+                     f"{int((on_cause > on_distractor).sum())} of 6 |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
@@ -206,6 +233,8 @@ def main(argv=None) -> None:
             elif part == "realmodels":
                 for model_name in args.models.split(","):
                     lines += part_realmodels(model_name, 1000, args.composites, args.restricted, fill, args.out)
+            elif part == "planted":
+                lines += part_planted(1000)
             else:
                 lines += part_fashion(2000, args.scenes, fill)
             lines.append("")
