@@ -263,10 +263,14 @@ def painted(parts: dict, on_segments: float, effect_power: float) -> np.ndarray:
     return np.asarray(normalise(base))
 
 
-def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out) -> dict:
-    """Explains and scores every row; prints and publishes its line; returns the scores."""
+def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kept_only: bool = False) -> dict:
+    """Explains and scores every row; prints and publishes its line; returns the scores.
+    kept_only: rows whose maps are not kept in `store` are listed as not run instead of explained."""
     results = {}
     for name, (method, config) in rows.items():
+        if kept_only and not (store / f"{slug(name)}.npz").is_file():
+            out(f"| {name} | not run yet | | | | | | | |", publish=True)
+            continue
         maps, seconds, _ = explained(model, cases, name, method, config, store, fresh)
         results[name] = scored(model, cases, maps, store / f"{slug(name)}.scores.npz")
         out(row_line(name, cases, results[name], seconds), publish=True)
@@ -323,6 +327,9 @@ def main(argv=None) -> None:
                         help="comma-separated row names to run (e.g. RISE,LIME); default all")
     parser.add_argument("--out", default="out/realmodels", help="where each row's maps are kept")
     parser.add_argument("--fresh", action="store_true", help="recompute rows whose maps are kept")
+    parser.add_argument("--kept-only", action="store_true",
+                        help="table only the rows whose maps are kept (others are listed as not run): "
+                             "a partial table while a run is still under way")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args(argv)
     if args.quick:
@@ -375,7 +382,7 @@ def main(argv=None) -> None:
                 rows = methods(budget, side, presets=False)
                 if args.methods:
                     rows = {name: row for name, row in rows.items() if name in args.methods.split(",")}
-                run_rows(model, cases, rows, store, args.fresh, table)
+                run_rows(model, cases, rows, store, args.fresh, table, kept_only=args.kept_only)
                 if args.preset_cases and budget == budgets[0]:
                     subset = cases.select(range(min(args.preset_cases, len(cases))))
                     table()
@@ -385,7 +392,8 @@ def main(argv=None) -> None:
                     table("\n".join(HEADER))
                     presets = {name: row for name, row in methods(budget, side, presets=True).items()
                                if name.startswith("DAX")}
-                    run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table)
+                    run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table,
+                             kept_only=args.kept_only)
                 table()
             if ablation is not None and model_name == args.models.split(",")[0] and budget == budgets[0]:
                 ablation(title + ": DAX's default and one change at a time")
