@@ -62,3 +62,22 @@ def test_dax_finds_the_pasted_object_on_real_photos(model, composites):
     assert (ex.maps.std(axis=(1, 2)) > 0.05).all()          # not flat
     assert iou.mean() >= random_iou.mean() + 0.2
     assert ex.trusted.all()
+
+
+def test_a_kept_dax_row_repainted_from_its_parts_is_the_engines_map():
+    """The benchmark repaints a kept DAX row when only map_on_segments / effect_power differ
+    (`benchmarks.quality.realmodels.painted`): those maps must be the ones the engine paints."""
+    from benchmarks.quality.dax_map_rule import recorded_parts
+    from benchmarks.quality.realmodels import painted
+    from planted import red_and_distractor_scene, red_fraction_box
+
+    images = np.stack([red_and_distractor_scene(seed, 32)[0] for seed in range(2)])
+    config = daxjax.DAXConfig(num_samples=200, steps=40, segmentation="grid", validations=2, map_on_segments=False)
+    log: list = []
+    with recorded_parts(log):
+        before = daxjax.explain(red_fraction_box, images, config=config).maps
+    parts = dict(zip(("masks", "effects", "shares"), (np.concatenate([entry[k] for entry in log]) for k in range(3))))
+    np.testing.assert_allclose(painted(parts, 0.0, 0.1), before, atol=1e-6)
+    after = daxjax.explain(red_fraction_box, images, config=config.replace(map_on_segments=True)).maps
+    np.testing.assert_allclose(painted(parts, 1.0, 0.1), after, atol=1e-6)
+    assert np.abs(after - before).max() > 1e-2  # the two paintings differ
