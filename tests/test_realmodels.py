@@ -66,9 +66,8 @@ def test_dax_finds_the_pasted_object_on_real_photos(model, composites):
 
 def test_a_kept_dax_row_repainted_from_its_parts_is_the_engines_map():
     """The benchmark repaints a kept DAX row when only map_on_segments / effect_power differ
-    (`benchmarks.quality.realmodels.painted`): those maps must be the ones the engine paints."""
-    from benchmarks.quality.dax_map_rule import recorded_parts
-    from benchmarks.quality.realmodels import painted
+    (`benchmarks.quality.dax_map_rule.painted`): those maps must be the ones the engine paints."""
+    from benchmarks.quality.dax_map_rule import painted, recorded_parts
     from planted import red_and_distractor_scene, red_fraction_box
 
     images = np.stack([red_and_distractor_scene(seed, 32)[0] for seed in range(2)])

@@ -5,8 +5,8 @@
 
 DAX's map is built from the trained mask M (the mask net's grid, upsampled to the image) and,
 optionally, the student's effect of each segment E (relative to the image's largest, negatives 0).
-The default is M * E^0.1; S, the mask's mean over each segment (the mask as the segment student
-sees it), is `DAXConfig.map_on_segments=True`. The mask says which
+S is the mask's mean over each segment (the mask as the segment student sees it,
+`DAXConfig.map_on_segments=True`); the default is S * E^0.1 (M * E^0.1 before 2026-12-05). The mask says which
 segments the black box needs (extent: IoU), the effect orders them (what deletion and insertion
 reward). This trains DAX once per image and records M, E and S (hooks on the engine's internals: an
 experiment, not an API), then scores every rule on the same training:
@@ -65,16 +65,28 @@ def recorded_parts(log: list):
         engine._finish = finish
 
 
+def painted(parts: dict, on_segments: float, effect_power: float) -> np.ndarray:
+    """A DAX row's maps [n, H, W] from its kept parts under a painting (as the engine's `_finish`
+    with one restart: the mask, or its mean per segment, times the relative effects ** power, scaled)."""
+    from daxjax.methods.base import normalise
+
+    base = parts["shares"] if on_segments else parts["masks"]
+    if effect_power > 0:
+        base = base * parts["effects"] ** np.float32(effect_power)
+    return np.asarray(normalise(base))
+
+
 def rule_maps(mask: np.ndarray, effect: np.ndarray, share: np.ndarray) -> dict:
     """Rule name -> maps [n, H, W] in [0, 1], from masks, painted effects and painted shares [n, H, W]."""
     from daxjax.methods.base import normalise
 
+    parts = {"masks": mask, "effects": effect, "shares": share}
     rules = {f"M x E^{p:g}" + (" (mask alone)" if p == 0 else "") + (" (the default before 2026-12-05)" if p == 0.1 else ""):
-             np.asarray(normalise(mask * effect ** p)) for p in POWERS}
+             painted(parts, 0.0, p) for p in POWERS}
     rules["E alone (effects, no mask)"] = np.asarray(normalise(effect))
-    rules["S (the mask's mean per segment; map_on_segments=True)"] = np.asarray(normalise(share))
+    rules["S (the mask's mean per segment; map_on_segments=True)"] = painted(parts, 1.0, 0.0)
     for p in (0.1, 0.25):
-        rules[f"S x E^{p:g}" + (" (default)" if p == 0.1 else "")] = np.asarray(normalise(share * effect ** p))
+        rules[f"S x E^{p:g}" + (" (default)" if p == 0.1 else "")] = painted(parts, 1.0, p)
     return rules
 
 
@@ -129,10 +141,8 @@ def part_realmodels(model_name: str, budget: int, composites: int, restricted: i
     config = daxjax.DAXConfig(num_samples=budget, fill=fill)
     name = "DAX (ours)" if fill == daxjax.DAXConfig().fill else f"DAX (ours), fill {fill}"
     store = Path(out) / f"{model_name}_seed0_N{budget}_{len(cases)}cases"
-    if not parts_path(store, name).is_file():  # a row kept before its parts were: train it again
-        _, seconds, _ = explained(model, cases, name, "dax", config, store, fresh=True)
-    else:
-        _, seconds, _ = explained(model, cases, name, "dax", config, store, fresh=False)
+    # A row kept before rows kept their parts is trained again.
+    _, seconds, _ = explained(model, cases, name, "dax", config, store, fresh=not parts_path(store, name).is_file())
     with np.load(parts_path(store, name)) as saved:
         masks, effects, shares = saved["masks"], saved["effects"], saved["shares"]
     kinds = np.array(cases.kinds)

@@ -214,6 +214,8 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
         maps = saved["maps"]
         kept = tuple(saved["painting"]) if "painting" in saved.files else LEGACY_PAINTING
         if record and kept != painting(config):
+            from benchmarks.quality.dax_map_rule import painted
+
             # Kept under another painting (map_on_segments, effect_power: they change no training):
             # repainted from the kept parts once these are shown to give the kept maps; without
             # parts, or when they do not give them, trained again.
@@ -250,17 +252,6 @@ LEGACY_PAINTING = (0.0, 0.1)
 def painting(config) -> tuple[float, float]:
     """(map_on_segments, effect_power) of a DAX config: how its trained mask becomes its map."""
     return float(config.map_on_segments), float(config.effect_power)
-
-
-def painted(parts: dict, on_segments: float, effect_power: float) -> np.ndarray:
-    """A DAX row's maps [n, H, W] from its kept parts under a painting (as the engine's `_finish`
-    with one restart: the mask, or its mean per segment, times the relative effects ** power, scaled)."""
-    from daxjax.methods.base import normalise
-
-    base = parts["shares"] if on_segments else parts["masks"]
-    if effect_power > 0:
-        base = base * parts["effects"] ** np.float32(effect_power)
-    return np.asarray(normalise(base))
 
 
 def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kept_only: bool = False) -> dict:
