@@ -32,6 +32,9 @@ GROUPS = (
         "## Audio: explaining a sound classifier in time (issue 6)",
         "## Audio: fills, keep probability and resolution (issue 6 ablation)",
     )),
+    ("Amortised explainers", (
+        "## Amortised DAX: quality against queries per explained image (issue 22)",
+    )),
     ("Speed and throughput", (
         "## DAX throughput: loop vs batch (issue 2)",
         "## Floor ratio: datasets explained against the black box's own speed (issue 4)",

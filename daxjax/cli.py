@@ -59,8 +59,8 @@ TOML file: top-level keys are the long options with '_' for '-' (model, images, 
 targets, size, layout, mean, std, output, batch_size, workers, memory_budget, ...); a [config]
 table holds fields of the method's config dataclass (e.g. daxjax.DAXConfig: num_samples, epochs,
 segmentation, ...). Options on the command line win over the file. For --method dax-amortised the
-config is daxjax.amortised.AmortisedConfig, one table per group: [config.sampling] cells = 8,
-[config.training] steps = 2000, ...; --num-samples sets sampling.queries_per_image.
+config is daxjax.amortised.AmortisedConfig, one table per group: [config.teacher] queries_per_image = 250,
+[config.training] steps = 3000, ...; --num-samples sets teacher.queries_per_image.
 
 --method dax-amortised fits one explainer on --fit-images images of the dataset (default 512 or
 all; the first by the SHA-256 of their ids), saves it in the store (results/amortised.npz; load it
@@ -230,17 +230,17 @@ def _method_config(method: str, fields: dict):
 
 
 def _amortised_config(method: str, fields: dict):
-    """An `AmortisedConfig` from TOML groups ({"sampling": {...}, "training": {...}}); a num_samples
-    field (--num-samples) is sampling.queries_per_image."""
+    """An `AmortisedConfig` from TOML groups ({"teacher": {...}, "training": {...}}); a num_samples
+    field (--num-samples) is teacher.queries_per_image."""
     from daxjax.amortised.config import AmortisedConfig
 
     fields = {name: dict(value) if isinstance(value, dict) else value for name, value in fields.items()}
     if "num_samples" in fields:
-        fields.setdefault("sampling", {})["queries_per_image"] = fields.pop("num_samples")
+        fields.setdefault("teacher", {})["queries_per_image"] = fields.pop("num_samples")
     flat = sorted(name for name, value in fields.items() if not isinstance(value, dict))
     if flat:
         raise UsageError(f"method {method!r}: config field(s) {flat} must sit in their group's table, e.g. "
-                         "[config.sampling] cells = 8 (groups: sampling, nets, loss, training, refine)")
+                         "[config.teacher] queries_per_image = 250 (groups: teacher, nets, training, refine)")
     try:
         return AmortisedConfig.from_dict(fields)
     except (TypeError, ValueError) as err:

@@ -13,11 +13,10 @@ from planted import red_and_distractor_scene, red_fraction_box
 SIDE = 32
 FIT, HELD_OUT = 32, 12
 SMALL = amortised.AmortisedConfig(
-    sampling=amortised.Sampling(cells=8, queries_per_image=96),
-    nets=amortised.Nets(resolution=32, channels=(8, 16, 16), features=16, hidden=32),
-    training=amortised.Training(steps=150, validations=3),
-    refine=amortised.Refine(steps=60))
-K = 96  # queries an image in refinement (as in fitting: the query program is shared)
+    teacher=amortised.Teacher(queries_per_image=128),
+    nets=amortised.Nets(resolution=32, channels=(8, 16, 16)),
+    training=amortised.Training(steps=150, validations=3))
+K = 128  # queries an image in refinement (as the teacher's: DAX's programs are shared)
 
 
 def scenes(seeds):
@@ -50,7 +49,8 @@ def test_fitted_explainer_finds_the_planted_region_on_held_out_images(data, expl
           "random map:", iou_random.mean().round(3))
     assert iou_red.mean() >= 0.5 and iou_red.mean() >= iou_random.mean() + 0.3
     assert (iou_red > iou_blue).all()
-    assert explainer.report["queries"] == FIT * (SMALL.sampling.queries_per_image + 1)
+    assert explainer.report["queries"] == FIT * (SMALL.teacher.queries_per_image + 1)
+    assert explainer.report["trained_on"] == explainer.report["teacher_trusted"] >= FIT - 2
 
 
 def test_explain_with_a_black_box_reports_targets_and_scores_and_the_same_maps(data, explainer):
@@ -73,14 +73,15 @@ def test_refinement_never_makes_the_map_worse_on_the_planted_box(data, explainer
     for name, values in ex.diagnostics.items():
         assert values.shape == (HELD_OUT,), name
     assert ex.trusted.all() and (ex.diagnostics["heldout_fit"] > 0.5).all()
+    assert (ex.diagnostics["agreement"] > 0.3).all()  # the amortised map ranks pixels as DAX does
     np.testing.assert_array_equal(ex.targets, red_fraction_box(images[FIT:]).argmax(1))
 
 
 def test_refinement_repairs_an_untrained_explainer(data, explainer):
-    """Never trained (the mask flat at 0.5, the student a constant), the amortised map is useless;
-    K queries an image and refinement find the planted box."""
+    """Never trained (random weights), the amortised map is useless; K queries an image and
+    refinement find the planted box."""
     images, red, _ = data
-    _, params = init_nets(SMALL.nets, 3, SMALL.sampling.cells, jax.random.key(7))
+    _, params = init_nets(SMALL.nets, 3, jax.random.key(7))
     weak = amortised.AmortisedExplainer(SMALL, params, 3, 0, {})
     before = daxjax.metrics.iou(weak.explain(images[FIT:FIT + 4]).maps, red[FIT:FIT + 4])
     ex = weak.refine(red_fraction_box, images[FIT:FIT + 4], queries_per_image=K)
@@ -141,10 +142,14 @@ def test_bad_input_is_a_clear_error(tmp_path, data, explainer):
         explainer.explain(images[:2] * 2.0)
     with pytest.raises(InputError, match="queries_per_image"):
         explainer.refine(red_fraction_box, images[:2], queries_per_image=0)
-    with pytest.raises(ValueError, match="Sampling.cells"):
-        amortised.Sampling(cells=1)
-    with pytest.raises(ValueError, match="nets.resolution"):
-        amortised.AmortisedConfig(nets=amortised.Nets(resolution=40))
+    with pytest.raises(InputError, match="at least 8x8"):
+        explainer.explain(images[:2, :4, :4])
+    with pytest.raises(ValueError, match="Teacher.queries_per_image"):
+        amortised.Teacher(queries_per_image=4)
+    with pytest.raises(ValueError, match="Nets.resolution"):
+        amortised.Nets(resolution=30)
+    with pytest.raises(ValueError, match="Refine.agreement_floor"):
+        amortised.Refine(agreement_floor=1.5)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not an archive")
     with pytest.raises(InputError, match="junk.npz"):

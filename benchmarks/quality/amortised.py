@@ -1,25 +1,26 @@
 """Amortised DAX (issue 22): quality against black-box queries per explained image, and speed.
 
-    python -m benchmarks.quality.amortised --quick     # a smoke run of several minutes on 2 CPU cores
-    python -m benchmarks.quality.amortised             # the full run (hours on 2 CPU cores)
-    python -m benchmarks.quality.amortised --parts fashion --fit 200 --held-out 50
+    python -m benchmarks.quality.amortised                       # both datasets and speed (about 1.5 h on 2 CPU cores)
+    python -m benchmarks.quality.amortised --parts fashion --fit 48 --held-out 16 --steps 300 --no-write   # a smoke run
+    python -m benchmarks.quality.amortised --parts speed
 
 Datasets (one black box for the whole dataset, as the amortised explainer needs):
   fashion     the Fashion scenes of `benchmarks/quality/fashion.py` (64 px, our CNN `fashion_cnn.onnx`), correctly
-              classified test scenes; ground truth = the object's pixels.
-  realmodels  the composites of `benchmarks/datasets/realmodels/cases.py` (an object cut out of one bundled
+              classified test scenes; ground truth = the object's pixels. Fitted on the first --fit,
+              scored on the next --held-out.
+  composites  the composites of `benchmarks/datasets/realmodels/cases.py` (an object cut out of one bundled
               photo pasted on another, kept when EfficientNet-Lite0's top-1 is the object's class;
-              224 px). The restricted views are left out: each has its own black box (the model
-              behind its region), so there is no one black box to amortise over.
-The explainer is fitted on the first `--fit` images; the next `--held-out` ones, which it never saw,
-are the only ones scored. Rows:
+              224 px). Scored on the first --held-out (the first composites of the real-model table),
+              fitted on the next --fit. The restricted views are left out: each has its own black
+              box (the model behind its region), so there is no one black box to amortise over.
+Held-out images (never fitted) are the only ones scored. Rows:
   amortised            `explain`: no query per image once fitted
   amortised + refine K `refine(queries_per_image=K)`
-  RISE / DAX (N)       per-image explainers at N queries an image
-  random map, centred Gaussian   references
+  DAX / RISE / KernelSHAP (N)   per-image explainers at N queries an image (`--per-image`)
+  random map, centred Gaussian  references
 Columns:
   queries/image   black-box queries per explained image, fitting included: the fit's queries
-                  (fit images x (queries_per_image + 1)) shared over every image of the dataset that
+                  (fit images x (teacher queries + 1)) shared over every image of the dataset that
                   gets a map (fit + held-out), plus K + 1 per image for refinement. At the issue's
                   scale (>= 1,000 images explained per fit) the fit's share is fit queries / 1,000:
                   printed as "at 1k".
@@ -38,7 +39,12 @@ import time
 
 import numpy as np
 
-PARTS = ("fashion", "realmodels", "speed")
+PARTS = ("fashion", "composites", "speed")
+SECTION = "## Amortised DAX: quality against queries per explained image (issue 22)"
+#: Per dataset: (fitted images, held-out images, per-image rows "method:N,..."). The composites are
+#: EfficientNet-Lite0 queries (about 80 a second on 2 CPU cores): fewer images, RISE at N = 1000.
+PART_DEFAULTS = {"fashion": (400, 100, "dax:250,rise:4000,kernelshap:1000"),
+                 "composites": (200, 40, "dax:250,rise:1000")}
 
 
 @dataclasses.dataclass
@@ -97,115 +103,143 @@ def line(name: str, queries: str, s: dict, seconds: float | None) -> str:
             f"{s['ins'].mean():.3f} | {sec} |")
 
 
-def run_dataset(data: Dataset, fit_count: int, held_out: int, config, refine_budgets, rise_budgets, dax: bool):
+def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budgets, per_image) -> list[str]:
+    """Fits on data[fit_rows], scores the held-out data[test]; returns the part's lines."""
     import daxjax
     from benchmarks.quality.fashion import reference_maps
     from daxjax import amortised
 
-    fit_rows, test = slice(0, fit_count), slice(fit_count, fit_count + held_out)
-    n_test = len(data.targets[test])
-    explained = fit_count + n_test
-    print(f"\n### {data.name}: fitted on {fit_count} images, {n_test} held-out images scored\n", flush=True)
+    n_fit, n_test = len(data.targets[fit_rows]), len(data.targets[test])
+    explained = n_fit + n_test
+    out = [f"### {data.name}: fitted on {n_fit} images, {n_test} held-out images scored", ""]
+    print("\n".join(out), flush=True)
     start = time.perf_counter()
     explainer = amortised.fit(data.bb, data.images[fit_rows], config, seed=0)
     fit_seconds = time.perf_counter() - start
     report = explainer.report
     fit_queries = report["queries"]
-    agree = None
-    print(f"fit: {fit_queries} queries ({config.sampling.queries_per_image + 1} per image), {fit_seconds:.0f} s "
-          f"(queries {report['query_seconds']:.0f} s, training {report['training_seconds']:.0f} s); held-out fit of "
-          f"the student on the fitted images' held-out perturbations {report['heldout_fit']:.3f}; "
-          f"best step {report['best_step']} of {report['steps']}\n")
-    print("| method | queries/image (this run; at 1k) | IoU mean (std) | top-20 % | ins | s/image |")
-    print("|---|---|---|---|---|---|")
+    out += [f"Fit: {fit_queries} queries ({config.teacher.queries_per_image + 1} an image), {fit_seconds:.0f} s "
+            f"(the teacher, per-image DAX: {report['query_seconds']:.0f} s; training {report['training_seconds']:.0f} s, "
+            f"{report['steps']} steps, best held-out step {report['best_step']}); the teacher trusted "
+            f"{report['teacher_trusted']} of {n_fit} maps, the network learned {report['trained_on']}.", "",
+            "| method | queries/image (this run; at 1k) | IoU mean (std) | top-20 % | ins | s/image |",
+            "|---|---|---|---|---|---|"]
+    print("\n".join(out[-4:]), flush=True)
     for name, maps in reference_maps(n_test, data.images.shape[1], seed=0).items():
-        print(line(name, "—", scores(data, test, maps), None), flush=True)
+        out.append(line(name, "—", scores(data, test, maps), None))
 
-    share = fit_queries / explained
-    at_scale = fit_queries / 1000
+    share, at_scale = fit_queries / explained, fit_queries / 1000
     t = time.perf_counter()
     ex = explainer.explain(data.images[test], bb=data.bb)
     seconds = (time.perf_counter() - t) / n_test
     agree = float((ex.targets == data.targets[test]).mean())
-    print(line("amortised", f"{share:.0f}; {at_scale:.1f}", scores(data, test, ex.maps), seconds), flush=True)
+    out.append(line("amortised (no query an image)", f"{share:.0f}; {at_scale:.0f}", scores(data, test, ex.maps),
+                    seconds))
+    print(out[-1], flush=True)
     for k in refine_budgets:
         t = time.perf_counter()
         ex = explainer.refine(data.bb, data.images[test], queries_per_image=k)
         seconds = (time.perf_counter() - t) / n_test
         kept = int(ex.diagnostics["refined"].sum())
-        print(line(f"amortised + refine {k} ({kept}/{n_test} refined maps kept, "
-                   f"{int(ex.trusted.sum())} trusted)", f"{share + k + 1:.0f}; {at_scale + k + 1:.0f}",
-                   scores(data, test, ex.maps), seconds), flush=True)
-    per_image = [("rise", daxjax.RISEConfig, n) for n in rise_budgets] + \
-        ([("dax", daxjax.DAXConfig, rise_budgets[0])] if dax else [])
-    for method, kind, n in per_image:
+        out.append(line(f"amortised + refine {k} ({kept}/{n_test} maps replaced by DAX's, {int(ex.trusted.sum())} "
+                        f"trusted)", f"{share + k + 1:.0f}; {at_scale + k + 1:.0f}", scores(data, test, ex.maps),
+                        seconds))
+        print(out[-1], flush=True)
+    kinds = {"dax": daxjax.DAXConfig, "rise": daxjax.RISEConfig, "kernelshap": daxjax.KernelSHAPConfig}
+    for method, n in per_image:
         t = time.perf_counter()
         ex = daxjax.explain(data.bb, data.images[test], targets=data.targets[test], method=method,
-                            config=kind(num_samples=n), seed=0)
+                            config=kinds[method](num_samples=n), seed=0)
         seconds = (time.perf_counter() - t) / n_test
-        print(line(f"{method.upper()} (N = {n})", f"{n}", scores(data, test, ex.maps), seconds), flush=True)
-    print(f"\n(the black box's top-1 on the held-out images equals the case's target on {agree:.0%} of them; "
-          "the amortised maps explain the top-1)")
-    return explainer
+        label = {"dax": "DAX", "rise": "RISE", "kernelshap": "KernelSHAP"}[method]
+        out.append(line(f"{label} per image (N = {n})", f"{n}", scores(data, test, ex.maps), seconds))
+        print(out[-1], flush=True)
+    out += ["", f"The black box's top-1 on the held-out images equals the case's target on {agree:.0%} of them (the "
+            "amortised maps explain the top-1; the per-image rows the case's target).", ""]
+    return out
 
 
-def speed(explainer, side: int = 224, count: int = 256) -> None:
-    """Images per second of `explain` at side x side (3 channels), after a warm-up call."""
+def speed(config, side: int = 224, count: int = 256) -> str:
+    """Images per second of `explain` at side x side (3 channels), after a warm-up call: a line.
+    The network's weights do not change its cost, so an unfitted explainer of `config` is timed."""
+    import jax
+
+    from daxjax import amortised
+    from daxjax.amortised.nets import init_nets
+
+    _, params = init_nets(config.nets, 3, jax.random.key(0))
+    explainer = amortised.AmortisedExplainer(config, params, 3, 0, {})
     x = np.random.default_rng(0).uniform(size=(count, side, side, 3)).astype(np.float32)
     explainer.explain(x[:32])
     t = time.perf_counter()
     explainer.explain(x)
     seconds = time.perf_counter() - t
-    import jax
+    text = (f"Speed: `explain` at {side} px, {count / seconds:.0f} images/s ({count} images in {seconds:.2f} s after a "
+            f"warm-up call; {jax.default_backend()}, {jax.device_count()} device(s), no black-box query).")
+    print(text, flush=True)
+    return text
 
-    print(f"\nexplain at {side} px: {count / seconds:.0f} images/s ({count} images in {seconds:.2f} s; "
-          f"{jax.default_backend()}, {jax.device_count()} device(s))", flush=True)
+
+def per_image_rows(spec: str) -> list[tuple[str, int]]:
+    """"dax:250,rise:4000" -> [("dax", 250), ("rise", 4000)]."""
+    rows = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        method, _, n = item.partition(":")
+        if method not in ("dax", "rise", "kernelshap") or not n.isdigit():
+            raise ValueError(f"--per-image: {item!r} is not method:N with method dax, rise or kernelshap")
+        rows.append((method, int(n)))
+    return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small datasets and budgets: a smoke run")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
-    parser.add_argument("--fit", type=int, default=None, help="images fitted on (default 400, quick 24 / 12)")
-    parser.add_argument("--held-out", type=int, default=None, help="held-out images scored (default 100, quick 16 / 4)")
-    parser.add_argument("--queries", type=int, default=None, help="queries per fitted image (default 300, quick 100)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000, quick 600)")
-    parser.add_argument("--refine", default=None, help="refinement budgets K, comma-separated (default 100,250)")
-    parser.add_argument("--rise", default=None, help="RISE budgets (default: the largest refined budget, 4000)")
-    parser.add_argument("--dax", action="store_true", help="per-image DAX at the first RISE budget too")
+    parser.add_argument("--fit", type=int, default=None, help="images fitted on (default: PART_DEFAULTS)")
+    parser.add_argument("--held-out", type=int, default=None, help="held-out images scored (default: PART_DEFAULTS)")
+    parser.add_argument("--queries", type=int, default=None, help="the teacher's queries per fitted image (default 250)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    parser.add_argument("--refine", default="100", help="refinement budgets K, comma-separated (default 100)")
+    parser.add_argument("--per-image", default=None, help="per-image rows, e.g. dax:250,rise:4000 (default: PART_DEFAULTS)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if set(parts) - set(PARTS):
-        parser.error(f"unknown part(s) {sorted(set(parts) - set(PARTS))}")
+    if not parts or set(parts) - set(PARTS):
+        parser.error(f"--parts: unknown or none of {', '.join(PARTS)}: {args.parts!r}")
 
+    import sys
+
+    import jax
+
+    from benchmarks.results import write_section
     from daxjax import amortised
 
-    queries = args.queries or (100 if args.quick else 300)
-    steps = args.steps or (600 if args.quick else 3000)
-    refine = [int(k) for k in (args.refine or ("100" if args.quick else "100,250")).split(",")]
+    teacher = amortised.Teacher(**({"queries_per_image": args.queries} if args.queries else {}))
+    training = amortised.Training(**({"steps": args.steps} if args.steps else {}))
+    config = amortised.AmortisedConfig(teacher=teacher, training=training)
+    refine = [int(k) for k in args.refine.split(",") if k.strip()]
+    command = "python -m benchmarks.quality.amortised " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [SECTION, "", f"Command: `{command}` — {jax.default_backend()} ({jax.device_count()} device(s), 2 shared "
+             f"CPU cores), {time.strftime('%Y-%m-%d')}. Config: the defaults of `daxjax.amortised` (teacher "
+             f"{config.teacher.queries_per_image} queries an image, {config.training.steps} steps). Columns: the "
+             "docstring of `benchmarks/quality/amortised.py`.", ""]
     explainer = None
     for part in parts:
         if part == "speed":
             continue
-        quick_fit, quick_test = (24, 16) if part == "fashion" else (12, 4)
-        fit_count = args.fit or (quick_fit if args.quick else 400)
-        held_out = args.held_out or (quick_test if args.quick else 100)
-        data = fashion(fit_count + held_out) if part == "fashion" else composites(fit_count + held_out)
-        share = (fit_count * (queries + 1)) / (fit_count + held_out)
-        rise = ([int(k) for k in args.rise.split(",")] if args.rise
-                else [int(round(share + max(refine) + 1)), 4000])
-        config = amortised.AmortisedConfig(sampling=amortised.Sampling(queries_per_image=queries),
-                                           training=amortised.Training(steps=steps))
-        explainer = run_dataset(data, fit_count, held_out, config, refine, rise, args.dax)
+        fit_count, held_out, spec = PART_DEFAULTS[part]
+        fit_count, held_out = args.fit or fit_count, args.held_out or held_out
+        rows = per_image_rows(args.per_image or spec)
+        if part == "fashion":
+            data = fashion(fit_count + held_out)
+            fit_rows, test = slice(0, fit_count), slice(fit_count, fit_count + held_out)
+        else:
+            data = composites(fit_count + held_out)
+            test, fit_rows = slice(0, held_out), slice(held_out, held_out + fit_count)
+        lines += run_dataset(data, fit_rows, test, config, refine, rows)
     if "speed" in parts:
-        if explainer is None or explainer.channels != 3:
-            from daxjax.amortised.nets import init_nets
-            import jax
-
-            config = amortised.AmortisedConfig()
-            _, params = init_nets(config.nets, 3, config.sampling.cells, jax.random.key(0))
-            explainer = amortised.AmortisedExplainer(config, params, 3, 0, {})
-        speed(explainer)
+        lines.append(speed(config))
+    if not args.no_write:
+        write_section(SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":

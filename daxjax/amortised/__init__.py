@@ -6,44 +6,39 @@
     ex = explainer.refine(bb, new_images, queries_per_image=100)   # K queries an image, diagnostics
     explainer.save("explainer.npz"); explainer = amortised.load("explainer.npz")
 
-Design (and why). Per-image DAX on a real ImageNet model failed while its student read pixels (it
-could not fit the black box's answers) and worked once the student read *segment space* (which
-segments a perturbation shows), fitted *logits*, and the mask acted through *hard-concrete gates*
-(benchmarks/RESULTS.md, issue 18). The amortised explainer keeps exactly that and amortises what
-was per image:
+Design (and why). The first design trained the mask network and an image-conditioned student
+directly from the black box's answers to grid perturbations of all fitted images at once (DAX's
+objective, amortised). At scale it failed: on 400 Fashion scenes (300 queries each) its held-out
+maps scored IoU 0.060, below a random map's 0.081, and its shared student's held-out fit was
+-0.28 (benchmarks/RESULTS.md, "Amortised DAX: a mask network distilled from per-image DAX"). Per-image
+DAX fits each image's answers well and needs few queries for it (its maps at N = 250 equal those at
+N = 2000 on the Fashion scenes). So the amortised explainer is distilled from it:
 
-- Perturbations are keep-vectors z over a fixed cells x cells grid (`Sampling.cells`), not
-  superpixels: the grid is the same S-vector for every image, so one network can read every
-  image's perturbations and its mask is one S-vector per image (superpixels would change S and
-  the meaning of each entry from image to image). The black box answers y = f(image ⊙ z + fill)
-  through the project's query path (`daxjax.device.querying`, `perturbation.segments`).
-- One encoder reads the image and gives each grid cell a feature vector E [S, F]
-  (`daxjax.amortised.nets`). The student is DAX's segment student with its per-image weights
-  read off E: g(E, shown) = b(E) + shown·w(E) + MLP(pooled E of what is shown); it fits the
-  logit of the black box's top-1 class, across all images at once. The mask head gives each
-  cell a keep-logit from E. Both are trained with DAX's normalised V2 objective (DAX's own
-  `loss_v2`, gates from `sampling.hard_concrete_gates`), student first, with held-out
-  checkpoint selection (`daxjax.amortised.training`).
-- Explaining a new image is the encoder and the mask head: no queries. `refine` spends K queries
-  an image on a per-image copy of the student head (anchored to the amortised one) and the
-  keep-logits, and keeps the refined map only where its held-out DAX loss is not higher.
+- The teacher: per-image DAX (`Teacher.queries_per_image`, default 250) explains every fitted
+  image for the black box's top-1 class, through the project's query path. Its maps are the
+  only use of the black box; maps DAX does not trust (its held-out fit, a live mask) are left out
+  of training (`AmortisedExplainer.report["trained_on"]`).
+- The mask network (`daxjax.amortised.nets.MapNet`, a small U-Net) learns to draw those maps from
+  the image alone: binary cross-entropy against the teacher's [0, 1] maps, left-right flips,
+  held-out images choosing the checkpoint (`daxjax.amortised.training`). No gradient of the black
+  box, pixel-level maps, one network for the dataset.
+- Explaining a new image is one forward pass of the network: no queries.
+- `refine` spends K queries an image on the teacher itself (DAX at N = K): where DAX trusts its
+  map and it contradicts the amortised one (`Refine.agreement_floor`), DAX's map replaces it;
+  it reports DAX's held-out fit, the two maps' agreement and `trusted`.
 
-A FastSHAP-like additive explainer phi(image)·z ≈ y is what the student's linear term w(E) is;
-the mask, not phi, gives the map because DAX's objective (what a small region must keep) is the
-one that found the objects in the per-image benchmark, where the additive surrogates (LIME,
-KernelSHAP) trailed. Limits of this first version: one device (no sharding over local devices);
-the map explains the black box's top-1 class only; it is a grid map (cells x cells, bilinearly
-upsampled), so its outlines are coarse. A whole dataset: `explain_dataset(method="dax-amortised")`
-and `daxjax explain --method dax-amortised` fit on a share of it, keep the explainer in the store
-and explain every image (`daxjax.dataset.amortised`).
+Limits of this version: one device (no sharding over local devices); the map explains the black
+box's top-1 class only; the network reads images at `Nets.resolution` (64 px by default), so its
+outlines are those of a 64 x 64 map upsampled. A whole dataset:
+`explain_dataset(method="dax-amortised")` and `daxjax explain --method dax-amortised` fit on a share
+of it, keep the explainer in the store and explain every image (`daxjax.dataset.amortised`).
 
-Modules: config (AmortisedConfig, grouped by concern), nets (encoder, mask head, student head),
-training (queries, loss, the training step and checkpoints), explainer (fit, explain, refine,
-save and load).
+Modules: config (AmortisedConfig, grouped by concern), nets (the mask network), training (the
+teacher, the training step and checkpoints), explainer (fit, explain, refine, save and load).
 """
 
-from daxjax.amortised.config import AmortisedConfig, Loss, Nets, Refine, Sampling, Training
+from daxjax.amortised.config import AmortisedConfig, Nets, Refine, Teacher, Training
 from daxjax.amortised.explainer import METHOD, REFINE_DIAGNOSTICS, AmortisedExplainer, fit, load
 
-__all__ = ["AmortisedConfig", "AmortisedExplainer", "Loss", "METHOD", "Nets", "REFINE_DIAGNOSTICS", "Refine",
-           "Sampling", "Training", "fit", "load"]
+__all__ = ["AmortisedConfig", "AmortisedExplainer", "METHOD", "Nets", "REFINE_DIAGNOSTICS", "Refine", "Teacher",
+           "Training", "fit", "load"]

@@ -1,6 +1,6 @@
 """`AmortisedConfig`: how the amortised DAX explainer is fitted, as frozen data grouped by concern.
 
-    AmortisedConfig(sampling=Sampling(cells=8, queries_per_image=500), training=Training(steps=2000))
+    AmortisedConfig(teacher=Teacher(queries_per_image=250), training=Training(steps=3000))
 
 Every group is its own frozen dataclass with documented defaults; `AmortisedConfig.to_dict` /
 `from_dict` give the plain-JSON form saved beside the parameters (`AmortisedExplainer.save`).
@@ -9,156 +9,118 @@ Every group is its own frozen dataclass with documented defaults; `AmortisedConf
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from daxjax._checks import Replace, check_fields
-from daxjax.perturbation.fills import FillMethod
 
-__all__ = ["AmortisedConfig", "Loss", "Nets", "Refine", "Sampling", "Training"]
+__all__ = ["AmortisedConfig", "Nets", "Refine", "Teacher", "Training"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Sampling(Replace):
-    """What the black box is asked about each fitted image.
+class Teacher(Replace):
+    """The per-image explainer whose maps the mask network learns: DAX's default (`DAXConfig`) at
+    `queries_per_image` queries an image, each fitted image explained for its top-1 class.
 
-    cells: the keep-vectors switch the cells of a cells x cells grid (S = cells^2 segments, the same
-      for every image, so one network reads every image's perturbations; `daxjax.perturbation`'s
-      "grid" segmentation).
-    queries_per_image: perturbations of each fitted image sent to the black box (its first one is the
-      unperturbed image, `sampling.keep_vectors`).
-    keep_prob: probability that a cell is kept in a perturbation.
-    fill: what a switched-off cell shows (`daxjax.perturbation.fills`; DAX's default "image_mean").
-    target: what the student fits: "logit" (the target class's log p - log(1 - p), clipped as DAX's
-      `student_targets`) or "probability".
-    kernel_width: LIME's proximity kernel on the keep-vectors (as DAX; `sampling.proximity_weights`).
+    queries_per_image: black-box queries DAX spends on each fitted image (its N; the first is the
+      unperturbed image). 250 is where DAX's maps on the Fashion scenes equal those at N = 2000
+      (IoU 0.724 both; benchmarks/RESULTS.md, "Amortised DAX: a mask network distilled ...").
     """
 
-    cells: int = 8
-    queries_per_image: int = 400
-    keep_prob: float = 0.5
-    fill: FillMethod = "image_mean"
-    target: Literal["logit", "probability"] = "logit"
-    kernel_width: float = 0.25
+    queries_per_image: int = 250
 
     def __post_init__(self):
-        check_fields(self, positive=("cells", "queries_per_image"), greater_than_zero=("kernel_width",),
-                     open_unit=("keep_prob",))
-        if self.cells < 2:
-            raise ValueError(f"Sampling.cells must be >= 2, got {self.cells!r}")
-        if self.queries_per_image < 8:
-            raise ValueError(f"Sampling.queries_per_image must be >= 8, got {self.queries_per_image!r}")
+        check_fields(self, positive=("queries_per_image",))
+        if self.queries_per_image < 16:
+            raise ValueError(f"Teacher.queries_per_image must be >= 16, got {self.queries_per_image!r}")
+
+    def dax_config(self, queries: int | None = None):
+        """The `DAXConfig` of the teacher (at `queries` instead of queries_per_image when given)."""
+        from daxjax.methods.dax.config import DAXConfig
+
+        return DAXConfig(num_samples=int(queries or self.queries_per_image))
 
 
 @dataclasses.dataclass(frozen=True)
 class Nets(Replace):
-    """The image encoder and the two heads (`daxjax.amortised.nets`).
+    """The mask network (`daxjax.amortised.nets.MapNet`): image -> a map logit per pixel.
 
-    resolution: side of the square image the encoder reads (the image is resized to it); a multiple
-      of 4 * cells.
-    channels: widths of the encoder's three 3x3 convolutions (the last two stride 2, then average
-      pooling down to the cells x cells grid).
-    features: width F of each cell's feature vector.
-    hidden: hidden width of the student's interaction MLP.
+    resolution: side of the square image it reads (the image is resized to it; its map is resized
+      back); a multiple of 4.
+    channels: widths of its three levels (full, 1/2 and 1/4 of the resolution); the decoder mirrors
+      them (a U-Net of two down- and two up-sampling steps).
     """
 
     resolution: int = 64
-    channels: tuple[int, int, int] = (16, 32, 32)
-    features: int = 32
-    hidden: int = 64
+    channels: tuple[int, int, int] = (16, 32, 64)
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        check_fields(self, positive=("resolution", "features", "hidden"))
+        check_fields(self, positive=("resolution",))
+        if self.resolution % 4:
+            raise ValueError(f"Nets.resolution must be a multiple of 4, got {self.resolution!r}")
         if len(self.channels) != 3 or min(self.channels) < 1:
             raise ValueError(f"Nets.channels must be three widths >= 1, got {self.channels!r}")
 
 
 @dataclasses.dataclass(frozen=True)
-class Loss(Replace):
-    """DAX-V2, normalised as DAX's default (`daxjax.methods.dax.losses.loss_v2`), per image.
-
-    lambda_q: weight of the bounded complement term Q (the student's error on what the mask removes).
-    lambda_area: weight of the mask's mean, in shares of the image's target variance.
-    gate_temperature: hard-concrete gates' temperature (`sampling.hard_concrete_gates`).
-    """
-
-    lambda_q: float = 0.5
-    lambda_area: float = 0.5
-    gate_temperature: float = 2.0 / 3.0
-
-    def __post_init__(self):
-        check_fields(self, greater_than_zero=("gate_temperature",))
-        if self.lambda_q < 0 or self.lambda_area < 0:
-            raise ValueError(f"Loss.lambda_q and lambda_area must be >= 0, got {self.lambda_q!r}, "
-                             f"{self.lambda_area!r}")
-
-
-@dataclasses.dataclass(frozen=True)
 class Training(Replace):
-    """Adam on the shared networks, over minibatches of images x their perturbations.
+    """Adam on the mask network: binary cross-entropy of its map against the teacher's [0, 1] map.
 
-    steps: Adam steps. images_per_step, samples_per_image: a step's minibatch.
-    learning_rate: encoder and student; mask_learning_rate: the mask head.
-    student_warmup: share of the steps in which the mask is held at its start (0.5 everywhere) and
-      only the student learns (DAX's `student_warmup`).
-    validation_fraction: share of each image's perturbations held out; at `validations` checkpoints
-      the parameters with the lowest held-out loss are kept.
+    steps: Adam steps; images_per_step: a step's minibatch of fitted images.
+    learning_rate: Adam's rate.
+    flips: mirror each drawn image and its teacher map left-right with probability 1/2 (the maps
+      of a mirrored image are the mirrored maps, for any black box that is mirror-symmetric in
+      what it looks at).
+    validation_fraction: share of the fitted images held out of training; at `validations`
+      checkpoints the parameters with the lowest loss on them are kept.
     """
 
-    steps: int = 1500
+    steps: int = 3000
     images_per_step: int = 16
-    samples_per_image: int = 64
-    learning_rate: float = 3e-3
-    mask_learning_rate: float = 1e-2
-    student_warmup: float = 0.25
+    learning_rate: float = 2e-3
+    flips: bool = True
     validation_fraction: float = 0.1
     validations: int = 6
 
     def __post_init__(self):
-        check_fields(self, positive=("steps", "images_per_step", "samples_per_image", "validations"),
-                     greater_than_zero=("learning_rate", "mask_learning_rate"))
-        if not 0.0 <= self.student_warmup < 1.0:
-            raise ValueError(f"Training.student_warmup must be in [0, 1), got {self.student_warmup!r}")
+        check_fields(self, positive=("steps", "images_per_step", "validations"),
+                     greater_than_zero=("learning_rate",))
         if not 0.0 < self.validation_fraction < 0.5:
             raise ValueError(f"Training.validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Refine(Replace):
-    """Per-image refinement with a small query budget (`AmortisedExplainer.refine`).
+    """Per-image verification with a small query budget (`AmortisedExplainer.refine`).
 
-    steps: Adam steps on each image's own copy of the student head and mask logits.
-    anchor: weight of the squared distance of those copies to the amortised ones (a prior; few
-      queries cannot pin a whole head down).
-    learning_rate / mask_learning_rate: their Adam rates.
-    validation_fraction: share of the K queries held out to judge the amortised and the refined
-      map (`heldout_fit`); the refined map is kept only where it fits them at least as well.
+    The teacher (DAX) explains the image with K queries. Where DAX trusts its own map (held-out fit,
+    a live mask) and that map disagrees with the amortised one (Pearson correlation of the two
+    maps below `agreement_floor`), DAX's map replaces it: the queries contradict the amortised map.
+    Elsewhere the amortised map is kept, confirmed by the queries where they agree. Why not always
+    mix the two: the network, fitted on many images, smooths out the noise of each teacher map, so
+    a map from K <= the teacher's queries is often worse than the amortised one where both agree
+    (measured on the planted scenes of tests/test_amortised.py: mixing them made 8 of 12 maps worse).
+
+    agreement_floor: the correlation below which a trusted DAX map replaces the amortised map.
     """
 
-    steps: int = 200
-    anchor: float = 1.0
-    learning_rate: float = 3e-3
-    mask_learning_rate: float = 3e-2
-    validation_fraction: float = 0.25
+    agreement_floor: float = 0.3
 
     def __post_init__(self):
-        check_fields(self, positive=("steps",), greater_than_zero=("learning_rate", "mask_learning_rate"))
-        if self.anchor < 0:
-            raise ValueError(f"Refine.anchor must be >= 0, got {self.anchor!r}")
-        if not 0.0 < self.validation_fraction < 0.5:
-            raise ValueError(f"Refine.validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}")
+        check_fields(self)
+        if not -1.0 <= self.agreement_floor <= 1.0:
+            raise ValueError(f"Refine.agreement_floor must be in [-1, 1], got {self.agreement_floor!r}")
 
 
-_GROUPS = {"sampling": Sampling, "nets": Nets, "loss": Loss, "training": Training, "refine": Refine}
+_GROUPS = {"teacher": Teacher, "nets": Nets, "training": Training, "refine": Refine}
 
 
 @dataclasses.dataclass(frozen=True)
 class AmortisedConfig(Replace):
     """The whole amortised explainer: one group per concern (see each group's docstring)."""
 
-    sampling: Sampling = Sampling()
+    teacher: Teacher = Teacher()
     nets: Nets = Nets()
-    loss: Loss = Loss()
     training: Training = Training()
     refine: Refine = Refine()
 
@@ -167,13 +129,6 @@ class AmortisedConfig(Replace):
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"AmortisedConfig.{name} must be a {kind.__name__}, "
                                 f"got {type(getattr(self, name)).__name__}")
-        if self.nets.resolution % (4 * self.sampling.cells):
-            raise ValueError(f"AmortisedConfig: nets.resolution={self.nets.resolution} must be a multiple of "
-                             f"4 * sampling.cells = {4 * self.sampling.cells}")
-        validation = int(self.training.validation_fraction * self.sampling.queries_per_image)
-        if validation < 1 or self.sampling.queries_per_image - validation < 2:
-            raise ValueError("AmortisedConfig: sampling.queries_per_image is too small for "
-                             f"training.validation_fraction={self.training.validation_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able {group: {field: value}}."""

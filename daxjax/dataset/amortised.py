@@ -69,7 +69,7 @@ from daxjax.amortised.config import AmortisedConfig
 from daxjax.dataset.sources import ImageReadError, Item, content_digest, read_image
 from daxjax.dataset.store import ResultStore, StoreError, StoreWarning, fsync_path, read_json, write_json_atomic
 from daxjax.inputs import InputError
-from daxjax.methods.base import GroupResult, Method, sample_bytes
+from daxjax.methods.base import GroupResult, Method
 
 NAME = "dax-amortised"
 #: The fitted explainer and its record (the commit of the fit) in a store directory.
@@ -87,7 +87,7 @@ def check_options(config, fit_images, refine_queries, *, num_images: int | None,
     InputError naming the argument that dax-amortised cannot take.
 
     fit_images: None (min(DEFAULT_FIT_IMAGES, images of the source)) or an int >= 2 (capped at the
-    source's length); refine_queries: 0 (no refinement) or an int >= 8.
+    source's length); refine_queries: 0 (no refinement) or an int >= 16.
     """
     if config is None:
         config = AmortisedConfig()
@@ -99,7 +99,7 @@ def check_options(config, fit_images, refine_queries, *, num_images: int | None,
     if targets is not None:
         raise InputError(f"method={NAME!r} explains the black box's top-1 class only; targets= cannot be given")
     if segments is not None:
-        raise InputError(f"method={NAME!r} perturbs a fixed grid (AmortisedConfig.sampling.cells); it takes no "
+        raise InputError(f"method={NAME!r} draws its maps with one network fitted on the dataset; it takes no "
                          "label maps (segments=)")
     if process_count != 1:
         raise InputError(f"method={NAME!r} runs in one process (process_count={process_count}): the fit is one "
@@ -108,8 +108,8 @@ def check_options(config, fit_images, refine_queries, *, num_images: int | None,
                                    or fit_images < 2):
         raise InputError(f"fit_images must be an integer >= 2 or None; got {fit_images!r}")
     if isinstance(refine_queries, bool) or not isinstance(refine_queries, (int, np.integer)) \
-            or not (refine_queries == 0 or refine_queries >= 8):
-        raise InputError(f"refine_queries must be 0 (no refinement) or an integer >= 8; got {refine_queries!r}")
+            or not (refine_queries == 0 or refine_queries >= 16):
+        raise InputError(f"refine_queries must be 0 (no refinement) or an integer >= 16; got {refine_queries!r}")
     count = min(DEFAULT_FIT_IMAGES if fit_images is None else int(fit_images), num_images)
     if count < 2:
         raise InputError(f"method={NAME!r} fits on at least 2 images; the source holds {num_images}")
@@ -130,20 +130,19 @@ def run_method(config: AmortisedConfig, refine_queries: int,
     """The `Method` record of a dax-amortised run: what the batch plan and the store need to know,
     and `explain_group` (None before the fit: a group function that refuses to run).
 
-    query_only: True when it refines (it then queries through `query_targets`, so `call_group` adds
-    the answer diagnostics); without refinement it asks the black box nothing per map.
-    working_bytes: the encoder's activations at `nets.resolution` (forward pass) plus, refined, the
-    K samples and the per-image copy of the student head (a bound, not a measurement).
+    query_only: True when it refines (DAX then queries through `query_targets`, so `call_group`
+    adds the answer diagnostics); without refinement it asks the black box nothing per map.
+    working_bytes: the network's activations at `nets.resolution` (forward pass) plus, refined,
+    what DAX at K queries needs (its own `working_bytes`; a bound, not a measurement).
     """
-    cells = config.sampling.cells
-    segments = cells * cells
+    from daxjax.methods.registry import REGISTRY
+
     resolution, channels = config.nets.resolution, config.nets.channels
+    teacher = config.teacher.dax_config(refine_queries) if refine_queries else None
 
     def working_bytes(cfg, height, width, image_channels) -> int:
         activations = 4 * resolution * resolution * (image_channels + 2 * sum(channels))
-        refine = 0 if not refine_queries else (
-            sample_bytes(refine_queries, segments) + 3 * 4 * segments * config.nets.features
-            * (config.nets.hidden + refine_queries))
+        refine = 0 if teacher is None else REGISTRY["dax"].working_bytes(teacher, height, width, image_channels)
         return int(activations + refine)
 
     def not_fitted(*args, **kwargs):
