@@ -10,7 +10,7 @@ Design (and why). The first design trained the mask network and an image-conditi
 directly from the black box's answers to grid perturbations of all fitted images at once (DAX's
 objective, amortised). At scale it failed: on 400 Fashion scenes (300 queries each) its held-out
 maps scored IoU 0.060, below a random map's 0.081, and its shared student's held-out fit was
--0.28 (benchmarks/RESULTS.md, "Amortised DAX: a mask network distilled from per-image DAX"). Per-image
+-0.28 (benchmarks/RESULTS.md, "Amortised DAX: quality against queries per explained image"). Per-image
 DAX fits each image's answers well and needs few queries for it (its maps at N = 250 equal those at
 N = 2000 on the Fashion scenes). So the amortised explainer is distilled from it:
 

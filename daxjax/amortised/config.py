@@ -23,7 +23,7 @@ class Teacher(Replace):
 
     queries_per_image: black-box queries DAX spends on each fitted image (its N; the first is the
       unperturbed image). 250 is where DAX's maps on the Fashion scenes equal those at N = 2000
-      (IoU 0.724 both; benchmarks/RESULTS.md, "Amortised DAX: a mask network distilled ...").
+      (IoU 0.724 both; benchmarks/RESULTS.md, "Amortised DAX: quality against queries ...").
     """
 
     queries_per_image: int = 250
