@@ -217,7 +217,7 @@ def main(argv=None) -> None:
     training = amortised.Training(**({"steps": args.steps} if args.steps else {}))
     config = amortised.AmortisedConfig(teacher=teacher, training=training)
     refine = [int(k) for k in args.refine.split(",") if k.strip()]
-    command = "python -m benchmarks.quality.amortised " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = ("python -m benchmarks.quality.amortised " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     lines = [SECTION, "", f"Command: `{command}` — {jax.default_backend()} ({jax.device_count()} device(s), 2 shared "
              f"CPU cores), {time.strftime('%Y-%m-%d')}. Config: the defaults of `daxjax.amortised` (teacher "
              f"{config.teacher.queries_per_image} queries an image, {config.training.steps} steps). Columns: the "
