@@ -65,7 +65,7 @@ config is daxjax.amortised.AmortisedConfig, one table per group: [config.teacher
 --method dax-amortised fits one explainer on --fit-images images of the dataset (default 512 or
 all; the first by the SHA-256 of their ids), saves it in the store (results/amortised.npz; load it
 with daxjax.amortised.load), then explains every image in one forward pass (with --refine-queries K,
-K more queries an image refine each map). A resumed run loads the saved explainer.
+K more queries an image check each map with DAX). A resumed run loads the saved explainer.
 
 Several machines: start the same command on each with --coordinator HOST:PORT --num-processes P
 --process-id I (jax.distributed); each takes a disjoint share of the images and writes its own
@@ -107,7 +107,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--fit-images", type=int, metavar="F",
                      help="dax-amortised: images the explainer is fitted on (default: 512, or all if fewer)")
     how.add_argument("--refine-queries", type=int, metavar="K",
-                     help="dax-amortised: black-box queries an image to refine each map (default 0: none; else >= 8)")
+                     help="dax-amortised: black-box queries an image to check each map with DAX (default 0: none; else >= 16)")
     how.add_argument("--size", metavar="H,W",
                      help="resize every image to H x W (or one number for square); default: the "
                           "model's fixed input size, else the first image's size")
