@@ -119,7 +119,7 @@ def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budg
     report = explainer.report
     fit_queries = report["queries"]
     out += [f"Fit: {fit_queries} queries ({config.teacher.queries_per_image + 1} an image), {fit_seconds:.0f} s "
-            f"(the teacher, per-image DAX: {report['query_seconds']:.0f} s; training {report['training_seconds']:.0f} s, "
+            f"(the teacher, per-image DAX: {report['teacher_seconds']:.0f} s; training {report['training_seconds']:.0f} s, "
             f"{report['steps']} steps, best held-out step {report['best_step']}); the teacher trusted "
             f"{report['teacher_trusted']} of {n_fit} maps, the network learned {report['trained_on']}.", "",
             "| method | queries/image (this run; at 1k) | IoU mean (std) | top-20 % | ins | s/image |",

@@ -21,6 +21,7 @@ from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.amortised.nets import MapNet, graphdef_of, init_nets
 from daxjax.amortised.training import GROUP, dax_maps, fit_data, teach, train, working_images
+from daxjax.device.querying import device_blackbox
 from daxjax.inputs import InputError, as_float_images, check_seed, image_digest
 from daxjax.methods.base import Explanation, normalise
 
@@ -108,12 +109,14 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
     x = _read_images(images_or_source)
     if len(x) < 2:
         raise InputError(f"images_or_source must hold at least 2 images to fit on, got {len(x)}")
-    probs = _top_classes(as_blackbox(bb), x)
+    user_bb, black_box = bb, as_blackbox(bb)
+    probs = _top_classes(black_box, x)
     targets = probs.argmax(axis=1).astype(np.int32)
     digests = np.array([image_digest(img, t) for img, t in zip(x, targets)], np.uint32)
     order = np.lexsort((np.arange(len(x)), digests))  # fingerprint order: the input order does not matter
     x, targets = x[order], targets[order]
-    maps, diagnostics = teach(bb, x, targets, config, seed,
+    device_bb = device_blackbox(user_bb, black_box, probs.shape[1])
+    maps, diagnostics = teach(device_bb, x, targets, config, seed,
                               None if progress is None else functools.partial(progress, "queries"))
     teacher_seconds = time.perf_counter() - start
     trusted = np.asarray(diagnostics["trusted"], bool)
@@ -127,7 +130,7 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
                            None if progress is None else functools.partial(progress, "training"))
     report = {"images": int(len(x)), "queries": int(len(x) * (config.teacher.queries_per_image + 1)),
               "teacher_trusted": int(trusted.sum()), "trained_on": int(usable.sum()),
-              "query_seconds": teacher_seconds, "training_seconds": report.pop("seconds"), **report}
+              "teacher_seconds": teacher_seconds, "training_seconds": report.pop("seconds"), **report}
     return AmortisedExplainer(config, params, x.shape[-1], seed, report)
 
 
@@ -136,7 +139,8 @@ class AmortisedExplainer:
 
     config: its `AmortisedConfig`; params: the network's parameters (`nnx.State`); channels: C of
     the images it was fitted on; seed: the fit's seed; report: what the fit cost and reached
-    ({"images", "queries", "teacher_trusted", "trained_on", "query_seconds", "training_seconds",
+    ({"images", "queries", "teacher_trusted", "trained_on", "teacher_seconds" (the teacher's queries
+    and DAX trainings), "training_seconds",
     "heldout_loss", ...}).
     """
 
@@ -208,11 +212,13 @@ class AmortisedExplainer:
             raise InputError(f"queries_per_image must be an integer >= 16, got {queries_per_image!r}")
         k = int(queries_per_image)
         x = self._check_images(images)
-        probs = _top_classes(as_blackbox(bb), x)
+        user_bb, black_box = bb, as_blackbox(bb)
+        probs = _top_classes(black_box, x)
         targets = probs.argmax(1).astype(np.int32)
         scores = probs[np.arange(len(x)), targets].astype(np.float32)
         amortised, _ = self._amortised_maps(x)
-        teacher_maps, teacher = dax_maps(bb, x, targets, self.config.teacher.dax_config(k), seed)
+        teacher_maps, teacher = dax_maps(device_blackbox(user_bb, black_box, probs.shape[1]), x, targets,
+                                         self.config.teacher.dax_config(k), seed)
         trusted = np.asarray(teacher["trusted"], bool)
         agreement = _correlation(amortised, teacher_maps)
         refined = trusted & (agreement < self.config.refine.agreement_floor)

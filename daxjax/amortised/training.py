@@ -21,10 +21,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.device.execution import resolve as resolve_execution
-from daxjax.device.querying import device_blackbox
+from daxjax.device.querying import DeviceBlackBox
 from daxjax.inputs import image_digest
 from daxjax.methods.base import run_groups
 
@@ -61,21 +60,21 @@ def working_images(images: jax.Array, resolution: int) -> jax.Array:
                             antialias=True)
 
 
-def dax_maps(bb, images: np.ndarray, targets: np.ndarray, dax_config, seed: int) -> tuple[np.ndarray, dict]:
+def dax_maps(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, dax_config,
+             seed: int) -> tuple[np.ndarray, dict]:
     """Per-image DAX, as `daxjax.explain(method="dax")` computes it (the same groups and programs),
     without the layer above: maps [B, H, W] and DAX's diagnostics {name: [B]} of images float32
-    [B, H, W, C] for targets int [B]. bb: the user's black box (or callable)."""
+    [B, H, W, C] for targets int [B]. device_bb: `device.querying.device_blackbox` of the user's
+    black box, made once by the caller (which already knows the class count: no query here)."""
     from daxjax.methods.registry import REGISTRY
 
-    user_bb, black_box = bb, as_blackbox(bb)
-    probe = check_probabilities(black_box(images[:1]), 1, what="black box on the unperturbed images")
     digests = np.array([image_digest(img, t) for img, t in zip(images, targets)], np.uint32)
-    result = run_groups(REGISTRY["dax"].explain_group, device_blackbox(user_bb, black_box, probe.shape[1]), images,
-                        np.asarray(targets, np.int32), digests, dax_config, seed, execution=resolve_execution(None))
+    result = run_groups(REGISTRY["dax"].explain_group, device_bb, images, np.asarray(targets, np.int32), digests,
+                        dax_config, seed, execution=resolve_execution(None))
     return result.maps, {name: np.asarray(values) for name, values in result.diagnostics.items()}
 
 
-def teach(bb, images: np.ndarray, targets: np.ndarray, config: AmortisedConfig, seed: int,
+def teach(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, config: AmortisedConfig, seed: int,
           progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
     """The teacher's maps [N, H, W] in [0, 1] and its per-image diagnostics ({name: [N]}, DAX's
     `DIAGNOSTICS`) for images float32 [N, H, W, C] and their targets int [N]: `dax_maps` with DAX
@@ -84,7 +83,8 @@ def teach(bb, images: np.ndarray, targets: np.ndarray, config: AmortisedConfig, 
     maps, diagnostics = [], {}
     dax = config.teacher.dax_config()
     for lo in range(0, len(images), GROUP):
-        group_maps, group_diagnostics = dax_maps(bb, images[lo:lo + GROUP], targets[lo:lo + GROUP], dax, seed)
+        group_maps, group_diagnostics = dax_maps(device_bb, images[lo:lo + GROUP], targets[lo:lo + GROUP], dax,
+                                                 seed)
         maps.append(group_maps)
         for name, values in group_diagnostics.items():
             diagnostics.setdefault(name, []).append(values)
