@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -178,3 +179,56 @@ def test_cli_explains_with_dax_amortised_and_reports(tmp_path, dataset, capsys):
     bad = [*argv[:argv.index("--config")], "--config", str(toml), "--out", str(tmp_path / "o2")]
     assert main(bad) == 2
     assert "['steps'] must sit in their group's table" in capsys.readouterr().err
+
+
+FOUR_DEVICES = r'''
+import json, sys
+import jax, numpy as np
+import daxjax
+from daxjax import amortised
+from planted import red_fraction_box
+from test_amortised_pipeline import RUN, TINY
+assert len(jax.devices()) == 4
+source, out = sys.argv[1], sys.argv[2]
+daxjax.explain_dataset(red_fraction_box, source, out, **{**RUN, "fit_images": 10})
+stored = amortised.load(out + "/amortised.npz")
+with np.load(source) as f:
+    images = f["images"]
+again = amortised.fit(red_fraction_box, images, TINY, seed=0)   # all 4 devices, as the run's fit
+same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stored.params), jax.tree.leaves(again.params)))
+res = daxjax.load_results(out)
+x = images[[int(i.rsplit("/", 1)[-1]) for i in res.ids]]
+four, one = stored.explain(x).maps, stored.explain(x, devices=jax.devices()[:1]).maps
+print(json.dumps({"same_explainer": same, "report": again.report, "stored_maps_are_four_devices":
+                  bool(np.array_equal(res.maps, four)), "one_device_equals_four": bool(np.array_equal(one, four))}))
+'''
+
+
+def test_a_fit_over_four_devices_is_reproducible_and_its_maps_do_not_depend_on_the_device_count(tmp_path):
+    """Four (forced host) devices: the run's fit and a direct fit give the same explainer bit for
+    bit; the teacher's queries count the padding to a multiple of the device count; the saved
+    explainer draws the stored maps on four devices and on one, bit for bit in that process (in
+    another process, whose XLA is set up for one device, within the contract's 1e-5)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    images = (np.stack([red_and_distractor_scene(s, 32)[0] for s in range(COUNT)]) * 255).astype(np.uint8)
+    np.savez(tmp_path / "scenes.npz", images=images)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)]),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run([sys.executable, "-c", FOUR_DEVICES, str(tmp_path / "scenes.npz"), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["same_explainer"]
+    assert result["report"]["devices"] == 4
+    # 10 images: groups of 16 over 4 devices, the one group of 10 padded to 12 for the teacher.
+    assert result["report"]["queries"] == COUNT + 12 * TINY.teacher.queries_per_image
+    assert result["stored_maps_are_four_devices"] and result["one_device_equals_four"]
+    res = daxjax.load_results(tmp_path / "out")
+    here_maps = amortised.load(tmp_path / "out" / "amortised.npz").explain(
+        images[[int(i.rsplit("/", 1)[-1]) for i in res.ids]]).maps
+    np.testing.assert_allclose(res.maps, here_maps, atol=1e-5)

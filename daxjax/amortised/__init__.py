@@ -27,7 +27,13 @@ N = 2000 on the Fashion scenes). So the amortised explainer is distilled from it
   map and it contradicts the amortised one (`Refine.agreement_floor`), DAX's map replaces it;
   it reports DAX's held-out fit, the two maps' agreement and `trusted`.
 
-Limits of this version: one device (no sharding over local devices); the map explains the black
+Devices: `fit`, `explain` and `refine` split their images over the local devices (`devices=`, all
+of `jax.local_devices()` by default): the teacher's groups along the image axis, the network's
+training data-parallel; an explainer is bit for bit the same for the same device count, and
+`explain` draws the same maps bit for bit on any number of a process's devices (one image at a
+time on each device).
+
+Limits of this version: one process (no multi-host fit); the map explains the black
 box's top-1 class only; the network reads images at `Nets.resolution` (64 px by default), so its
 outlines are those of a 64 x 64 map upsampled. A whole dataset:
 `explain_dataset(method="dax-amortised")` and `daxjax explain --method dax-amortised` fit on a share

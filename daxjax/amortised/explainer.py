@@ -20,8 +20,10 @@ from flax import nnx, traverse_util
 from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.amortised.nets import MapNet, graphdef_of, init_nets
-from daxjax.amortised.training import GROUP, dax_maps, fit_data, teach, train, working_images
+from daxjax.amortised.training import (GROUP, dax_maps, fit_data, group_size, padded_count, teach, train,
+                                       working_images)
 from daxjax.device.querying import device_blackbox
+from daxjax.device.sharding import image_mesh, local_devices, over_images, replicated, shard_images
 from daxjax.inputs import InputError, as_float_images, check_seed, image_digest
 from daxjax.methods.base import Explanation, normalise
 
@@ -81,7 +83,7 @@ def _top_classes(bb, x: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int = 0, *,
+def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int = 0, *, devices=None,
         progress: Callable[[str, int, int], None] | None = None) -> "AmortisedExplainer":
     """Fits one amortised DAX explainer on a dataset from black-box queries only.
 
@@ -96,15 +98,22 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
       config: `AmortisedConfig` (None: the defaults).
       seed: with the images and the config, fixes the explainer bit for bit (on one device count).
         The images' order does not matter: they are processed in the order of their fingerprints.
+      devices: the local devices to fit on (None: all of `jax.local_devices()`): the teacher's
+        groups are split over them along the image axis and the training is data-parallel
+        (`daxjax.amortised.training`). Another device count gives an explainer equal up to the last
+        bits of the teacher's maps (DAX's contract across device counts), not bit for bit.
       progress: None, or called as progress(phase, done, total) while fitting: ("queries", images
         explained by the teacher so far, N) after each group of images, then ("training", steps
         done, steps) after each step (what `daxjax.explain_dataset` draws its progress bars from).
 
-    Costs N * (teacher.queries_per_image + 1) black-box queries (the +1: the top-1 class). The
-    report (`AmortisedExplainer.report`) says how many teacher maps were trusted and trained on.
+    Costs N + padded_count(N, D) * teacher.queries_per_image black-box queries (N for the top-1
+    classes; the teacher's last group is padded to a multiple of the D devices with copies of an
+    image: N * (queries_per_image + 1) on one device). The report (`AmortisedExplainer.report`)
+    says how many queries were sent and how many teacher maps were trusted and trained on.
     """
     config = _check_config(config)
     seed = check_seed(seed)
+    devices = _check_devices(devices)
     start = time.perf_counter()
     x = _read_images(images_or_source)
     if len(x) < 2:
@@ -116,7 +125,7 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
     order = np.lexsort((np.arange(len(x)), digests))  # fingerprint order: the input order does not matter
     x, targets = x[order], targets[order]
     device_bb = device_blackbox(user_bb, black_box, probs.shape[1])
-    maps, diagnostics = teach(device_bb, x, targets, config, seed,
+    maps, diagnostics = teach(device_bb, x, targets, config, seed, devices,
                               None if progress is None else functools.partial(progress, "queries"))
     teacher_seconds = time.perf_counter() - start
     trusted = np.asarray(diagnostics["trusted"], bool)
@@ -126,9 +135,10 @@ def fit(bb, images_or_source, config: AmortisedConfig | None = None, seed: int =
     base = jax.random.key(seed)
     data = fit_data(x, maps, usable, config, jax.random.fold_in(base, _SPLIT))
     _, params = init_nets(config.nets, x.shape[-1], jax.random.fold_in(base, _INIT))
-    params, report = train(params, data, config, jax.random.fold_in(base, _TRAIN),
+    params, report = train(params, data, config, jax.random.fold_in(base, _TRAIN), devices,
                            None if progress is None else functools.partial(progress, "training"))
-    report = {"images": int(len(x)), "queries": int(len(x) * (config.teacher.queries_per_image + 1)),
+    queries = len(x) + padded_count(len(x), len(devices)) * config.teacher.queries_per_image
+    report = {"images": int(len(x)), "queries": int(queries), "devices": len(devices),
               "teacher_trusted": int(trusted.sum()), "trained_on": int(usable.sum()),
               "teacher_seconds": teacher_seconds, "training_seconds": report.pop("seconds"), **report}
     return AmortisedExplainer(config, params, x.shape[-1], seed, report)
@@ -161,28 +171,36 @@ class AmortisedExplainer:
             raise InputError(f"{name} have {x.shape[-1]} channel(s); this explainer was fitted on {self.channels}")
         return x
 
-    def _amortised_maps(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Maps [B, H, W] in [0, 1] and the network's map area and contrast [B], GROUP images per
-        program call (padded: fixed shapes, so an image's map does not depend on the others)."""
+    def _amortised_maps(self, x: np.ndarray, devices: list) -> tuple[np.ndarray, dict]:
+        """Maps [B, H, W] in [0, 1] and the network's map area and contrast [B], `group_size(D)`
+        images per program call over the D devices (padded: fixed shapes, so an image's map does
+        not depend on the others, nor on D: each device maps its images one at a time)."""
         parts = []
-        for lo in range(0, len(x), GROUP):
-            part = x[lo:lo + GROUP]
-            parts.append([np.asarray(a)[:len(part)] for a in self._maps(self.params, jnp.asarray(_padded(part)))])
+        step = group_size(len(devices))
+        with image_mesh(devices) as mesh:
+            params = replicated(mesh, self.params)
+            for lo in range(0, len(x), step):
+                part = x[lo:lo + step]
+                images = shard_images(mesh, _padded(part, step))
+                parts.append([np.asarray(a)[:len(part)] for a in self._maps(params, images)])
         maps, area, contrast = (np.concatenate(p) for p in zip(*parts))
         return maps.astype(np.float32), {"mask_area": area.astype(np.float32),
                                          "mask_contrast": contrast.astype(np.float32)}
 
-    def explain(self, images, bb=None) -> Explanation:
+    def explain(self, images, bb=None, *, devices=None) -> Explanation:
         """Maps of `images` in one forward pass of the network: zero black-box queries.
 
         images: float32 [B, H, W, C] in [0, 1] or uint8, C as fitted. The maps explain the black
         box's top-1 class (what the explainer was fitted on). bb: None (no query at all: targets are
         -1, "the top-1 class, not asked", and scores NaN), or the black box, asked once per image
         for its top-1 class and probability (the maps do not depend on it).
+        devices: the local devices to split the images over (None: all of `jax.local_devices()`);
+        its maps are bit for bit the same on any number of them.
         Returns an `Explanation` (method "dax-amortised"; diagnostics mask_area, mask_contrast [B]:
         the mean and the max - min of the network's sigmoid map before min-max scaling).
         """
         start = time.perf_counter()
+        devices = _check_devices(devices)
         x = self._check_images(images)
         if bb is None:
             targets, scores = np.full(len(x), -1, np.int32), np.full(len(x), np.nan, np.float32)
@@ -190,10 +208,10 @@ class AmortisedExplainer:
             probs = _top_classes(as_blackbox(bb), x)
             targets = probs.argmax(1).astype(np.int32)
             scores = probs[np.arange(len(x)), targets].astype(np.float32)
-        maps, stats = self._amortised_maps(x)
+        maps, stats = self._amortised_maps(x, devices)
         return Explanation(maps, targets, scores, METHOD, self.config, {"total": time.perf_counter() - start}, stats)
 
-    def refine(self, bb, images, queries_per_image: int = 100, seed: int = 0) -> Explanation:
+    def refine(self, bb, images, queries_per_image: int = 100, seed: int = 0, *, devices=None) -> Explanation:
         """Spends `queries_per_image` queries (+1 for the top-1 class) per image to check its
         amortised map, replaces it where the queries contradict it, and says how far each map can
         be trusted.
@@ -202,11 +220,13 @@ class AmortisedExplainer:
         its map and that map's correlation with the amortised one is below
         `Refine.agreement_floor`, DAX's map is returned (refined True), else the amortised map
         (confirmed where trusted and in agreement; trusted False where DAX could not check it).
-        Deterministic in (image, seed, config, K), independent of the other images.
+        Deterministic in (image, seed, config, K), independent of the other images, on a given
+        device count (devices: as for `explain`; DAX's maps change in the last bits with it).
         Returns an `Explanation` with `REFINE_DIAGNOSTICS`.
         """
         start = time.perf_counter()
         seed = check_seed(seed)
+        devices = _check_devices(devices)
         if isinstance(queries_per_image, bool) or not isinstance(queries_per_image, (int, np.integer)) \
                 or queries_per_image < 16:
             raise InputError(f"queries_per_image must be an integer >= 16, got {queries_per_image!r}")
@@ -216,9 +236,9 @@ class AmortisedExplainer:
         probs = _top_classes(black_box, x)
         targets = probs.argmax(1).astype(np.int32)
         scores = probs[np.arange(len(x)), targets].astype(np.float32)
-        amortised, _ = self._amortised_maps(x)
+        amortised, _ = self._amortised_maps(x, devices)
         teacher_maps, teacher = dax_maps(device_blackbox(user_bb, black_box, probs.shape[1]), x, targets,
-                                         self.config.teacher.dax_config(k), seed)
+                                         self.config.teacher.dax_config(k), seed, devices)
         trusted = np.asarray(teacher["trusted"], bool)
         agreement = _correlation(amortised, teacher_maps)
         refined = trusted & (agreement < self.config.refine.agreement_floor)
@@ -256,19 +276,27 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (a * b).sum(1) / np.maximum(denominator, 1e-300), 0.0).astype(np.float32)
 
 
-def _padded(part: np.ndarray) -> np.ndarray:
-    """part [b <= GROUP, ...] padded to GROUP rows with copies of its last row."""
-    return np.concatenate([part, np.repeat(part[-1:], GROUP - len(part), axis=0)]) if len(part) < GROUP else part
+def _padded(part: np.ndarray, rows: int) -> np.ndarray:
+    """part [b <= rows, ...] padded to `rows` rows with copies of its last row."""
+    return np.concatenate([part, np.repeat(part[-1:], rows - len(part), axis=0)]) if len(part) < rows else part
+
+
+def _check_devices(devices) -> list:
+    try:
+        return local_devices(devices)
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err)) from err
 
 
 @functools.lru_cache(maxsize=8)
 def _program(config: AmortisedConfig, channels: int):
     """The explain program of a config and channel count, compiled once per process:
-    (params, images [GROUP, H, W, C]) -> (maps [GROUP, H, W] in [0, 1], area [GROUP], contrast [GROUP]).
+    (params, images [G, H, W, C]) -> (maps [G, H, W] in [0, 1], area [G], contrast [G]).
 
     One image at a time (`lax.map`): batched, XLA's blocking of the resize and convolutions could
     change the last bit of an image's map with its neighbours; mapped, every image runs the same
-    program whatever the others are.
+    program whatever the others are. Under an image mesh each device maps its own share of the G
+    images (`over_images`: a loop over a split axis would otherwise run whole on every device).
     """
     graphdef = graphdef_of(config.nets, channels)
 
@@ -280,7 +308,7 @@ def _program(config: AmortisedConfig, channels: int):
             up = jax.image.resize(soft, image.shape[:2], "linear")
             return normalise(up), soft.mean(), soft.max() - soft.min()
         return jax.lax.map(one, images)
-    return jax.jit(maps)
+    return jax.jit(over_images(maps, replicated=(0,)))
 
 
 def load(path) -> AmortisedExplainer:

@@ -1,9 +1,15 @@
 """Fitting the amortised mask network: per-image DAX explains the fitted images (the teacher), then
 one `MapNet` learns to draw those maps from the images alone.
 
-    maps, diagnostics = teach(bb, images, targets, config, seed)        # the black box's only use
-    data = fit_data(images, maps, usable, config, split_key)            # FitData
-    params, report = train(params, data, config, key)
+    maps, diagnostics = teach(bb, images, targets, config, seed, devices)   # the black box's only use
+    data = fit_data(images, maps, usable, config, split_key)                # FitData
+    params, report = train(params, data, config, key, devices)
+
+Over D local devices (`devices`): the teacher's groups are split along the image axis as
+`explain_dataset` splits a batch (each device queries the black box for its share); training is
+data-parallel (the parameters on every device, each step's minibatch split over them, XLA sums the
+gradients). The explainer is bit for bit the same for the same D; another D changes the teacher's
+maps in the last bits (DAX's contract across device counts) and the order of the gradient sums.
 
 Every pure piece reads explicit state: `train_step(params, opt_state, batch, key) -> (params,
 opt_state, metrics)`; `draw_batch(data, key, ...)` picks a step's images.
@@ -24,12 +30,26 @@ from flax import nnx
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import DeviceBlackBox
+from daxjax.device.sharding import image_mesh, replicated, shard_images, split_over_images
 from daxjax.inputs import image_digest
-from daxjax.methods.base import run_groups
+from daxjax.methods.base import call_group
 
 #: Images per teacher call and per validation / explanation program (fixed shapes: one compiled
 #: program whatever the dataset's size, and an image's result never depends on the others).
 GROUP = 16
+
+
+def group_size(devices: int) -> int:
+    """Images per teacher call or explanation program over `devices` devices: GROUP rounded up to a
+    multiple of the device count (each device gets GROUP / D of them, at least one)."""
+    return -(-GROUP // devices) * devices
+
+
+def padded_count(images: int, devices: int) -> int:
+    """Images a run over `devices` devices computes for `images` images: the last group is padded
+    with copies of its first image to a multiple of the device count (those copies are queried
+    too, and counted in the fit report)."""
+    return -(-images // devices) * devices
 
 
 class FitData(NamedTuple):
@@ -60,36 +80,56 @@ def working_images(images: jax.Array, resolution: int) -> jax.Array:
                             antialias=True)
 
 
-def dax_maps(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, dax_config,
-             seed: int) -> tuple[np.ndarray, dict]:
-    """Per-image DAX, as `daxjax.explain(method="dax")` computes it (the same groups and programs),
-    without the layer above: maps [B, H, W] and DAX's diagnostics {name: [B]} of images float32
-    [B, H, W, C] for targets int [B]. device_bb: `device.querying.device_blackbox` of the user's
-    black box, made once by the caller (which already knows the class count: no query here)."""
+def dax_maps(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, dax_config, seed: int,
+             devices: list) -> tuple[np.ndarray, dict]:
+    """Per-image DAX, as `daxjax.explain(method="dax")` computes it (DAX's group program) and as
+    `explain_dataset` splits it over devices, without the layer above: maps [B, H, W] and DAX's
+    diagnostics {name: [B]} of images float32 [B, H, W, C] for targets int [B].
+
+    device_bb: `device.querying.device_blackbox` of the user's black box, made once by the caller
+    (which already knows the class count: no query here). devices: the local devices to split
+    each group of `group_size(len(devices))` images over (`padded_count` images are computed)."""
     from daxjax.methods.registry import REGISTRY
 
-    digests = np.array([image_digest(img, t) for img, t in zip(images, targets)], np.uint32)
-    result = run_groups(REGISTRY["dax"].explain_group, device_bb, images, np.asarray(targets, np.int32), digests,
-                        dax_config, seed, execution=resolve_execution(None))
-    return result.maps, {name: np.asarray(values) for name, values in result.diagnostics.items()}
+    count, width = len(images), len(devices)
+    step = group_size(width)
+    maps, diagnostics = np.zeros(images.shape[:3], np.float32), {}
+    execution = resolve_execution(None)
+    for lo in range(0, count, step):
+        rows = np.arange(lo, min(count, lo + step))
+        take = np.concatenate([rows, np.repeat(rows[:1], padded_count(len(rows), width) - len(rows))])
+        x, t = images[take], np.asarray(targets, np.int32)[take]
+        digests = np.array([image_digest(img, c) for img, c in zip(x, t)], np.uint32)
+        with image_mesh(devices) as mesh:
+            result = call_group(REGISTRY["dax"].explain_group, device_bb, shard_images(mesh, x), shard_images(mesh, t),
+                                shard_images(mesh, digests), dax_config, seed, take.tolist(), execution=execution)
+        maps[rows] = np.asarray(result.maps)[:len(rows)]
+        for name, values in result.diagnostics.items():
+            values = np.asarray(values)[:len(rows)]
+            if name not in diagnostics:
+                diagnostics[name] = np.zeros((count,), values.dtype)
+            diagnostics[name][rows] = values
+    return maps, diagnostics
 
 
 def teach(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, config: AmortisedConfig, seed: int,
-          progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
+          devices: list, progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
     """The teacher's maps [N, H, W] in [0, 1] and its per-image diagnostics ({name: [N]}, DAX's
     `DIAGNOSTICS`) for images float32 [N, H, W, C] and their targets int [N]: `dax_maps` with DAX
-    at `Teacher.queries_per_image`, GROUP images a call (each image's map depends only on (image,
-    target, seed, config): DAX's contract). progress(images done, N) after each call."""
+    at `Teacher.queries_per_image`, `group_size(len(devices))` images a call (each image's map
+    depends only on (image, target, seed, config) on a given device count: DAX's contract).
+    progress(images done, N) after each call."""
     maps, diagnostics = [], {}
     dax = config.teacher.dax_config()
-    for lo in range(0, len(images), GROUP):
-        group_maps, group_diagnostics = dax_maps(device_bb, images[lo:lo + GROUP], targets[lo:lo + GROUP], dax,
-                                                 seed)
+    step = group_size(len(devices))
+    for lo in range(0, len(images), step):
+        group_maps, group_diagnostics = dax_maps(device_bb, images[lo:lo + step], targets[lo:lo + step], dax,
+                                                 seed, devices)
         maps.append(group_maps)
         for name, values in group_diagnostics.items():
             diagnostics.setdefault(name, []).append(values)
         if progress is not None:
-            progress(min(lo + GROUP, len(images)), len(images))
+            progress(min(lo + step, len(images)), len(images))
     return np.concatenate(maps), {name: np.concatenate(parts) for name, parts in diagnostics.items()}
 
 
@@ -152,6 +192,7 @@ class Programs:
         def run(params, opt_state, data, base_key, t):
             key = jax.random.fold_in(base_key, t)
             batch = draw_batch(data, jax.random.fold_in(key, 0), training.images_per_step, training.flips)
+            batch = split_over_images(batch)  # data-parallel over an image mesh; a no-op on one device
             return step(params, opt_state, batch, jax.random.fold_in(key, 1))
 
         self.step = jax.jit(run, donate_argnums=(0, 1))
@@ -174,6 +215,15 @@ class Programs:
         return float(np.concatenate(losses).mean())
 
 
+def program_config(config: AmortisedConfig) -> AmortisedConfig:
+    """`config` with the fields the compiled programs do not read set to their defaults (the
+    teacher, refinement, steps and checkpoints): fits that differ only there share programs."""
+    from daxjax.amortised.config import Refine, Teacher
+
+    return config.replace(teacher=Teacher(), refine=Refine(),
+                          training=config.training.replace(steps=1, validations=1))
+
+
 @functools.lru_cache(maxsize=8)
 def programs_for(config: AmortisedConfig, channels: int) -> Programs:
     """The compiled programs of a fit, shared by every fit with the same config and channels."""
@@ -182,19 +232,34 @@ def programs_for(config: AmortisedConfig, channels: int) -> Programs:
     return Programs(graphdef_of(config.nets, channels), config)
 
 
-def train(params, data: FitData, config: AmortisedConfig, key: jax.Array,
+def train(params, data: FitData, config: AmortisedConfig, key: jax.Array, devices: list,
           progress: Callable[[int, int], None] | None = None) -> tuple[nnx.State, dict]:
-    """Trains the network on `data`; returns the parameters with the lowest held-out loss at the
-    checkpoints and a report {"steps", "best_step", "heldout_loss", "seconds"}. progress: None, or
-    called as progress(steps done, steps) after each step."""
+    """Trains the network on `data` over `devices` (data-parallel; module doc); returns the
+    parameters with the lowest held-out loss at the checkpoints (on the first device) and a report
+    {"steps", "best_step", "heldout_loss", "seconds"}. progress: None, or called as
+    progress(steps done, steps) after each step."""
+    with image_mesh(devices) as mesh:
+        best, report = _train(replicated(mesh, params), replicated(mesh, data), config, key, progress,
+                              synchronous=len(devices) > 1)
+    return jax.device_put(best, devices[0]), report
+
+
+def _train(params, data: FitData, config: AmortisedConfig, key: jax.Array,
+           progress: Callable[[int, int], None] | None, synchronous: bool) -> tuple[nnx.State, dict]:
     start = time.perf_counter()
-    programs = programs_for(config, int(data.images.shape[-1]))
+    programs = programs_for(program_config(config), int(data.images.shape[-1]))
     opt_state = programs.optimizer.init(params)
     params = jax.tree.map(jnp.copy, params)
     marks = set(checkpoints(config))
     best, best_loss, best_step = params, np.inf, 0
     for t in range(config.training.steps):
         params, opt_state, _ = programs.step(params, opt_state, data, key, t)
+        if synchronous:
+            # One step at a time over several devices: with steps queued asynchronously, XLA's CPU
+            # collectives deadlocked (the gradient all-reduce of one step waiting on host threads
+            # held by the next; 2 and 4 forced host devices on 2 cores, 40 s rendezvous timeout),
+            # and none did stepping synchronously.
+            jax.block_until_ready(params)
         if progress is not None:
             progress(t + 1, config.training.steps)
         if t + 1 in marks:

@@ -29,7 +29,8 @@ How a run flows (one process; `explain_dataset` refuses process_count > 1 for th
      the input order (a directory sorted by class does not fit on its first classes only), and
      independent of the seed. The fit set's images are held in host memory while fitting
      (fit_images x H x W x C float32).
-  3. `daxjax.amortised.fit` (progress bars: queries, then training steps), then the explainer is
+  3. `daxjax.amortised.fit` over the run's local devices (`devices=`; progress bars: queries, then
+     training steps), then the explainer is
      written to OUT/amortised.npz (`AmortisedExplainer.save`: no pickle) and OUT/amortised.json
      (`FIT_RECORD`): the npz's SHA-256, the fitted ids with each one's `sources.content_digest`,
      the skipped ids with their reasons, the fit report. Both are written to a temporary file,
@@ -103,7 +104,7 @@ def check_options(config, fit_images, refine_queries, *, num_images: int | None,
                          "label maps (segments=)")
     if process_count != 1:
         raise InputError(f"method={NAME!r} runs in one process (process_count={process_count}): the fit is one "
-                         "program on one device in this version")
+                         "fit over this process's local devices in this version")
     if fit_images is not None and (isinstance(fit_images, bool) or not isinstance(fit_images, (int, np.integer))
                                    or fit_images < 2):
         raise InputError(f"fit_images must be an integer >= 2 or None; got {fit_images!r}")
@@ -153,7 +154,8 @@ def run_method(config: AmortisedConfig, refine_queries: int,
                   working_bytes=working_bytes, diagnostics=run_diagnostics(refine_queries))
 
 
-def group_function(explainer, user_bb, refine_queries: int, fit_ids: Iterable[str]) -> Callable[..., GroupResult]:
+def group_function(explainer, user_bb, refine_queries: int, fit_ids: Iterable[str],
+                   devices: list | None = None) -> Callable[..., GroupResult]:
     """The `ExplainGroup` of a run: `explainer.explain(images)` (refine_queries = 0) or
     `explainer.refine(user_bb, images, refine_queries, seed)`, plus "in_fit_set" per image.
 
@@ -164,9 +166,9 @@ def group_function(explainer, user_bb, refine_queries: int, fit_ids: Iterable[st
     def explain_group(device_bb, images, targets, digests, config, seed, image_ids, **options) -> GroupResult:
         x = np.asarray(images)
         if refine_queries:
-            ex = explainer.refine(user_bb, x, queries_per_image=refine_queries, seed=seed)
+            ex = explainer.refine(user_bb, x, queries_per_image=refine_queries, seed=seed, devices=devices)
         else:
-            ex = explainer.explain(x)
+            ex = explainer.explain(x, devices=devices)
         diagnostics = {**ex.diagnostics,
                        "in_fit_set": np.array([str(i) in fitted for i in image_ids], np.float32)}
         return GroupResult(ex.maps, {"explain": float(ex.timings.get("total", 0.0))}, diagnostics)
@@ -181,7 +183,7 @@ def fit_order(items: Iterable[Item]) -> list[Item]:
 
 
 def fitted_explainer(user_bb, bb, items: list[Item], store: ResultStore, config: AmortisedConfig, seed: int,
-                     fit_images: int, progress: bool):
+                     fit_images: int, progress: bool, devices: list | None = None):
     """(explainer, fit record): the store's explainer when it holds a sound one for this run, else
     one fitted now on the fit set (module doc, steps 2-3) and committed to the store."""
     from daxjax.amortised import load
@@ -201,7 +203,7 @@ def fitted_explainer(user_bb, bb, items: list[Item], store: ResultStore, config:
         raise InputError(f"method={NAME!r}: fewer than 2 images of the source can be fitted on "
                          f"({len(fit_ids)} of {len(order)}); skipped: "
                          + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
-    explainer = _fit_with_progress(user_bb, images, config, seed, progress, f"{NAME} fit -> {root.name}")
+    explainer = _fit_with_progress(user_bb, images, config, seed, progress, f"{NAME} fit -> {root.name}", devices)
     del images
     _write_atomic(npz_path, explainer.save)
     record = {"format": RECORD_FORMAT, "sha256": _sha256(npz_path), "fit_ids": fit_ids, "digests": digests,
@@ -263,7 +265,7 @@ def _unanswered(bb, x: np.ndarray) -> dict[int, str]:
 
 
 def _fit_with_progress(user_bb, images: np.ndarray, config: AmortisedConfig, seed: int, enabled: bool,
-                       description: str):
+                       description: str, devices: list | None = None):
     """`amortised.fit` with two progress bars (tqdm, stderr): images queried, then training steps."""
     from tqdm.auto import tqdm
 
@@ -282,7 +284,7 @@ def _fit_with_progress(user_bb, images: np.ndarray, config: AmortisedConfig, see
         bar.update(done - bar.n)
 
     try:
-        return fit(user_bb, images, config, seed, progress=progress)
+        return fit(user_bb, images, config, seed, devices=devices, progress=progress)
     finally:
         for bar in bars.values():
             bar.close()

@@ -532,8 +532,6 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
         method_record = amortised_mode.run_method(config, fit_identity["refine_queries"])
     user_bb, bb = bb, as_blackbox(bb)
     devices = list(devices) if devices is not None else jax.local_devices()
-    if amortised:
-        devices = devices[:1]  # the amortised explainer runs on one device in this version
     pid = jax.process_index() if process_index is None else int(process_index)
     pcount = jax.process_count() if process_count is None else int(process_count)
     if not 0 <= pid < pcount:
@@ -575,9 +573,9 @@ def explain_dataset(bb, source, out, method: str = "dax", config=None, seed: int
     if amortised:  # the fit phase: fitted now, or loaded from the store (`daxjax.dataset.amortised`)
         fit_start = time.perf_counter()
         explainer, fit_record = amortised_mode.fitted_explainer(
-            user_bb, bb, list(src.items()), store, config, seed, fit_identity["fit_images"], progress)
+            user_bb, bb, list(src.items()), store, config, seed, fit_identity["fit_images"], progress, devices)
         method_record = method_record._replace(explain_group=amortised_mode.group_function(
-            explainer, user_bb, fit_identity["refine_queries"], fit_record["fit_ids"]))
+            explainer, user_bb, fit_identity["refine_queries"], fit_record["fit_ids"], devices))
         fit_seconds = time.perf_counter() - fit_start
     run = _Run(bb, user_bb, method_record, config, seed, targets, store, devices, batch, execution.rows_per_step,
                plan.query_chunk)

@@ -80,3 +80,31 @@ def shard_images(mesh: Mesh | None, array):
     if mesh is None:
         return jax.numpy.asarray(array)
     return jax.device_put(array, NamedSharding(mesh, PartitionSpec(IMAGE_AXIS)))
+
+
+def replicated(mesh: Mesh | None, tree):
+    """Places every array of `tree` whole on each device of the mesh (parameters, optimiser state,
+    data every device reads); outside a mesh (None) the tree is returned as it is."""
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def split_over_images(tree):
+    """Inside a jitted program: asks XLA to split every array of `tree` along its leading (image)
+    axis over the image mesh (data-parallel training: each device computes its share of a batch's
+    gradients, XLA sums them). A no-op outside an image mesh, or when the leading axis is not a
+    multiple of the device count (the batch is then computed whole on every device)."""
+    devices = current_image_devices()
+    leaves = jax.tree.leaves(tree)
+    if devices == 1 or any(leaf.shape[0] % devices for leaf in leaves):
+        return tree
+    return jax.lax.with_sharding_constraint(tree, PartitionSpec(IMAGE_AXIS))
+
+
+def local_devices(devices: Sequence[jax.Device] | None) -> list[jax.Device]:
+    """`devices` as a list (None: all of `jax.local_devices()`); an empty list is a ValueError."""
+    chosen = list(jax.local_devices() if devices is None else devices)
+    if not chosen:
+        raise ValueError("devices: an empty list; give at least one device (None: all local devices)")
+    return chosen
