@@ -34,6 +34,7 @@ GROUPS = (
     )),
     ("Amortised explainers", (
         "## Amortised DAX: quality against queries per explained image (issue 22)",
+        "## Amortised DAX at scale: one fit, 1,000 and 10,000 images explained (issue 22)",
     )),
     ("Speed and throughput", (
         "## DAX throughput: loop vs batch (issue 2)",

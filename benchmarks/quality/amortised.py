@@ -1,6 +1,7 @@
 """Amortised DAX (issue 22): quality against black-box queries per explained image, and speed.
 
-    python -m benchmarks.quality.amortised                       # both datasets and speed (about 1.5 h on 2 CPU cores)
+    python -m benchmarks.quality.amortised --parts fashion,composites,speed   # about 1.5 h on 2 CPU cores
+    python -m benchmarks.quality.amortised --parts scale         # 1,000 / 10,000 images (its own section)
     python -m benchmarks.quality.amortised --parts fashion --fit 48 --held-out 16 --steps 300 --no-write   # a smoke run
     python -m benchmarks.quality.amortised --parts speed
 
@@ -29,18 +30,29 @@ Columns:
   ins             insertion AUC (blurred start, pixel order, 50 steps) over the target's probability
   s/image         wall-clock seconds per held-out image (2 shared CPU cores; fitting not included)
 Speed (`--parts speed`): images per second of `explain` at 224 px, after a warm-up call.
+Scale (`--parts scale`): the Fashion fit of the fashion part (the same first --fit scenes, so the
+same explainer bit for bit) explaining datasets of --totals images (default 1,000 and 10,000): the
+fit's queries shared over every explained image, the amortised maps scored on every held-out scene
+(all but the fitted ones), and per-image RISE at N = 4000 on the held-out scenes of the smallest
+total (`--rise-images`), the same scenes as the amortised row beside it.
+Fitted explainers are kept under --keep (one .npz per dataset, fit size, seed and config) and a
+rerun loads them instead of fitting again (`--fresh` fits again).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
-PARTS = ("fashion", "composites", "speed")
+PARTS = ("fashion", "composites", "speed", "scale")
 SECTION = "## Amortised DAX: quality against queries per explained image (issue 22)"
+SCALE_SECTION = "## Amortised DAX at scale: one fit, 1,000 and 10,000 images explained (issue 22)"
 #: Per dataset: (fitted images, held-out images, per-image rows "method:N,..."). The composites are
 #: EfficientNet-Lite0 queries (about 80 a second on 2 CPU cores): fewer images, RISE at N = 1000.
 PART_DEFAULTS = {"fashion": (400, 100, "dax:250,rise:4000,kernelshap:1000"),
@@ -103,19 +115,41 @@ def line(name: str, queries: str, s: dict, seconds: float | None) -> str:
             f"{s['ins'].mean():.3f} | {sec} |")
 
 
-def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budgets, per_image) -> list[str]:
+def fitted(data: Dataset, fit_rows: slice, config, keep: Path | None, fresh: bool):
+    """(explainer, fit seconds) of `amortised.fit(data.bb, data.images[fit_rows], config, seed=0)`:
+    loaded from `keep` when a kept fit of the same images (by digest), config and seed is there
+    (its seconds are those of the run that fitted it), else fitted and kept."""
+    from daxjax import amortised
+
+    images = data.images[fit_rows]
+    key = hashlib.sha256(images.tobytes() + json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    path = None if keep is None else keep / f"{data.name.split(' (')[0].replace(' ', '-')}_fit{len(images)}_seed0_{key}.npz"
+    if path is not None and path.exists() and not fresh:
+        explainer = amortised.load(path)
+        if explainer.config == config:
+            print(f"(fit loaded from {path})", flush=True)
+            return explainer, float(explainer.report["fit_seconds"])
+    start = time.perf_counter()
+    explainer = amortised.fit(data.bb, images, config, seed=0)
+    seconds = time.perf_counter() - start
+    explainer.report["fit_seconds"] = seconds
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        explainer.save(path)
+    return explainer, seconds
+
+
+def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budgets, per_image,
+                keep: Path | None = None, fresh: bool = False) -> list[str]:
     """Fits on data[fit_rows], scores the held-out data[test]; returns the part's lines."""
     import daxjax
     from benchmarks.quality.fashion import reference_maps
-    from daxjax import amortised
 
     n_fit, n_test = len(data.targets[fit_rows]), len(data.targets[test])
     explained = n_fit + n_test
     out = [f"### {data.name}: fitted on {n_fit} images, {n_test} held-out images scored", ""]
     print("\n".join(out), flush=True)
-    start = time.perf_counter()
-    explainer = amortised.fit(data.bb, data.images[fit_rows], config, seed=0)
-    fit_seconds = time.perf_counter() - start
+    explainer, fit_seconds = fitted(data, fit_rows, config, keep, fresh)
     report = explainer.report
     fit_queries = report["queries"]
     out += [f"Fit: {fit_queries} queries ({config.teacher.queries_per_image + 1} an image), {fit_seconds:.0f} s "
@@ -159,6 +193,53 @@ def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budg
     return out
 
 
+def run_scale(config, fit_count: int, totals: list[int], rise_images: int, keep: Path | None,
+              fresh: bool) -> list[str]:
+    """The fashion part's fit explaining datasets of `totals` images (module doc, "Scale")."""
+    import daxjax
+
+    largest = max(totals)
+    if min(totals) <= fit_count:
+        raise SystemExit(f"--totals must exceed --fit ({fit_count}); got {totals}")
+    data = fashion(largest)
+    fit_rows = slice(0, fit_count)
+    out = [f"### How the fit's cost amortises: Fashion scenes, fitted on {fit_count}, datasets of "
+           f"{', '.join(f'{t:,}' for t in totals)} images", ""]
+    print("\n".join(out), flush=True)
+    explainer, fit_seconds = fitted(data, fit_rows, config, keep, fresh)
+    fit_queries = explainer.report["queries"]
+    held = slice(fit_count, largest)
+    t = time.perf_counter()
+    ex = explainer.explain(data.images[held])  # no black box: no query at all
+    explain_seconds = time.perf_counter() - t
+    s = scores(data, held, ex.maps)
+    out += [f"Fit: {fit_queries} queries, {fit_seconds:.0f} s; `explain` of the {largest - fit_count:,} held-out "
+            f"scenes: {explain_seconds:.1f} s ({(largest - fit_count) / explain_seconds:.0f} images/s), no query.", "",
+            "| dataset | scored (held out) | queries/image (fit shared) | IoU mean (std) | top-20 % | ins |",
+            "|---|---|---|---|---|---|"]
+    for total in sorted(totals):
+        part = slice(0, total - fit_count)
+        sub = {name: values[part] for name, values in s.items()}
+        out.append(f"| {total:,} images, amortised | {total - fit_count:,} | {fit_queries / total:.1f} | "
+                   f"{sub['iou'].mean():.3f} ({sub['iou'].std():.3f}) | {sub['top'].mean():.3f} | {sub['ins'].mean():.3f} |")
+        print(out[-1], flush=True)
+    count = min(rise_images, min(totals) - fit_count)
+    if count:
+        rows = slice(fit_count, fit_count + count)
+        t = time.perf_counter()
+        rise = daxjax.explain(data.bb, data.images[rows], targets=data.targets[rows], method="rise",
+                              config=daxjax.RISEConfig(num_samples=4000), seed=0)
+        seconds = (time.perf_counter() - t) / count
+        r = scores(data, rows, rise.maps)
+        a = {name: values[:count] for name, values in s.items()}
+        out += [f"| the first {count} held out, amortised | {count} | {fit_queries / min(totals):.1f} | "
+                f"{a['iou'].mean():.3f} ({a['iou'].std():.3f}) | {a['top'].mean():.3f} | {a['ins'].mean():.3f} |",
+                f"| the first {count} held out, RISE per image (N = 4000; {seconds:.2f} s an image) | {count} | 4000 | "
+                f"{r['iou'].mean():.3f} ({r['iou'].std():.3f}) | {r['top'].mean():.3f} | {r['ins'].mean():.3f} |"]
+        print("\n".join(out[-2:]), flush=True)
+    return out + [""]
+
+
 def speed(config, side: int = 224, count: int = 256) -> str:
     """Images per second of `explain` at side x side (3 channels), after a warm-up call: a line.
     The network's weights do not change its cost, so an unfitted explainer of `config` is timed."""
@@ -193,13 +274,19 @@ def per_image_rows(spec: str) -> list[tuple[str, int]]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--parts", default="fashion,composites,speed",
+                        help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--fit", type=int, default=None, help="images fitted on (default: PART_DEFAULTS)")
     parser.add_argument("--held-out", type=int, default=None, help="held-out images scored (default: PART_DEFAULTS)")
     parser.add_argument("--queries", type=int, default=None, help="the teacher's queries per fitted image (default 250)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
     parser.add_argument("--refine", default="100", help="refinement budgets K, comma-separated (default 100)")
     parser.add_argument("--per-image", default=None, help="per-image rows, e.g. dax:250,rise:4000 (default: PART_DEFAULTS)")
+    parser.add_argument("--totals", default="1000,10000", help="scale part: dataset sizes, comma-separated")
+    parser.add_argument("--rise-images", type=int, default=600,
+                        help="scale part: held-out scenes RISE (N = 4000) explains for the comparison (0: none)")
+    parser.add_argument("--keep", default="out/amortised", help="where fitted explainers are kept ('' : nowhere)")
+    parser.add_argument("--fresh", action="store_true", help="fit again even when a kept fit matches")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -222,9 +309,15 @@ def main(argv=None) -> None:
              f"CPU cores), {time.strftime('%Y-%m-%d')}. Config: the defaults of `daxjax.amortised` (teacher "
              f"{config.teacher.queries_per_image} queries an image, {config.training.steps} steps). Columns: the "
              "docstring of `benchmarks/quality/amortised.py`.", ""]
-    explainer = None
+    keep = Path(args.keep) if args.keep else None
+    scale: list[str] = []
     for part in parts:
         if part == "speed":
+            continue
+        if part == "scale":
+            totals = [int(t) for t in args.totals.split(",") if t.strip()]
+            scale = run_scale(config, args.fit or PART_DEFAULTS["fashion"][0], totals, args.rise_images, keep,
+                              args.fresh)
             continue
         fit_count, held_out, spec = PART_DEFAULTS[part]
         fit_count, held_out = args.fit or fit_count, args.held_out or held_out
@@ -235,11 +328,14 @@ def main(argv=None) -> None:
         else:
             data = composites(fit_count + held_out)
             test, fit_rows = slice(0, held_out), slice(held_out, held_out + fit_count)
-        lines += run_dataset(data, fit_rows, test, config, refine, rows)
+        lines += run_dataset(data, fit_rows, test, config, refine, rows, keep, args.fresh)
     if "speed" in parts:
         lines.append(speed(config))
     if not args.no_write:
-        write_section(SECTION, "\n".join(lines))
+        if set(parts) - {"scale"}:
+            write_section(SECTION, "\n".join(lines))
+        if "scale" in parts:
+            write_section(SCALE_SECTION, "\n".join([SCALE_SECTION, *lines[1:4], *scale[1:]]))
 
 
 if __name__ == "__main__":
