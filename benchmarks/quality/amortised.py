@@ -1,7 +1,7 @@
 """Amortised DAX (issue 22): quality against black-box queries per explained image, and speed.
 
     python -m benchmarks.quality.amortised --parts fashion,composites,speed   # about 1.5 h on 2 CPU cores
-    python -m benchmarks.quality.amortised --parts scale         # 1,000 / 10,000 images (its own section)
+    python -m benchmarks.quality.amortised --parts scale,scale-composites   # 1,000 / 10,000 images (own section)
     python -m benchmarks.quality.amortised --parts fashion --fit 48 --held-out 16 --steps 300 --no-write   # a smoke run
     python -m benchmarks.quality.amortised --parts speed
 
@@ -30,11 +30,12 @@ Columns:
   ins             insertion AUC (blurred start, pixel order, 50 steps) over the target's probability
   s/image         wall-clock seconds per held-out image (2 shared CPU cores; fitting not included)
 Speed (`--parts speed`): images per second of `explain` at 224 px, after a warm-up call.
-Scale (`--parts scale`): the Fashion fit of the fashion part (the same first --fit scenes, so the
-same explainer bit for bit) explaining datasets of --totals images (default 1,000 and 10,000): the
-fit's queries shared over every explained image, the amortised maps scored on every held-out scene
-(all but the fitted ones), and per-image RISE at N = 4000 on the held-out scenes of the smallest
-total (`--rise-images`), the same scenes as the amortised row beside it.
+Scale (`--parts scale`, `scale-composites`): the fit of the fashion (composites) part (the same
+fitted images, so the same explainer bit for bit) explaining datasets of --totals images (default
+`SCALE_TOTALS`: Fashion 1,000 and 10,000, composites 1,000): the fit's queries shared over every
+explained image, the amortised maps scored on every image but the fitted ones (the part's held-out
+images first), and per-image RISE at N = 4000 on the part's first --rise-images held-out images,
+beside the amortised row on the same images.
 Fitted explainers are kept under --keep (one .npz per dataset, fit size, seed and config) and a
 rerun loads them instead of fitting again (`--fresh` fits again).
 """
@@ -50,13 +51,16 @@ from pathlib import Path
 
 import numpy as np
 
-PARTS = ("fashion", "composites", "speed", "scale")
+PARTS = ("fashion", "composites", "speed", "scale", "scale-composites")
 SECTION = "## Amortised DAX: quality against queries per explained image (issue 22)"
 SCALE_SECTION = "## Amortised DAX at scale: one fit, 1,000 and 10,000 images explained (issue 22)"
 #: Per dataset: (fitted images, held-out images, per-image rows "method:N,..."). The composites are
 #: EfficientNet-Lite0 queries (about 80 a second on 2 CPU cores): fewer images, RISE at N = 1000.
 PART_DEFAULTS = {"fashion": (400, 100, "dax:250,rise:4000,kernelshap:1000"),
                  "composites": (200, 40, "dax:250,rise:1000")}
+#: Dataset sizes of the scale parts: composites are drawn until kept (about 16 Lite0 queries per
+#: kept one) and scored with 50 insertion queries each, so 1,000 only.
+SCALE_TOTALS = {"fashion": "1000,10000", "composites": "1000"}
 
 
 @dataclasses.dataclass
@@ -193,49 +197,59 @@ def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budg
     return out
 
 
-def run_scale(config, fit_count: int, totals: list[int], rise_images: int, keep: Path | None,
-              fresh: bool) -> list[str]:
-    """The fashion part's fit explaining datasets of `totals` images (module doc, "Scale")."""
+def run_scale(kind: str, config, fit_count: int, held_out: int, totals: list[int], rise_images: int,
+              keep: Path | None, fresh: bool) -> list[str]:
+    """The fit of part `kind` ("fashion" or "composites": the same fitted images, so the same
+    explainer bit for bit) explaining datasets of `totals` images (module doc, "Scale"). Scored:
+    every image of the largest dataset but the fitted ones, in the dataset's order (the part's
+    held-out images first); a dataset of T images is its first T."""
     import daxjax
 
     largest = max(totals)
-    if min(totals) <= fit_count:
-        raise SystemExit(f"--totals must exceed --fit ({fit_count}); got {totals}")
-    data = fashion(largest)
-    fit_rows = slice(0, fit_count)
-    out = [f"### How the fit's cost amortises: Fashion scenes, fitted on {fit_count}, datasets of "
+    if min(totals) <= fit_count + held_out:
+        raise SystemExit(f"--totals must exceed the part's fitted + held-out images ({fit_count + held_out}); got {totals}")
+    if kind == "fashion":
+        data, fit_rows = fashion(largest), np.arange(fit_count)
+    else:
+        data, fit_rows = composites(largest), np.arange(held_out, held_out + fit_count)
+    held = np.setdiff1d(np.arange(len(data.targets)), fit_rows)
+    largest = len(data.targets)  # composites: fewer when too few draws were kept (said below)
+    out = [f"### How the fit's cost amortises: {data.name}, fitted on {fit_count}, datasets of "
            f"{', '.join(f'{t:,}' for t in totals)} images", ""]
     print("\n".join(out), flush=True)
-    explainer, fit_seconds = fitted(data, fit_rows, config, keep, fresh)
+    explainer, fit_seconds = fitted(data, slice(fit_rows[0], fit_rows[-1] + 1), config, keep, fresh)
     fit_queries = explainer.report["queries"]
-    held = slice(fit_count, largest)
     t = time.perf_counter()
     ex = explainer.explain(data.images[held])  # no black box: no query at all
     explain_seconds = time.perf_counter() - t
     s = scores(data, held, ex.maps)
-    out += [f"Fit: {fit_queries} queries, {fit_seconds:.0f} s; `explain` of the {largest - fit_count:,} held-out "
-            f"scenes: {explain_seconds:.1f} s ({(largest - fit_count) / explain_seconds:.0f} images/s), no query.", "",
+    out += [f"Fit: {fit_queries} queries, {fit_seconds:.0f} s; `explain` of the {len(held):,} held-out "
+            f"images: {explain_seconds:.1f} s ({len(held) / explain_seconds:.0f} images/s), no query"
+            f"{'' if largest == max(totals) else f'; only {largest} images could be drawn'}.", "",
             "| dataset | scored (held out) | queries/image (fit shared) | IoU mean (std) | top-20 % | ins |",
             "|---|---|---|---|---|---|"]
+
+    def row(label: str, rows: np.ndarray, queries: str) -> str:
+        sub = {name: values[rows] for name, values in s.items()}
+        return (f"| {label} | {len(rows):,} | {queries} | {sub['iou'].mean():.3f} ({sub['iou'].std():.3f}) | "
+                f"{sub['top'].mean():.3f} | {sub['ins'].mean():.3f} |")
+
     for total in sorted(totals):
-        part = slice(0, total - fit_count)
-        sub = {name: values[part] for name, values in s.items()}
-        out.append(f"| {total:,} images, amortised | {total - fit_count:,} | {fit_queries / total:.1f} | "
-                   f"{sub['iou'].mean():.3f} ({sub['iou'].std():.3f}) | {sub['top'].mean():.3f} | {sub['ins'].mean():.3f} |")
+        out.append(row(f"{min(total, largest):,} images, amortised", np.flatnonzero(held < total),
+                       f"{fit_queries / min(total, largest):.1f}"))
         print(out[-1], flush=True)
-    count = min(rise_images, min(totals) - fit_count)
+    count = min(rise_images, held_out)
     if count:
-        rows = slice(fit_count, fit_count + count)
+        rows = held[:count]
         t = time.perf_counter()
         rise = daxjax.explain(data.bb, data.images[rows], targets=data.targets[rows], method="rise",
                               config=daxjax.RISEConfig(num_samples=4000), seed=0)
         seconds = (time.perf_counter() - t) / count
         r = scores(data, rows, rise.maps)
-        a = {name: values[:count] for name, values in s.items()}
-        out += [f"| the first {count} held out, amortised | {count} | {fit_queries / min(totals):.1f} | "
-                f"{a['iou'].mean():.3f} ({a['iou'].std():.3f}) | {a['top'].mean():.3f} | {a['ins'].mean():.3f} |",
-                f"| the first {count} held out, RISE per image (N = 4000; {seconds:.2f} s an image) | {count} | 4000 | "
-                f"{r['iou'].mean():.3f} ({r['iou'].std():.3f}) | {r['top'].mean():.3f} | {r['ins'].mean():.3f} |"]
+        out += [row(f"the part's first {count} held out, amortised", np.arange(count),
+                    f"{fit_queries / min(totals):.1f}"),
+                f"| the part's first {count} held out, RISE per image (N = 4000; {seconds:.2f} s an image) | {count} | "
+                f"4000 | {r['iou'].mean():.3f} ({r['iou'].std():.3f}) | {r['top'].mean():.3f} | {r['ins'].mean():.3f} |"]
         print("\n".join(out[-2:]), flush=True)
     return out + [""]
 
@@ -282,9 +296,10 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
     parser.add_argument("--refine", default="100", help="refinement budgets K, comma-separated (default 100)")
     parser.add_argument("--per-image", default=None, help="per-image rows, e.g. dax:250,rise:4000 (default: PART_DEFAULTS)")
-    parser.add_argument("--totals", default="1000,10000", help="scale part: dataset sizes, comma-separated")
-    parser.add_argument("--rise-images", type=int, default=600,
-                        help="scale part: held-out scenes RISE (N = 4000) explains for the comparison (0: none)")
+    parser.add_argument("--totals", default=None,
+                        help="scale parts: dataset sizes, comma-separated (default: SCALE_TOTALS)")
+    parser.add_argument("--rise-images", type=int, default=100,
+                        help="scale parts: the part's held-out images RISE (N = 4000) explains (0: none)")
     parser.add_argument("--keep", default="out/amortised", help="where fitted explainers are kept ('' : nowhere)")
     parser.add_argument("--fresh", action="store_true", help="fit again even when a kept fit matches")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -314,10 +329,12 @@ def main(argv=None) -> None:
     for part in parts:
         if part == "speed":
             continue
-        if part == "scale":
-            totals = [int(t) for t in args.totals.split(",") if t.strip()]
-            scale = run_scale(config, args.fit or PART_DEFAULTS["fashion"][0], totals, args.rise_images, keep,
-                              args.fresh)
+        if part.startswith("scale"):
+            kind = part.partition("-")[2] or "fashion"
+            fit_count, held_out, _ = PART_DEFAULTS[kind]
+            totals = [int(t) for t in (args.totals or SCALE_TOTALS[kind]).split(",") if t.strip()]
+            scale += run_scale(kind, config, args.fit or fit_count, args.held_out or held_out, totals,
+                               args.rise_images, keep, args.fresh)
             continue
         fit_count, held_out, spec = PART_DEFAULTS[part]
         fit_count, held_out = args.fit or fit_count, args.held_out or held_out
@@ -332,9 +349,9 @@ def main(argv=None) -> None:
     if "speed" in parts:
         lines.append(speed(config))
     if not args.no_write:
-        if set(parts) - {"scale"}:
+        if set(parts) - {"scale", "scale-composites"}:
             write_section(SECTION, "\n".join(lines))
-        if "scale" in parts:
+        if scale:
             write_section(SCALE_SECTION, "\n".join([SCALE_SECTION, *lines[1:4], *scale[1:]]))
 
 
