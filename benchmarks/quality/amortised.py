@@ -352,7 +352,7 @@ def main(argv=None) -> None:
         if set(parts) - {"scale", "scale-composites"}:
             write_section(SECTION, "\n".join(lines))
         if scale:
-            write_section(SCALE_SECTION, "\n".join([SCALE_SECTION, *lines[1:4], *scale[1:]]))
+            write_section(SCALE_SECTION, "\n".join([SCALE_SECTION, *lines[1:4], *scale]))
 
 
 if __name__ == "__main__":
