@@ -32,7 +32,7 @@ from daxjax.device.execution import resolve as resolve_execution
 from daxjax.device.querying import DeviceBlackBox
 from daxjax.device.sharding import image_mesh, replicated, shard_images, split_over_images
 from daxjax.inputs import image_digest
-from daxjax.methods.base import call_group
+from daxjax.methods.base import call_group, gather_diagnostics
 
 #: Images per teacher call and per validation / explanation program (fixed shapes: one compiled
 #: program whatever the dataset's size, and an image's result never depends on the others).
@@ -93,22 +93,21 @@ def dax_maps(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
 
     count, width = len(images), len(devices)
     step = group_size(width)
+    targets = np.asarray(targets, np.int32)
     maps, diagnostics = np.zeros(images.shape[:3], np.float32), {}
     execution = resolve_execution(None)
-    for lo in range(0, count, step):
-        rows = np.arange(lo, min(count, lo + step))
-        take = np.concatenate([rows, np.repeat(rows[:1], padded_count(len(rows), width) - len(rows))])
-        x, t = images[take], np.asarray(targets, np.int32)[take]
-        digests = np.array([image_digest(img, c) for img, c in zip(x, t)], np.uint32)
-        with image_mesh(devices) as mesh:
+    with image_mesh(devices) as mesh:
+        for lo in range(0, count, step):
+            rows = slice(lo, min(count, lo + step))
+            size = rows.stop - rows.start
+            take = np.concatenate([np.arange(rows.start, rows.stop), np.repeat(lo, padded_count(size, width) - size)])
+            x, t = images[take], targets[take]
+            digests = np.array([image_digest(img, c) for img, c in zip(x, t)], np.uint32)
             result = call_group(REGISTRY["dax"].explain_group, device_bb, shard_images(mesh, x), shard_images(mesh, t),
                                 shard_images(mesh, digests), dax_config, seed, take.tolist(), execution=execution)
-        maps[rows] = np.asarray(result.maps)[:len(rows)]
-        for name, values in result.diagnostics.items():
-            values = np.asarray(values)[:len(rows)]
-            if name not in diagnostics:
-                diagnostics[name] = np.zeros((count,), values.dtype)
-            diagnostics[name][rows] = values
+            maps[rows] = np.asarray(result.maps)[:size]
+            gather_diagnostics(diagnostics, {name: np.asarray(v)[:size] for name, v in result.diagnostics.items()},
+                               rows, count)
     return maps, diagnostics
 
 
