@@ -20,10 +20,9 @@ from flax import nnx, traverse_util
 from blackbox_adapters import as_blackbox, check_probabilities
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.amortised.nets import MapNet, graphdef_of, init_nets
-from daxjax.amortised.training import (GROUP, dax_maps, fit_data, group_size, padded_count, teach, train,
-                                       working_images)
+from daxjax.amortised.training import GROUP, dax_maps, fit_data, group_size, teach, train, working_images
 from daxjax.device.querying import device_blackbox
-from daxjax.device.sharding import image_mesh, local_devices, over_images, replicated, shard_images
+from daxjax.device.sharding import image_mesh, local_devices, over_images, padded_count, replicated, shard_images
 from daxjax.inputs import InputError, as_float_images, check_seed, image_digest
 from daxjax.methods.base import Explanation, normalise
 
@@ -248,7 +247,9 @@ class AmortisedExplainer:
                        "mask_area": np.asarray(teacher["mask_area"], np.float32),
                        "mask_contrast": np.asarray(teacher["mask_contrast"], np.float32),
                        "trusted": trusted}
-        timings = {"total": time.perf_counter() - start, "queries_per_image": float(k + 1)}
+        # K + 1 on one device; over D devices the last group's copies up to a multiple of D are queried too.
+        queries = len(x) + padded_count(len(x), len(devices)) * k
+        timings = {"total": time.perf_counter() - start, "queries_per_image": queries / len(x)}
         return Explanation(maps, targets, scores, METHOD, self.config, timings,
                            {name: diagnostics[name] for name in REFINE_DIAGNOSTICS})
 

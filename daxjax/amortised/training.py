@@ -28,11 +28,11 @@ import optax
 from flax import nnx
 
 from daxjax.amortised.config import AmortisedConfig
-from daxjax.device.execution import resolve as resolve_execution
+from daxjax.device.execution import Execution
 from daxjax.device.querying import DeviceBlackBox
-from daxjax.device.sharding import image_mesh, replicated, shard_images, split_over_images
+from daxjax.device.sharding import image_mesh, replicated, split_over_images
 from daxjax.inputs import image_digest
-from daxjax.methods.base import call_group, gather_diagnostics
+from daxjax.methods.base import run_groups
 
 #: Images per teacher call and per validation / explanation program (fixed shapes: one compiled
 #: program whatever the dataset's size, and an image's result never depends on the others).
@@ -43,13 +43,6 @@ def group_size(devices: int) -> int:
     """Images per teacher call or explanation program over `devices` devices: GROUP rounded up to a
     multiple of the device count (each device gets GROUP / D of them, at least one)."""
     return -(-GROUP // devices) * devices
-
-
-def padded_count(images: int, devices: int) -> int:
-    """Images a run over `devices` devices computes for `images` images: the last group is padded
-    with copies of its first image to a multiple of the device count (those copies are queried
-    too, and counted in the fit report)."""
-    return -(-images // devices) * devices
 
 
 class FitData(NamedTuple):
@@ -91,24 +84,11 @@ def dax_maps(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray,
     each group of `group_size(len(devices))` images over (`padded_count` images are computed)."""
     from daxjax.methods.registry import REGISTRY
 
-    count, width = len(images), len(devices)
-    step = group_size(width)
     targets = np.asarray(targets, np.int32)
-    maps, diagnostics = np.zeros(images.shape[:3], np.float32), {}
-    execution = resolve_execution(None)
-    with image_mesh(devices) as mesh:
-        for lo in range(0, count, step):
-            rows = slice(lo, min(count, lo + step))
-            size = rows.stop - rows.start
-            take = np.concatenate([np.arange(rows.start, rows.stop), np.repeat(lo, padded_count(size, width) - size)])
-            x, t = images[take], targets[take]
-            digests = np.array([image_digest(img, c) for img, c in zip(x, t)], np.uint32)
-            result = call_group(REGISTRY["dax"].explain_group, device_bb, shard_images(mesh, x), shard_images(mesh, t),
-                                shard_images(mesh, digests), dax_config, seed, take.tolist(), execution=execution)
-            maps[rows] = np.asarray(result.maps)[:size]
-            gather_diagnostics(diagnostics, {name: np.asarray(v)[:size] for name, v in result.diagnostics.items()},
-                               rows, count)
-    return maps, diagnostics
+    digests = np.array([image_digest(img, c) for img, c in zip(images, targets)], np.uint32)
+    result = run_groups(REGISTRY["dax"].explain_group, device_bb, images, targets, digests, dax_config, seed,
+                        execution=Execution(images_per_group=group_size(len(devices))), devices=devices)
+    return result.maps, result.diagnostics
 
 
 def teach(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.ndarray, config: AmortisedConfig, seed: int,

@@ -217,10 +217,10 @@ def explain_audio(bb, waveforms, sample_rate: int, targets=None, method: str = "
     else:
         render = TimeRender(grid, samples, spec.hop_length, max(1, int(round(config.crossfade * rate))))
 
-    def per_group(rows: slice) -> dict:
+    def per_group(rows: np.ndarray) -> dict:
         extra = {"queries": RenderedQueries(render, x[rows], fills[rows])}
         if segmented:
-            count = rows.stop - rows.start
+            count = len(rows)
             extra["segmented"] = HostSegments(np.broadcast_to(segments, (count,) + grid).copy(),
                                               fill_images[rows], np.full(count, num_segments, np.int32),
                                               bucket_size(num_segments))

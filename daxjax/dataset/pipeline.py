@@ -49,7 +49,7 @@ import numpy as np
 from blackbox_adapters import BlackBoxError, as_blackbox, check_probabilities
 from daxjax.dataset import amortised as amortised_mode
 from daxjax.dataset.budget import Plan, plan_batches
-from daxjax.methods.base import (Method, call_group, diagnostics_of, gather_diagnostics, trusted_maps, uninformative,
+from daxjax.methods.base import (Method, diagnostics_of, gather_diagnostics, run_groups, trusted_maps, uninformative,
                                  warn_uninformative)
 from daxjax.methods.registry import REGISTRY, check_takes_segments, resolve_config
 from daxjax.inputs import InputError, check_seed, check_target, image_digest
@@ -57,7 +57,6 @@ from daxjax.device.execution import Execution, resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
 from daxjax.perturbation.segmentation import bucket_size, resize_label_map, segmenter_name
 from daxjax.perturbation.segments import HostSegments, host_segments, select_segments
-from daxjax.device.sharding import image_mesh, shard_images
 from daxjax.dataset.sources import (ImageReadError, Item, LabelMapSource, content_digest, first_items, image_shape,
                             open_source, read_image, read_label_map, source_length)
 from daxjax.dataset.store import (ResultStore, StoreWarning, config_record, diagnostics_table, load_results, part_name,
@@ -368,23 +367,18 @@ class _Run:
         count = len(rows)
         take = np.asarray(rows + [rows[0]] * (self.padded - count))
         images = prep.images[take]
-        ids = [prep.ids[prep.valid[r]] for r in take]
         targets = np.concatenate([targets, np.repeat(targets[:1], self.padded - count)]).astype(np.int32)
         digests = np.array([image_digest(img, t) for img, t in zip(images, targets)], np.uint32)
-        kwargs = {}
-        with image_mesh(self.devices) as mesh:
-            if prep.segmented is not None:
-                group = select_segments(prep.segmented, take)
-                kwargs["segmented"] = HostSegments(shard_images(mesh, group.segments),
-                                                   shard_images(mesh, group.fills),
-                                                   shard_images(mesh, group.num_segments), group.max_segments)
-            result = call_group(
-                self.method.explain_group, self.device_bb, shard_images(mesh, images) if mesh is not None else images,
-                shard_images(mesh, targets) if mesh is not None else targets,
-                shard_images(mesh, digests) if mesh is not None else digests,
-                self.config, self.seed, ids, execution=self.execution, **kwargs)
-        return (np.asarray(result.maps)[:count], result.timings,
-                {name: np.asarray(values)[:count] for name, values in result.diagnostics.items()})
+
+        def per_group(positions: np.ndarray) -> dict:
+            return {} if prep.segmented is None else {"segmented": select_segments(prep.segmented, take[positions])}
+
+        # `padded` is a multiple of the device count and the execution's group: one call, no more padding.
+        result = run_groups(self.method.explain_group, self.device_bb, images, targets, digests, self.config,
+                            self.seed, execution=self.execution, per_group=per_group, devices=self.devices,
+                            image_ids=[prep.ids[prep.valid[r]] for r in take])
+        return (result.maps[:count], result.timings,
+                {name: values[:count] for name, values in result.diagnostics.items()})
 
 
 # ---------------------------------------------------------------------------------------------

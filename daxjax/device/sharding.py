@@ -24,6 +24,7 @@ import contextlib
 from typing import Callable, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 #: Name of the mesh axis along which images (and DAX's rows, image x restart) are split.
@@ -100,6 +101,19 @@ def split_over_images(tree):
     if devices == 1 or any(leaf.shape[0] % devices for leaf in leaves):
         return tree
     return jax.lax.with_sharding_constraint(tree, PartitionSpec(IMAGE_AXIS))
+
+
+def padded_count(images: int, devices: int) -> int:
+    """Images computed for `images` images split over `devices` devices in groups whose size is a
+    multiple of the device count: the last group is padded with copies of its first image to a
+    multiple of the device count (copies are computed and queried like any image, then dropped)."""
+    return -(-images // devices) * devices
+
+
+def padded_positions(start: int, stop: int, devices: int) -> np.ndarray:
+    """Positions start .. stop - 1, then copies of `start` up to a multiple of `devices`: int [G]."""
+    count = stop - start
+    return np.concatenate([np.arange(start, stop), np.full(padded_count(count, devices) - count, start)])
 
 
 def local_devices(devices: Sequence[jax.Device] | None) -> list[jax.Device]:

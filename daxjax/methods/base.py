@@ -15,6 +15,7 @@ looking at a config's type name or attributes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
@@ -25,7 +26,9 @@ import numpy as np
 
 from daxjax.device.execution import Execution, images_per_group
 from daxjax.device.querying import recording_answers
+from daxjax.device.sharding import image_mesh, padded_positions, shard_images
 from daxjax.perturbation.fills import fill_images
+from daxjax.perturbation.segments import HostSegments
 
 
 class GroupResult(NamedTuple):
@@ -204,29 +207,55 @@ def warn_uninformative(flagged: Sequence[Any], total: int, what: str = "the imag
 
 def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, targets: np.ndarray,
                digests: np.ndarray, config: Any, seed: int, *, execution: Execution | None = None,
-               per_group: Callable[[slice], dict] | None = None) -> GroupResult:
+               per_group: Callable[[np.ndarray], dict] | None = None, devices: Sequence[Any] | None = None,
+               image_ids: Sequence[Any] | None = None) -> GroupResult:
     """Explains B images `execution.images_per_group` at a time (`device.execution.images_per_group`)
     through `call_group`; the maps [B, *images.shape[1:3]], seconds per phase summed over groups, and
     the diagnostics gathered (`gather_diagnostics`). Every group gets the same `execution`.
 
-    per_group: rows (a slice) -> extra keyword arguments of that group's call (`segmented=`,
-    `queries=`). Image ids are the positions 0 .. B - 1.
+    per_group: positions int [G] of a group's images (padding copies included) -> extra keyword
+      arguments of that group's call (`segmented=`, `queries=`); a `HostSegments` among them is
+      split over the devices like the images, anything else is passed as it is.
+    devices: local devices to split each group's image axis over (`device.sharding.image_mesh`):
+      groups of images_per_group rounded up to a multiple of D, the last padded to a multiple of D
+      with copies of its first image (computed and queried, then dropped: `sharding.padded_count`).
+      None: no mesh, JAX's default device, no padding.
+    image_ids: the caller's names of the B images, for error messages (default: positions 0 .. B - 1).
     """
     batch = images.shape[0]
+    width = 1 if devices is None else len(devices)
     maps = np.zeros(images.shape[:3], np.float32)
     timings: dict[str, float] = {}
     diagnostics: dict[str, np.ndarray] = {}
-    group_size = images_per_group(execution)
-    for lo in range(0, batch, group_size):
-        rows = slice(lo, min(batch, lo + group_size))
-        extra = per_group(rows) if per_group is not None else {}
-        result = call_group(explain_group, device_bb, images[rows], targets[rows], digests[rows], config, seed,
-                            list(range(rows.start, rows.stop)), execution=execution, **extra)
-        maps[rows] = result.maps
-        gather_diagnostics(diagnostics, result.diagnostics, rows, batch)
-        for phase, seconds in result.timings.items():
-            timings[phase] = timings.get(phase, 0.0) + seconds
+    group_size = -(-images_per_group(execution) // width) * width
+    names = list(range(batch)) if image_ids is None else list(image_ids)
+    with contextlib.nullcontext() if devices is None else image_mesh(devices) as mesh:
+        for lo in range(0, batch, group_size):
+            rows = slice(lo, min(batch, lo + group_size))
+            take = padded_positions(rows.start, rows.stop, width)
+            extra = per_group(take) if per_group is not None else {}
+            extra = {name: _on_mesh(mesh, value) for name, value in extra.items()}
+            result = call_group(explain_group, device_bb, _on_mesh(mesh, images[take]), _on_mesh(mesh, targets[take]),
+                                _on_mesh(mesh, digests[take]), config, seed, [names[i] for i in take],
+                                execution=execution, **extra)
+            size = rows.stop - rows.start
+            maps[rows] = np.asarray(result.maps)[:size]
+            gather_diagnostics(diagnostics, {name: np.asarray(values)[:size]
+                                             for name, values in result.diagnostics.items()}, rows, batch)
+            for phase, seconds in result.timings.items():
+                timings[phase] = timings.get(phase, 0.0) + seconds
     return GroupResult(maps, timings, diagnostics)
+
+
+def _on_mesh(mesh: Any, value: Any) -> Any:
+    """A group's array (image axis first) or `HostSegments` split over the mesh; with no mesh, or
+    any other extra argument, `value` as it is (host arrays stay on the host, as without devices)."""
+    if mesh is None or not isinstance(value, (HostSegments, np.ndarray)):
+        return value
+    if isinstance(value, np.ndarray):
+        return shard_images(mesh, value)
+    return HostSegments(shard_images(mesh, value.segments), shard_images(mesh, value.fills),
+                        shard_images(mesh, value.num_segments), value.max_segments)
 
 
 def gather_diagnostics(into: dict, part: dict, rows: slice, total: int) -> None:
