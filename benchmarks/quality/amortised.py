@@ -10,8 +10,8 @@ Datasets (one black box for the whole dataset, as the amortised explainer needs)
               classified test scenes; ground truth = the object's pixels. Fitted on the first --fit,
               scored on the next --held-out.
   composites  the composites of `benchmarks/datasets/realmodels/cases.py` (an object cut out of one bundled
-              photo pasted on another, kept when EfficientNet-Lite0's top-1 is the object's class;
-              224 px). Scored on the first --held-out (the first composites of the real-model table),
+              photo pasted on another, kept when the model's top-1 is the object's class): under
+              EfficientNet-Lite0 at 224 px, or --model lite2 (EfficientNet-Lite2, 260 px). Scored on the first --held-out (the first composites of the real-model table),
               fitted on the next --fit. The restricted views are left out: each has its own black
               box (the model behind its region), so there is no one black box to amortise over.
 Held-out images (never fitted) are the only ones scored. Rows:
@@ -86,14 +86,16 @@ def fashion(count: int) -> Dataset:
                    drawn.labels[correct].astype(np.int32))
 
 
-def composites(count: int, seed: int = 0) -> Dataset:
+def composites(count: int, seed: int = 0, model_name: str = "lite0") -> Dataset:
     from benchmarks.datasets.realmodels import models
     from benchmarks.datasets.realmodels.cases import make_cases
 
-    model = models.load("lite0")
-    cases = make_cases(model, 224, composites=count, restricted=0, seed=seed)
-    return Dataset("real-model composites (224 px, EfficientNet-Lite0)", model, cases.images, cases.masks,
-                   cases.targets)
+    model, side = models.load(model_name), models.SIDES[model_name]
+    cases = make_cases(model, side, composites=count, restricted=0, seed=seed)
+    # Lite0's name (and so its kept fits' file names) is the one of the runs before --model.
+    slug = "" if model_name == "lite0" else f" {model_name}"
+    return Dataset(f"real-model composites{slug} ({side} px, {models.NAMES[model_name]})", model, cases.images,
+                   cases.masks, cases.targets)
 
 
 def top_share_iou(maps, masks, share=0.2):
@@ -198,7 +200,7 @@ def run_dataset(data: Dataset, fit_rows: slice, test: slice, config, refine_budg
 
 
 def run_scale(kind: str, config, fit_count: int, held_out: int, totals: list[int], rise_images: int,
-              keep: Path | None, fresh: bool) -> list[str]:
+              keep: Path | None, fresh: bool, model_name: str = "lite0") -> list[str]:
     """The fit of part `kind` ("fashion" or "composites": the same fitted images, so the same
     explainer bit for bit) explaining datasets of `totals` images (module doc, "Scale"). Scored:
     every image of the largest dataset but the fitted ones, in the dataset's order (the part's
@@ -211,7 +213,7 @@ def run_scale(kind: str, config, fit_count: int, held_out: int, totals: list[int
     if kind == "fashion":
         data, fit_rows = fashion(largest), np.arange(fit_count)
     else:
-        data, fit_rows = composites(largest), np.arange(held_out, held_out + fit_count)
+        data, fit_rows = composites(largest, model_name=model_name), np.arange(held_out, held_out + fit_count)
     held = np.setdiff1d(np.arange(len(data.targets)), fit_rows)
     largest = len(data.targets)  # composites: fewer when too few draws were kept (said below)
     out = [f"### How the fit's cost amortises: {data.name}, fitted on {fit_count}, datasets of "
@@ -300,6 +302,8 @@ def main(argv=None) -> None:
                         help="scale parts: dataset sizes, comma-separated (default: SCALE_TOTALS)")
     parser.add_argument("--rise-images", type=int, default=100,
                         help="scale parts: the part's held-out images RISE (N = 4000) explains (0: none)")
+    parser.add_argument("--model", default="lite0", choices=("lite0", "lite2"),
+                        help="the black box of the composites parts (EfficientNet-Lite0 or -Lite2)")
     parser.add_argument("--keep", default="out/amortised", help="where fitted explainers are kept ('' : nowhere)")
     parser.add_argument("--fresh", action="store_true", help="fit again even when a kept fit matches")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -334,7 +338,7 @@ def main(argv=None) -> None:
             fit_count, held_out, _ = PART_DEFAULTS[kind]
             totals = [int(t) for t in (args.totals or SCALE_TOTALS[kind]).split(",") if t.strip()]
             scale += run_scale(kind, config, args.fit or fit_count, args.held_out or held_out, totals,
-                               args.rise_images, keep, args.fresh)
+                               args.rise_images, keep, args.fresh, args.model)
             continue
         fit_count, held_out, spec = PART_DEFAULTS[part]
         fit_count, held_out = args.fit or fit_count, args.held_out or held_out
@@ -343,7 +347,7 @@ def main(argv=None) -> None:
             data = fashion(fit_count + held_out)
             fit_rows, test = slice(0, fit_count), slice(fit_count, fit_count + held_out)
         else:
-            data = composites(fit_count + held_out)
+            data = composites(fit_count + held_out, model_name=args.model)
             test, fit_rows = slice(0, held_out), slice(held_out, held_out + fit_count)
         lines += run_dataset(data, fit_rows, test, config, refine, rows, keep, args.fresh)
     if "speed" in parts:
