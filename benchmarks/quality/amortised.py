@@ -230,6 +230,7 @@ def run_scale(kind: str, config, fit_count: int, held_out: int, totals: list[int
             f"{'' if largest == max(totals) else f'; only {largest} images could be drawn'}.", "",
             "| dataset | scored (held out) | queries/image (fit shared) | IoU mean (std) | top-20 % | ins |",
             "|---|---|---|---|---|---|"]
+    print("\n".join(out[-4:]), flush=True)
 
     def row(label: str, rows: np.ndarray, queries: str) -> str:
         sub = {name: values[rows] for name, values in s.items()}
