@@ -11,8 +11,9 @@ Datasets (one black box for the whole dataset, as the amortised explainer needs)
               scored on the next --held-out.
   composites  the composites of `benchmarks/datasets/realmodels/cases.py` (an object cut out of one bundled
               photo pasted on another, kept when the model's top-1 is the object's class): under
-              EfficientNet-Lite0 at 224 px, or --model lite2 (EfficientNet-Lite2, 260 px). Scored on the first --held-out (the first composites of the real-model table),
-              fitted on the next --fit. The restricted views are left out: each has its own black
+              EfficientNet-Lite0 at 224 px, or --model lite2 (EfficientNet-Lite2, 260 px). Scored
+              on the first --held-out (the first composites of the real-model table), fitted on
+              the next --fit. The restricted views are left out: each has its own black
               box (the model behind its region), so there is no one black box to amortise over.
 Held-out images (never fitted) are the only ones scored. Rows:
   amortised            `explain`: no query per image once fitted

@@ -30,7 +30,7 @@ from flax import nnx
 from daxjax.amortised.config import AmortisedConfig
 from daxjax.device.execution import Execution
 from daxjax.device.querying import DeviceBlackBox
-from daxjax.device.sharding import image_mesh, replicated, split_over_images
+from daxjax.device.sharding import image_mesh, padded_count, replicated, split_over_images
 from daxjax.inputs import image_digest
 from daxjax.methods.base import run_groups
 
@@ -42,7 +42,7 @@ GROUP = 16
 def group_size(devices: int) -> int:
     """Images per teacher call or explanation program over `devices` devices: GROUP rounded up to a
     multiple of the device count (each device gets GROUP / D of them, at least one)."""
-    return -(-GROUP // devices) * devices
+    return padded_count(GROUP, devices)
 
 
 class FitData(NamedTuple):

@@ -57,6 +57,7 @@ from daxjax.device.execution import Execution, resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
 from daxjax.perturbation.segmentation import bucket_size, resize_label_map, segmenter_name
 from daxjax.perturbation.segments import HostSegments, host_segments, select_segments
+from daxjax.device.sharding import padded_count
 from daxjax.dataset.sources import (ImageReadError, Item, LabelMapSource, content_digest, first_items, image_shape,
                             open_source, read_image, read_label_map, source_length)
 from daxjax.dataset.store import (ResultStore, StoreWarning, config_record, diagnostics_table, load_results, part_name,
@@ -259,7 +260,7 @@ class _Run:
         self.targets = targets
         self.store = store
         self.devices = devices
-        self.padded = -(-batch // len(devices)) * len(devices)
+        self.padded = padded_count(batch, len(devices))
         # Every engine call explains `padded` images, each sending `query_chunk` perturbations per call.
         self.execution = Execution(images_per_group=self.padded, queries_per_call=self.padded * query_chunk,
                                    rows_per_step=rows_per_step)

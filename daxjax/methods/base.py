@@ -26,7 +26,7 @@ import numpy as np
 
 from daxjax.device.execution import Execution, images_per_group
 from daxjax.device.querying import recording_answers
-from daxjax.device.sharding import image_mesh, padded_positions, shard_images
+from daxjax.device.sharding import image_mesh, padded_count, padded_positions, shard_images
 from daxjax.perturbation.fills import fill_images
 from daxjax.perturbation.segments import HostSegments
 
@@ -214,8 +214,8 @@ def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, 
     the diagnostics gathered (`gather_diagnostics`). Every group gets the same `execution`.
 
     per_group: positions int [G] of a group's images (padding copies included) -> extra keyword
-      arguments of that group's call (`segmented=`, `queries=`); a `HostSegments` among them is
-      split over the devices like the images, anything else is passed as it is.
+      arguments of that group's call (`segmented=`, `queries=`); a `HostSegments` or a numpy array
+      among them is split over the devices like the images, anything else is passed as it is.
     devices: local devices to split each group's image axis over (`device.sharding.image_mesh`):
       groups of images_per_group rounded up to a multiple of D, the last padded to a multiple of D
       with copies of its first image (computed and queried, then dropped: `sharding.padded_count`).
@@ -227,7 +227,7 @@ def run_groups(explain_group: ExplainGroup, device_bb: Any, images: np.ndarray, 
     maps = np.zeros(images.shape[:3], np.float32)
     timings: dict[str, float] = {}
     diagnostics: dict[str, np.ndarray] = {}
-    group_size = -(-images_per_group(execution) // width) * width
+    group_size = padded_count(images_per_group(execution), width)
     names = list(range(batch)) if image_ids is None else list(image_ids)
     with contextlib.nullcontext() if devices is None else image_mesh(devices) as mesh:
         for lo in range(0, batch, group_size):
