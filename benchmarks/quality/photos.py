@@ -12,7 +12,9 @@ get a low top-1 probability; they are kept: a user's data is not chosen for the 
 
 Every method gets the same N (Occlusion: the nearest window count). The black box's answers are
 cached by query (each distinct input is answered once), which matters only when rows share inputs.
-References: a random map and a centred Gaussian.
+References: a random map and a centred Gaussian. `--methods` can add rows with the fills swapped
+(`SWAPPED_FILLS`: DAX with the blur fill, LIME and KernelSHAP with DAX's image-mean fill): insertion
+starts from a blurred photo, and these rows tell how much of a method's insertion AUC is its fill.
 """
 
 from __future__ import annotations
@@ -46,8 +48,14 @@ class AnswerCache:
         return np.stack([self.answers[key] for key in keys])
 
 
+#: Rows with the fills swapped (DAX's default fill is the image mean, LIME's and KernelSHAP's the
+#: blur insertion starts from): run only when named in --methods, to tell the fill from the method.
+SWAPPED_FILLS = ("DAX (ours) with blur fill", "LIME with image-mean fill", "KernelSHAP with image-mean fill")
+
+
 def methods(budget: int) -> dict:
-    """Every method at the same budget (Occlusion: the stride whose window count is closest to it)."""
+    """Every method at the same budget (Occlusion: the stride whose window count is closest to it),
+    then the `SWAPPED_FILLS` rows."""
     import daxjax
     from benchmarks.quality.realmodels import occlusion_stride
 
@@ -57,6 +65,9 @@ def methods(budget: int) -> dict:
         "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget)),
         "KernelSHAP": ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget)),
         "Occlusion": ("occlusion", daxjax.OcclusionConfig(stride=occlusion_stride(224, budget))),
+        SWAPPED_FILLS[0]: ("dax", daxjax.DAXConfig(num_samples=budget, fill="blur")),
+        SWAPPED_FILLS[1]: ("lime", daxjax.LIMEConfig(num_samples=budget, fill="image_mean")),
+        SWAPPED_FILLS[2]: ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget, fill="image_mean")),
     }
 
 
@@ -65,8 +76,18 @@ def main(argv=None) -> None:
     parser.add_argument("--photos", type=int, default=10, help="photos (default 10: each bundled photo once)")
     parser.add_argument("--budget", type=int, default=2000, help="queries per photo and method (default 2000)")
     parser.add_argument("--auc-steps", type=int, default=50, help="steps of the deletion/insertion curves (default 50)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated rows to run (default: all but the swapped-fill rows: "
+                             f"{'; '.join(SWAPPED_FILLS)}); without RISE the column that compares with it is empty")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args(argv)
+    every = methods(args.budget)
+    chosen = [name for name in every if name not in SWAPPED_FILLS] if args.methods is None else \
+        [name.strip() for name in args.methods.split(",")]
+    unknown = sorted(set(chosen) - set(every))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; choose from {'; '.join(every)}")
+    chosen = [name for name in every if name in chosen]  # the table's order
 
     import daxjax
     from benchmarks.quality.fashion import reference_maps
@@ -98,13 +119,15 @@ def main(argv=None) -> None:
         return deletion, insertion
 
     rows = {name: scored(maps) + (None,) for name, maps in reference_maps(len(images), 224, seed=0).items()}
-    for name, (method, config) in methods(args.budget).items():
+    for name in chosen:
+        method, config = every[name]
         start = time.perf_counter()
         ex = daxjax.explain(bb, images, targets=targets, method=method, config=config, seed=0)
         rows[name] = scored(ex.maps) + ((time.perf_counter() - start) / len(images),)
-    rise_deletion = rows["RISE"][0]
+    rise_deletion = rows["RISE"][0] if "RISE" in rows else None
     for name, (deletion, insertion, seconds) in rows.items():
-        wins = "—" if name == "RISE" else f"{int((deletion < rise_deletion).sum())} of {len(images)}"
+        wins = "—" if name == "RISE" or rise_deletion is None else \
+            f"{int((deletion < rise_deletion).sum())} of {len(images)}"
         line = (f"| {name} | {deletion.mean():.3f} ({deletion.std():.3f}) | {insertion.mean():.3f} "
                 f"({insertion.std():.3f}) | {wins} | {'—' if seconds is None else f'{seconds:.1f}'} |")
         print(line, flush=True)
