@@ -151,13 +151,14 @@ def run_method(config: AmortisedConfig, refine_queries: int,
 
     return Method(NAME, AmortisedConfig, explain_group or not_fitted, perturbs_segments=False,
                   query_only=bool(refine_queries), queries_per_image=lambda cfg, h, w: max(1, refine_queries),
-                  working_bytes=working_bytes, diagnostics=run_diagnostics(refine_queries))
+                  working_bytes=working_bytes, diagnostics=run_diagnostics(refine_queries), splits_itself=True)
 
 
 def group_function(explainer, user_bb, refine_queries: int, fit_ids: Iterable[str],
                    devices: list | None = None) -> Callable[..., GroupResult]:
     """The `ExplainGroup` of a run: `explainer.explain(images)` (refine_queries = 0) or
-    `explainer.refine(user_bb, images, refine_queries, seed)`, plus "in_fit_set" per image.
+    `explainer.refine(user_bb, images, refine_queries, seed)`, plus "in_fit_set" per image. It
+    takes the group on the host and splits it over `devices` itself (`Method.splits_itself`).
 
     It ignores the pipeline's targets (the top-1 class, which the explainer explains by
     construction) and digests (the explainer derives its own keys from each image and the seed)."""

@@ -375,8 +375,10 @@ class _Run:
             return {} if prep.segmented is None else {"segmented": select_segments(prep.segmented, take[positions])}
 
         # `padded` is a multiple of the device count and the execution's group: one call, no more padding.
+        # A method that splits its groups itself gets them on the host (`Method.splits_itself`).
+        devices = None if self.method.splits_itself else self.devices
         result = run_groups(self.method.explain_group, self.device_bb, images, targets, digests, self.config,
-                            self.seed, execution=self.execution, per_group=per_group, devices=self.devices,
+                            self.seed, execution=self.execution, per_group=per_group, devices=devices,
                             image_ids=[prep.ids[prep.valid[r]] for r in take])
         return (result.maps[:count], result.timings,
                 {name: values[:count] for name, values in result.diagnostics.items()})

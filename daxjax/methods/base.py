@@ -84,6 +84,9 @@ class Method(NamedTuple):
       networks, their optimiser state and one step's activations).
     diagnostics: names of the per-image diagnostics its own `GroupResult` carries (may be empty);
       `diagnostics_of` adds those `call_group` computes for every query-only method.
+    splits_itself: its group function takes the group on the host and splits it over the devices
+      itself (dax-amortised: the explainer pads and shards its own parts), so a caller hands it
+      numpy arrays rather than sharding them first (which would cost a device-to-host copy back).
     """
 
     name: str
@@ -94,6 +97,7 @@ class Method(NamedTuple):
     queries_per_image: Callable[[Any, int, int], int]
     working_bytes: Callable[[Any, int, int, int], int]
     diagnostics: tuple[str, ...] = ()
+    splits_itself: bool = False
 
 
 #: Bytes a query-only method keeps per black-box query of an image besides its perturbation's
