@@ -86,7 +86,8 @@ def part_removal() -> None:
             rows = np.flatnonzero(kinds == kind)
             boxes = [cases.black_box(model, int(i)) for i in rows]
             r = blur_share(boxes, cases.images[rows], cases.targets[rows])
-            print(_line(f"real-model {kind}s, {model_zoo.NAMES[name]}", r), flush=True)
+            label = {"composite": "composites", "restricted": "restricted views"}[kind]
+            print(_line(f"real-model {label}, {model_zoo.NAMES[name]}", r), flush=True)
 
 
 def part_fashion() -> None:
