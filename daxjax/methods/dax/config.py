@@ -43,6 +43,10 @@ class DAXConfig(Replace, MovedExecutionFields):
         passed to `explain(..., segments=)` replace it.
       segmentation_options: keyword overrides passed to the segmenter (None).
       fill: what a switched-off segment shows: "image_mean" (default, the image's mean colour).
+        "blur" (the image blurred, sigma max(H, W) / 16) suits natural photos: on real models it
+        localises as well and ranks what insertion rewards better, but on synthetic scenes with a
+        flat background a blurred-out object still shows, and the maps spread (RESULTS.md, "DAX's
+        map ..., fills blur" and "Could DAX choose its fill per image?").
         "segment_mean" leaves a uniform segment unchanged, so switching it off removes nothing;
         "segment_grey" (the reference code's) keeps an object's silhouette, which a CNN still reads.
       kernel_width: proximity weight pi = exp(-d^2 / width^2), d the cosine distance of the
