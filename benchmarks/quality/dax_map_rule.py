@@ -160,17 +160,10 @@ def part_realmodels(model_name: str, budget: int, composites: int, restricted: i
 
 
 def part_fashion(budget: int, count: int, fill: str) -> list[str]:
-    import dataclasses
-
     import daxjax
-    from benchmarks.datasets.fashion.data import make_scenes
-    from benchmarks.quality.fashion import MODEL
-    from blackbox_adapters import OnnxBlackBox
+    from benchmarks.quality.fashion import correct_scenes
 
-    bb = OnnxBlackBox(MODEL, layout="NHWC", output="probs", intra_op_threads=2)
-    drawn = make_scenes(count, seed=123, split="test", size=64)
-    correct = bb(drawn.images).argmax(axis=1) == drawn.labels
-    scenes = dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct] for f in dataclasses.fields(drawn)})
+    bb, scenes = correct_scenes(count)
     targets = scenes.labels.astype(np.int32)
     config = daxjax.DAXConfig(num_samples=budget, effect_power=1.0, fill=fill)
     mask, effect, share, seconds = explain_recorded(bb, scenes.images, targets, config)

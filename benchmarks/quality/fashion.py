@@ -38,6 +38,20 @@ REFERENCE_SECTION = "## What deletion and insertion reward on the quality scenes
 MODEL = Path(__file__).resolve().parents[1] / "datasets" / "fashion" / "fashion_cnn.onnx"
 
 
+def correct_scenes(count: int):
+    """(black box, scenes): `fashion_cnn.onnx` on ONNX Runtime (2 threads) and the test scenes it
+    classifies correctly among the first `count` drawn (seed 123, 64 px), every field of the
+    `Scenes` kept for those scenes only: the scenes every Fashion table is scored on."""
+    from benchmarks.datasets.fashion.data import make_scenes
+    from blackbox_adapters import OnnxBlackBox
+
+    bb = OnnxBlackBox(MODEL, layout="NHWC", output="probs", intra_op_threads=2)
+    drawn = make_scenes(count, seed=123, split="test", size=64)
+    correct = bb(drawn.images).argmax(axis=1) == drawn.labels
+    return bb, dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct]
+                                             for f in dataclasses.fields(drawn)})
+
+
 def methods(budget: int) -> dict:
     """Method name -> (explain method, config) at the same query budget; every config is the
     method's default but for N. LIME and KernelSHAP also run with DAX's fill ("image_mean"),
@@ -186,18 +200,12 @@ def main(argv=None) -> None:
         parser.error(f"--parts {args.parts!r}: unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
 
     import daxjax
-    from benchmarks.datasets.fashion.data import make_scenes
-    from blackbox_adapters import OnnxBlackBox
 
     count = args.scenes or (16 if args.quick else 260)
     paper_scenes = (4 if args.quick else 32) if args.paper_scenes is None else args.paper_scenes
     ablation_scenes = (4 if args.quick else 32) if args.ablation_scenes is None else args.ablation_scenes
     budget = args.budget or (300 if args.quick else 2000)
-    bb = OnnxBlackBox(MODEL, layout="NHWC", output="probs", intra_op_threads=2)
-    drawn = make_scenes(count, seed=123, split="test", size=64)
-    correct = bb(drawn.images).argmax(axis=1) == drawn.labels
-    scenes = dataclasses.replace(drawn, **{f.name: getattr(drawn, f.name)[correct]
-                                           for f in dataclasses.fields(drawn)})
+    bb, scenes = correct_scenes(count)
     targets = scenes.labels.astype(np.int32)
     n = len(targets)
     command = "python -m benchmarks.quality.fashion " + " ".join(argv if argv is not None else sys.argv[1:])

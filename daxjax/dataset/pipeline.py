@@ -55,9 +55,9 @@ from daxjax.methods.registry import REGISTRY, check_takes_segments, resolve_conf
 from daxjax.inputs import InputError, check_seed, check_target, image_digest
 from daxjax.device.execution import Execution, resolve as resolve_execution
 from daxjax.device.querying import device_blackbox
+from daxjax.device.sharding import padded_count
 from daxjax.perturbation.segmentation import bucket_size, resize_label_map, segmenter_name
 from daxjax.perturbation.segments import HostSegments, host_segments, select_segments
-from daxjax.device.sharding import padded_count
 from daxjax.dataset.sources import (ImageReadError, Item, LabelMapSource, content_digest, first_items, image_shape,
                             open_source, read_image, read_label_map, source_length)
 from daxjax.dataset.store import (ResultStore, StoreWarning, config_record, diagnostics_table, load_results, part_name,
