@@ -187,3 +187,35 @@ def test_map_on_segments_is_the_masks_mean_over_each_segment():
         assert all(np.ptp(on[b][labels[b] == j]) < 1e-6 for j in range(16))  # one value per segment
         expected = (means - means.min()) / (means.max() - means.min())
         np.testing.assert_allclose(on[b], expected[labels[b]], atol=1e-5)
+
+
+def test_auto_fill_explains_each_image_with_the_fill_its_answers_spread_most_under():
+    """fill="auto": each image takes the candidate whose probe answers spread most, and its map is
+    exactly the one that fill alone gives (the probe's answers are the first of its N)."""
+    from daxjax.perturbation.fills import AUTO_FILLS
+
+    images, _, _ = scenes(range(4), size=32)
+    # Probing every sample makes the spread the fixed fills' own answer_spread, known independently.
+    config = SMALL.replace(fill="auto", fill_probe=SMALL.num_samples)
+    auto = daxjax.explain(red_fraction_box, images, config=config, seed=3)
+    fixed = [daxjax.explain(red_fraction_box, images, config=SMALL.replace(fill=f), seed=3) for f in AUTO_FILLS]
+    choice = auto.diagnostics["fill_choice"]
+    assert set(np.unique(choice)) <= {0.0, 1.0}
+    spreads = np.stack([ex.diagnostics["answer_spread"] for ex in fixed])            # [F, B]
+    clear = np.abs(spreads[1] - spreads[0]) > 0.01 * spreads.max(axis=0)
+    assert clear.any()
+    np.testing.assert_array_equal(choice[clear], spreads.argmax(axis=0)[clear])
+    for b, c in enumerate(choice.astype(int)):
+        np.testing.assert_allclose(auto.maps[b], fixed[c].maps[b], atol=1e-5)
+    assert np.isnan(fixed[0].diagnostics["fill_choice"]).all()
+    # A short probe: the same rule on the first fill_probe samples, still one fill's own map.
+    short = daxjax.explain(red_fraction_box, images, config=SMALL.replace(fill="auto", fill_probe=32), seed=3)
+    for b, c in enumerate(short.diagnostics["fill_choice"].astype(int)):
+        np.testing.assert_allclose(short.maps[b], fixed[c].maps[b], atol=1e-5)
+
+
+def test_auto_fill_is_dax_only_and_its_probe_positive():
+    with pytest.raises(ValueError, match="fill_probe"):
+        DAXConfig(fill="auto", fill_probe=0)
+    with pytest.raises(ValueError, match="fill"):
+        daxjax.LIMEConfig(fill="auto")

@@ -35,8 +35,12 @@ def _cases() -> dict:
         "occlusion": ("occlusion", daxjax.OcclusionConfig(window=12, stride=6)),
         # Recorded under the map rule of the time (the mask's grid x effects^0.1); the default since
         # 2026-12-05 paints the same training as the mask's mean per segment: "dax_segment_means".
-        "dax": ("dax", daxjax.DAXConfig(num_samples=300, steps=60, validations=3, map_on_segments=False)),
-        "dax_segment_means": ("dax", daxjax.DAXConfig(num_samples=300, steps=60, validations=3, map_on_segments=True)),
+        # Both with the image-mean fill, the default when they were recorded; "dax_auto" has today's.
+        "dax": ("dax", daxjax.DAXConfig(num_samples=300, steps=60, validations=3, map_on_segments=False,
+                                        fill="image_mean")),
+        "dax_segment_means": ("dax", daxjax.DAXConfig(num_samples=300, steps=60, validations=3, map_on_segments=True,
+                                                      fill="image_mean")),
+        "dax_auto": ("dax", daxjax.DAXConfig(num_samples=300, steps=60, validations=3, fill="auto")),
         "dax_image_student": ("dax", daxjax.DAXConfig.paper_v2(num_samples=200, resolution=16, mask_channels=4,
                                                                student_channels=(4, 8), student_hidden=8,
                                                                epochs=2, batch_size=32)),
@@ -74,14 +78,14 @@ def test_rise_and_occlusion_maps_are_the_recorded_ones(recorded, name):
     np.testing.assert_allclose(_explain(name).maps, recorded[f"{name}/maps"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["dax", "dax_segment_means", "dax_image_student"])
+@pytest.mark.parametrize("name", ["dax", "dax_segment_means", "dax_image_student", "dax_auto"])
 def test_dax_maps_and_diagnostics_are_the_recorded_ones(recorded, name):
     ex = _explain(name)
     np.testing.assert_allclose(ex.maps, recorded[f"{name}/maps"], atol=1e-6, rtol=0)
     names = sorted(key.split("/")[-1] for key in recorded if key.startswith(f"{name}/diagnostics/"))
-    # Recorded before the answer diagnostics every query-only method has (tests/test_uninformative.py):
-    # DAX's own ones must match; the answer ones are compared when a recording holds them.
-    answer = {"answer_spread", "informative"}
+    # Recorded before the answer diagnostics every query-only method has (tests/test_uninformative.py)
+    # and before fill_choice: DAX's own ones must match; those are compared when a recording holds them.
+    answer = {"answer_spread", "informative", "fill_choice"}
     assert sorted(set(names) - answer) == sorted(set(ex.diagnostics) - answer)
     for key in names:
         np.testing.assert_allclose(np.asarray(ex.diagnostics[key], np.float64),

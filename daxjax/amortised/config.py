@@ -34,10 +34,13 @@ class Teacher(Replace):
             raise ValueError(f"Teacher.queries_per_image must be >= 16, got {self.queries_per_image!r}")
 
     def dax_config(self, queries: int | None = None):
-        """The `DAXConfig` of the teacher (at `queries` instead of queries_per_image when given)."""
+        """The `DAXConfig` of the teacher (at `queries` instead of queries_per_image when given).
+
+        Its fill stays the image mean, the one the amortised results were measured with: DAX's default
+        fill="auto" probes two fills with 64 extra queries, too many for a teacher of a few hundred."""
         from daxjax.methods.dax.config import DAXConfig
 
-        return DAXConfig(num_samples=int(queries or self.queries_per_image))
+        return DAXConfig(num_samples=int(queries or self.queries_per_image), fill="image_mean")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,19 @@ FILL_METHODS = typing.get_args(FillMethod)
 #: What a masked pixel shows where masks are drawn on pixels (RISE, Occlusion, deletion/insertion).
 PixelFill = Literal["zero", "blur", "image_mean"]
 PIXEL_FILLS = typing.get_args(PixelFill)
+#: DAX's fills: any segment fill, or "auto", which gives each image the candidate of `AUTO_FILLS`
+#: its black box answers most to (`daxjax.methods.dax.engine.choose_fills`).
+DAXFill = Literal["auto", "segment_mean", "segment_grey", "blur", "zero", "image_mean"]
+#: The candidates of fill="auto", in order: ties go to the first.
+AUTO_FILLS = ("image_mean", "blur")
+
+
+def candidate_fills(images: Any, segments: np.ndarray | Segmentation, how: str) -> np.ndarray:
+    """`fill_images(images, segments, how)` [B, H, W, C], or for how="auto" every candidate of
+    `AUTO_FILLS` stacked on axis 1: [B, len(AUTO_FILLS), H, W, C]."""
+    if how != "auto":
+        return fill_images(images, segments, how)
+    return np.stack([fill_images(images, segments, name) for name in AUTO_FILLS], axis=1)
 
 
 def fill_images(

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from daxjax.perturbation.fills import fill_images
+from daxjax.perturbation.fills import candidate_fills
 from daxjax.inputs import InputError
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, query_targets
 from daxjax.perturbation.sampling import keep_masks, keep_vectors, segment_perturbations
@@ -30,7 +30,8 @@ class SegmentedImages(NamedTuple):
 
     images: jax.Array        # float32 [B, H, W, C]
     segments: jax.Array      # int32 [B, H, W], ids 0 .. num_segments[b] - 1
-    fills: jax.Array         # float32 [B, H, W, C], what a switched-off segment shows
+    fills: jax.Array         # float32 [B, H, W, C], what a switched-off segment shows ([B, F, H, W, C]:
+                             # fill="auto"'s candidates, until `engine.choose_fills` picks one per image)
     num_segments: jax.Array  # int32 [B]
     max_segments: int        # S_max, the padded keep-vector length (depends on the group)
 
@@ -43,7 +44,7 @@ class HostSegments(NamedTuple):
     """
 
     segments: np.ndarray      # int32 [B, H, W]
-    fills: np.ndarray         # float32 [B, H, W, C]
+    fills: np.ndarray         # float32 [B, H, W, C]; [B, F, H, W, C] for DAX's fill="auto" (candidates)
     num_segments: np.ndarray  # int32 [B]
     max_segments: int
 
@@ -59,7 +60,7 @@ def host_segments(images: np.ndarray, config, image_ids: list, labels=None) -> H
                              image_ids=image_ids)
     else:
         seg = label_map_segmentation(labels, images.shape[1:3], image_ids)
-    fills = fill_images(images, seg.segments, config.fill)
+    fills = candidate_fills(images, seg.segments, config.fill)
     return HostSegments(seg.segments, fills, seg.num_segments, seg.max_segments)
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, Mapping
 
 from daxjax._checks import Replace, check_fields
 from daxjax.device.execution import MovedExecutionFields, warn_moved_fields
-from daxjax.perturbation.fills import FillMethod
+from daxjax.perturbation.fills import DAXFill, FillMethod
 from daxjax.perturbation.segmentation import SegmentationMethod, Segmenter, check_segmenter
 
 __all__ = ["DAXConfig", "FillMethod", "MaskInput", "SegmentationMethod", "Variant"]
@@ -133,7 +133,8 @@ class DAXConfig(Replace, MovedExecutionFields):
     keep_prob: float = 0.5
     segmentation: SegmentationMethod | Segmenter = "quickshift"
     segmentation_options: Mapping[str, Any] | None = None
-    fill: FillMethod = "image_mean"
+    fill: DAXFill = "auto"
+    fill_probe: int = 64
     kernel_width: float = 0.25
 
     resolution: int = 48
@@ -183,9 +184,9 @@ class DAXConfig(Replace, MovedExecutionFields):
         "lambda_area", "normalize_loss", "bounded_q", "steps", "epochs", "minibatch_size", "learning_rate",
         "mask_learning_rate", "validation_fraction", "validations", "student_warmup")
     #: The fields that act before training (the perturbations: segmentation, segmentation_options,
-    #: fill; the samples' targets y and weights pi: target, kernel_width; the rows: restarts) or after
+    #: fill, fill_probe; the samples' targets y and weights pi: target, kernel_width; the rows: restarts) or after
     #: it (map_on_segments, effect_power paint the maps), so configs differing only in them share the trainer.
-    OTHER_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "target",
+    OTHER_FIELDS: ClassVar[tuple[str, ...]] = ("segmentation", "segmentation_options", "fill", "fill_probe", "target",
                                                "kernel_width", "restarts", "map_on_segments", "effect_power")
 
     # Deprecated: the execution settings (ignored, `daxjax.Execution`; InitVars of `MovedExecutionFields`,
@@ -205,7 +206,7 @@ class DAXConfig(Replace, MovedExecutionFields):
         check_segmenter(self.segmentation, "DAXConfig")
         # Choices come from the fields' Literal annotations.
         check_fields(self, positive=("num_samples", "resolution", "mask_cells", "epochs", "minibatch_size",
-                                     "restarts", "validations") + (("student_hidden",) if self.student == "image" else ()),
+                                     "restarts", "validations", "fill_probe") + (("student_hidden",) if self.student == "image" else ()),
                      optional_positive=("steps",), greater_than_zero=("gate_temperature",),
                      open_unit=("keep_prob",))
         if int(self.mask_channels) < 0 or (self.mask_channels == 0 and not self.mask_grid_bias):

@@ -49,6 +49,7 @@ from daxjax.methods.dax.train import (Batch, Samples, TrainData, Trained, Traine
                                       warmup_steps, weighted_r2)
 from daxjax.device.execution import Execution, query_chunk, rows_per_step
 from daxjax.device.querying import DeviceBlackBox, RenderedQueries, input_elements
+from daxjax.perturbation.fills import AUTO_FILLS
 from daxjax.perturbation.sampling import image_keys, proximity_weights, split_indices
 from daxjax.perturbation.segments import (HostSegments, SegmentedImages, segments_bound, draw_keep_vectors,
                                           query_segment_perturbations, segment_and_fill)
@@ -64,7 +65,9 @@ from daxjax.perturbation.segments import (HostSegments, SegmentedImages, segment
 #:   mask_contrast   max - min of the mask before the map is scaled to [0, 1] (0 flat).
 #:   trusted         heldout_fit >= FIT_FLOOR and the mask alive (contrast >= CONTRAST_FLOOR and
 #:                   area between AREA_RANGE): a map to act on; False flags it.
-DIAGNOSTICS = ("heldout_fit", "surrogate_fit", "mask_area", "mask_contrast", "trusted")
+#:   fill_choice     fill="auto": the position in `fills.AUTO_FILLS` of the fill the image was
+#:                   explained with (0 the image mean, 1 the blur); NaN for a fixed fill.
+DIAGNOSTICS = ("heldout_fit", "surrogate_fit", "mask_area", "mask_contrast", "trusted", "fill_choice")
 #: Below this held-out fit the student explains too little of the black box's answers for its
 #: mask to mean much (answers that are noise or a hash of the input score about 0).
 FIT_FLOOR = 0.2
@@ -215,7 +218,16 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     t0 = time.perf_counter()
     z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
     chunk = query_chunk(execution, batch, input_elements(images, queries))
-    y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
+    fill_choice = np.full(batch, np.nan, np.float32)
+    if group.fills.ndim == 5:  # fill="auto": the candidates answer the first perturbations
+        group, probe_answers, choice = choose_fills(device_bb, group, z, targets, chunk, image_ids,
+                                                    config.fill_probe)
+        fill_choice = np.asarray(choice, np.float32)
+        rest = z[:, probe_answers.shape[1]:]
+        y = probe_answers if rest.shape[1] == 0 else jnp.concatenate(
+            [probe_answers, query_segment_perturbations(device_bb, group, rest, targets, chunk, image_ids)], axis=1)
+    else:
+        y = query_segment_perturbations(device_bb, group, z, targets, chunk, image_ids, queries)
     chex.assert_shape(z, (batch, n, group.max_segments))
     chex.assert_shape(y, (batch, n))
     timings["queries"] = time.perf_counter() - t0
@@ -235,9 +247,36 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
                  for name, value in trained._asdict().items() if name not in ("maps", "effects")}
     per_image["surrogate_fit"] = np.asarray(surrogate)
     per_image["trusted"] = trusted(per_image)
+    per_image["fill_choice"] = fill_choice
     timings["training"] = time.perf_counter() - t0
     return GroupResult(maps, timings, {name: per_image[name].astype(np.float32 if name != "trusted" else bool)
                                        for name in DIAGNOSTICS})
+
+
+def choose_fills(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array, targets: np.ndarray,
+                 chunk: int, image_ids: list, probe: int) -> tuple[SegmentedImages, jax.Array, jax.Array]:
+    """fill="auto": gives each image the candidate fill (`fills.AUTO_FILLS`) its black box answers most to.
+
+    group.fills [B, F, H, W, C] holds the F candidates; each answers the image's first
+    k = min(probe, N) perturbations z[:, :k], and an image takes the candidate under which the
+    target's probability has the largest standard deviation over them (ties: the first). Why: a
+    fill the model barely reacts to leaves its evidence in place (a blurred-out object it still
+    recognises), so the perturbations say little about which segments matter; a fill that removes
+    the evidence makes them say more. Measured in RESULTS.md ("DAX's fill chosen per image by the
+    answers' spread"). The chosen candidate's k answers are the first k of the image's N, so an image's
+    map is exactly the one that fill alone would give, at F - 1 extra queries per probe perturbation.
+
+    Returns the group with fills [B, H, W, C], the chosen candidate's answers [B, k] and the
+    choice int32 [B] (positions in `AUTO_FILLS`).
+    """
+    k = min(int(probe), z.shape[1])
+    answers = jnp.stack([query_segment_perturbations(device_bb, group._replace(fills=group.fills[:, f]),
+                                                     z[:, :k], targets, chunk, image_ids)
+                         for f in range(group.fills.shape[1])])                      # [F, B, k]
+    choice = jnp.argmax(jnp.std(answers, axis=2), axis=0).astype(jnp.int32)          # first of equals
+    fills = jnp.take_along_axis(group.fills, choice[:, None, None, None, None], axis=1)[:, 0]
+    chosen = jnp.take_along_axis(answers, choice[None, :, None], axis=0)[0]
+    return group._replace(fills=fills), chosen, choice
 
 
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
@@ -271,9 +310,11 @@ def trusted(diagnostics: dict) -> np.ndarray:
 
 def working_bytes(config: DAXConfig, height: int, width: int, channels: int) -> int:
     """Device bytes one image needs while DAX explains it: its samples (keep-vectors padded to
-    `padded_segments`) and, per restart, `training_bytes`."""
+    `padded_segments`) and, per restart, `training_bytes`; fill="auto" adds its second candidate
+    fill (the budget counts one fill an image)."""
     segments = padded_segments(segments_bound(config))
-    return sample_bytes(config.num_samples, segments) + config.restarts * training_bytes(
+    extra_fills = (len(AUTO_FILLS) - 1) * 4 * height * width * channels if config.fill == "auto" else 0
+    return sample_bytes(config.num_samples, segments) + extra_fills + config.restarts * training_bytes(
         config.program_config(), channels, segments)
 
 
