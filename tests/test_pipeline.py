@@ -226,7 +226,7 @@ def test_a_generator_of_unknown_length_is_streamed_and_its_count_recorded(tmp_pa
 
 
 def test_dax_diagnostics_are_stored_and_loaded(tmp_path):
-    """Each image's held-out fit, mask state and trust flag reach the store, as explain gives them."""
+    """Each image's held-out fit, mask state, trust flag and chosen fill reach the store, as explain gives them."""
     folder = tmp_path / "images"
     write_pngs(folder, scenes(5))
     bb = OnnxBlackBox(bundled_model_path("colour_nchw"), layout="NCHW", output="logits")
@@ -240,7 +240,7 @@ def test_dax_diagnostics_are_stored_and_loaded(tmp_path):
     images = np.stack([np.asarray(Image.open(folder / f"img{i:03d}.png"), np.float32) / 255 for i in range(5)])
     direct = daxjax.explain(bb, images, targets=results.targets, config=config,
                             execution=daxjax.Execution(images_per_group=4))
-    for name in ("heldout_fit", "surrogate_fit", "mask_area", "answer_spread"):
+    for name in ("heldout_fit", "surrogate_fit", "mask_area", "answer_spread", "fill_choice"):
         np.testing.assert_allclose(results.diagnostics[name], direct.diagnostics[name], atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(results.trusted, direct.trusted)
     # The other query-only methods store the diagnostics they have: whether the answers changed.

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quality import fill_choice_note
+
 from benchmarks.quality.dax_variants import ablation_variants
 from benchmarks.results import RESULTS, write_section
 
@@ -123,6 +125,9 @@ def explain_and_score(bb, scenes, targets, method: str, config) -> dict:
     start = time.perf_counter()
     ex = daxjax.explain(bb, scenes.images, targets=targets, method=method, config=config, seed=0)
     seconds = (time.perf_counter() - start) / len(targets)
+    note = fill_choice_note(method, ex.diagnostics)
+    if note:
+        print(note, flush=True)
     wrong = daxjax.metrics.sensitivity(bb, scenes.images, scenes.masks, method=method, config=config, seed=0)
     return score(bb, scenes, ex.maps, targets, seconds, wrong)
 

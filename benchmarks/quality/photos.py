@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from benchmarks.quality import fill_choice_note
 from benchmarks.results import write_section
 
 SECTION = "## Real photos, a real model: deletion and insertion (issues 3 and 5)"
@@ -124,6 +125,9 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         ex = daxjax.explain(bb, images, targets=targets, method=method, config=config, seed=0)
         rows[name] = scored(ex.maps) + ((time.perf_counter() - start) / len(images),)
+        note = fill_choice_note(name, ex.diagnostics)
+        if note:
+            print(note, flush=True)
     rise_deletion = rows["RISE"][0] if "RISE" in rows else None
     for name, (deletion, insertion, seconds) in rows.items():
         wins = "—" if name == "RISE" or rise_deletion is None else \

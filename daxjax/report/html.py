@@ -22,6 +22,7 @@ import numpy as np
 from daxjax._checks import positive_int
 from daxjax.inputs import InputError
 from daxjax.methods.dax.engine import FIT_FLOOR
+from daxjax.perturbation.fills import AUTO_FILLS
 from daxjax.report import viz
 
 
@@ -148,6 +149,9 @@ def trust_note(diagnostics: Mapping[str, np.ndarray], i: int) -> str:
         return ""
     fit, surrogate = float(diagnostics["heldout_fit"][i]), float(diagnostics["surrogate_fit"][i])
     text = f"held-out fit {fit:.2f} (linear {surrogate:.2f})"
+    choice = float(diagnostics["fill_choice"][i]) if "fill_choice" in diagnostics else float("nan")
+    if not np.isnan(choice):  # fill="auto" chose this image's fill
+        text += f", fill {AUTO_FILLS[int(choice)].replace('_', ' ')}"
     if bool(diagnostics["trusted"][i]):
         return f'<br><span class="values">{escape(text)}</span>'
     if fit < FIT_FLOOR:

@@ -42,13 +42,18 @@ class DAXConfig(Replace, MovedExecutionFields):
         Anything, see `paper_v3`); its maps are checked, never replaced by a grid. Label maps
         passed to `explain(..., segments=)` replace it.
       segmentation_options: keyword overrides passed to the segmenter (None).
-      fill: what a switched-off segment shows: "image_mean" (default, the image's mean colour).
-        "blur" (the image blurred, sigma max(H, W) / 16) suits natural photos: on real models it
-        localises as well and ranks what insertion rewards better, but on synthetic scenes with a
-        flat background a blurred-out object still shows, and the maps spread (RESULTS.md, "DAX's
-        map ..., fills blur" and "Could DAX choose its fill per image?").
+      fill: what a switched-off segment shows. "auto" (default): per image, the image's mean colour
+        or its blur, whichever the black box's answers to the image's first `fill_probe`
+        perturbations spread more under (`engine.choose_fills`; diagnostic `fill_choice`); the
+        map is the one that fill alone gives, at `fill_probe` extra queries. Why: "blur" (the image
+        blurred, sigma max(H, W) / 16) suits natural photos (on real models it localises as well and
+        ranks what insertion rewards better), but on synthetic scenes a blurred-out object still
+        shows and the maps spread; "image_mean" is the other way round, and which one a model
+        reacts to more tells them apart (RESULTS.md, "DAX's fill chosen per image").
         "segment_mean" leaves a uniform segment unchanged, so switching it off removes nothing;
         "segment_grey" (the reference code's) keeps an object's silhouette, which a CNN still reads.
+      fill_probe: perturbations per image answered under both candidate fills of fill="auto"
+        (64; unused by the other fills).
       kernel_width: proximity weight pi = exp(-d^2 / width^2), d the cosine distance of the
         keep-vector to all-ones (0.25, LIME's kernel as in the reference code).
 
