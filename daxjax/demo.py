@@ -86,7 +86,9 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     bb(images)
     rate = len(images) / (time.perf_counter() - start)
-    queries = len(images) * (2 * args.num_samples + 4 * 2 * (args.auc_steps + 1))
+    dax_config = configs["DAX"][1]
+    fill_probe = min(dax_config.fill_probe, dax_config.num_samples) if dax_config.fill == "auto" else 0
+    queries = len(images) * (2 * args.num_samples + fill_probe + 4 * 2 * (args.auc_steps + 1))
     print(f"Explaining {len(images)} photos ({', '.join(names)}) at 224x224 with EfficientNet-Lite0 "
           f"[{', '.join(bb.providers)}]: DAX and RISE, N={args.num_samples} perturbations each "
           f"(defaults: DAX 2000, RISE 4000; fewer keep the demo within a few minutes on 2 CPU cores). "

@@ -23,6 +23,11 @@ costs three queries an image (p is one of them).
             fill); IoU per scene; the rule's IoU for several delta is each scene's IoU under the fill
             the rule gives it (an image's map depends on nothing else, so this is exactly what the
             rule would give)
+
+This rule gave blur to too many Fashion scenes (RESULTS.md, "Could DAX choose its fill per image?").
+The rule DAX adopted, fill="auto", asks instead under which fill the black box's answers to the
+image's first perturbations spread more (`daxjax.methods.dax.engine.choose_fills`; RESULTS.md,
+"DAX's fill chosen per image: fill="auto"").
 """
 
 from __future__ import annotations
