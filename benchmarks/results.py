@@ -23,6 +23,7 @@ GROUPS = (
         "## DAX's map: the mask and the segment effects combined (issue 18)",
         "## DAX's map: the mask and the segment effects combined, fills blur (issue 18)",
         "## Could DAX choose its fill per image? (issue 18)",
+        "## DAX's fill chosen per image: fill=\"auto\" (issue 18)",
         "## DAX's map: the mask and the segment effects combined, models lite2 (issue 18)",
         "## Real photos, a real model: deletion and insertion (issues 3 and 5)",
     )),
