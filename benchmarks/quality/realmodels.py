@@ -382,7 +382,7 @@ def main(argv=None) -> None:
                     table()
                     table("\n".join(HEADER))
                     presets = {name: row for name, row in methods(budget, side, presets=True).items()
-                               if name.startswith("DAX")}
+                               if name.startswith("DAX") and (not args.methods or name in args.methods.split(","))}
                     run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table,
                              kept_only=args.kept_only)
                 table()
