@@ -56,7 +56,7 @@ def correct_scenes(count: int):
 
 def methods(budget: int) -> dict:
     """Method name -> (explain method, config) at the same query budget; every config is the
-    method's default but for N. LIME and KernelSHAP also run with DAX's fill ("image_mean"),
+    method's default but for N. LIME and KernelSHAP also run with the image-mean fill,
     which is better than their own default ("blur") on these scenes: both rows are reported."""
     import daxjax
 

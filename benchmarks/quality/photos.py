@@ -13,7 +13,7 @@ get a low top-1 probability; they are kept: a user's data is not chosen for the 
 Every method gets the same N (Occlusion: the nearest window count). The black box's answers are
 cached by query (each distinct input is answered once), which matters only when rows share inputs.
 References: a random map and a centred Gaussian. `--methods` can add rows with the fills swapped
-(`SWAPPED_FILLS`: DAX with the blur fill, LIME and KernelSHAP with DAX's image-mean fill): insertion
+(`SWAPPED_FILLS`: DAX with the blur fill alone, LIME and KernelSHAP with the image-mean fill): insertion
 starts from a blurred photo, and these rows tell how much of a method's insertion AUC is its fill.
 """
 
@@ -49,8 +49,9 @@ class AnswerCache:
         return np.stack([self.answers[key] for key in keys])
 
 
-#: Rows with the fills swapped (DAX's default fill is the image mean, LIME's and KernelSHAP's the
-#: blur insertion starts from): run only when named in --methods, to tell the fill from the method.
+#: Rows with one fill each (DAX's default chooses the image mean or the blur per image; LIME's and
+#: KernelSHAP's default is the blur insertion starts from): DAX with the blur alone, LIME and
+#: KernelSHAP with the image mean; run only when named in --methods, to tell the fill from the method.
 SWAPPED_FILLS = ("DAX (ours) with blur fill", "LIME with image-mean fill", "KernelSHAP with image-mean fill")
 
 

@@ -262,8 +262,8 @@ def choose_fills(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array
     target's probability has the largest standard deviation over them (ties: the first). Why: a
     fill the model barely reacts to leaves its evidence in place (a blurred-out object it still
     recognises), so the perturbations say little about which segments matter; a fill that removes
-    the evidence makes them say more. Measured in RESULTS.md ("DAX's fill chosen per image by the
-    answers' spread"). The chosen candidate's k answers are the first k of the image's N, so an image's
+    the evidence makes them say more. Measured in RESULTS.md ("DAX's fill chosen per image:
+    fill="auto""). The chosen candidate's k answers are the first k of the image's N, so an image's
     map is exactly the one that fill alone would give, at F - 1 extra queries per probe perturbation.
 
     Returns the group with fills [B, H, W, C], the chosen candidate's answers [B, k] and the
