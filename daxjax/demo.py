@@ -70,6 +70,7 @@ def main(argv=None) -> None:
     from blackbox_adapters import efficientnet_lite0
     from daxjax.explain import explain
     from daxjax.methods.dax.config import DAXConfig
+    from daxjax.methods.dax.engine import probe_queries
     from daxjax.methods.rise import RISEConfig
     from daxjax.report.images import write_report
     from daxjax.report.viz import save_grid, save_panel
@@ -86,9 +87,7 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     bb(images)
     rate = len(images) / (time.perf_counter() - start)
-    dax_config = configs["DAX"][1]
-    fill_probe = min(dax_config.fill_probe, dax_config.num_samples) if dax_config.fill == "auto" else 0
-    queries = len(images) * (2 * args.num_samples + fill_probe + 4 * 2 * (args.auc_steps + 1))
+    queries = len(images) * (2 * args.num_samples + probe_queries(configs["DAX"][1]) + 4 * 2 * (args.auc_steps + 1))
     print(f"Explaining {len(images)} photos ({', '.join(names)}) at 224x224 with EfficientNet-Lite0 "
           f"[{', '.join(bb.providers)}]: DAX and RISE, N={args.num_samples} perturbations each "
           f"(defaults: DAX 2000, RISE 4000; fewer keep the demo within a few minutes on 2 CPU cores). "

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.quality import fill_choice_note
-
 from benchmarks.quality.dax_variants import ablation_variants
 from benchmarks.results import RESULTS, write_section
 

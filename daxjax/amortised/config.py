@@ -19,7 +19,8 @@ __all__ = ["AmortisedConfig", "Nets", "Refine", "Teacher", "Training"]
 @dataclasses.dataclass(frozen=True)
 class Teacher(Replace):
     """The per-image explainer whose maps the mask network learns: DAX's default (`DAXConfig`) with
-    the image-mean fill (`dax_config`) at `queries_per_image` queries an image, each fitted image explained for its top-1 class.
+    the image-mean fill (`dax_config`) at `queries_per_image` queries an image, each fitted image
+    explained for its top-1 class.
 
     queries_per_image: black-box queries DAX spends on each fitted image (its N; the first is the
       unperturbed image). 250 is where DAX's maps on the Fashion scenes equal those at N = 2000

@@ -211,7 +211,8 @@ class DAXConfig(Replace, MovedExecutionFields):
         check_segmenter(self.segmentation, "DAXConfig")
         # Choices come from the fields' Literal annotations.
         check_fields(self, positive=("num_samples", "resolution", "mask_cells", "epochs", "minibatch_size",
-                                     "restarts", "validations", "fill_probe") + (("student_hidden",) if self.student == "image" else ()),
+                                     "restarts", "validations", "fill_probe")
+                     + (("student_hidden",) if self.student == "image" else ()),
                      optional_positive=("steps",), greater_than_zero=("gate_temperature",),
                      open_unit=("keep_prob",))
         if int(self.mask_channels) < 0 or (self.mask_channels == 0 and not self.mask_grid_bias):

@@ -279,6 +279,14 @@ def choose_fills(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array
     return group._replace(fills=fills), chosen, choice
 
 
+def probe_queries(config: DAXConfig) -> int:
+    """Black-box queries an image costs beyond its N: fill="auto"'s other candidates answering its
+    first min(fill_probe, N) perturbations (`choose_fills`); 0 for a fixed fill."""
+    if config.fill != "auto":
+        return 0
+    return (len(AUTO_FILLS) - 1) * min(config.fill_probe, config.num_samples)
+
+
 def _restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
     """[B] keys -> [B * K] keys, row b * K + k for restart k of image b."""
     return jax.vmap(lambda key: jax.vmap(lambda r: jax.random.fold_in(key, r))(
