@@ -80,3 +80,49 @@ def test_a_kept_dax_row_repainted_from_its_parts_is_the_engines_map():
     after = daxjax.explain(red_fraction_box, images, config=config.replace(map_on_segments=True)).maps
     np.testing.assert_allclose(painted(parts, 1.0, 0.1), after, atol=1e-6)
     assert np.abs(after - before).max() > 1e-2  # the two paintings differ
+
+
+def test_rows_are_kept_case_by_case_and_more_cases_explain_only_the_new_ones(tmp_path):
+    """`explained` with a pool: a stopped run keeps its chunks, a larger selection of cases pays
+    queries only for the cases not kept, and the maps equal those of one unpooled run."""
+    from benchmarks.datasets.realmodels.cases import Cases
+    from benchmarks.quality.realmodels import explained
+    from blackbox_adapters import CallableBlackBox
+
+    rng = np.random.default_rng(0)
+    n, side = 5, 32
+    images = rng.uniform(size=(n, side, side, 3)).astype(np.float32)
+    masks = np.zeros((n, side, side), bool)
+    masks[:, 8:20, 8:20] = True
+    cases = Cases(["composite"] * 3 + ["restricted"] * 2, [f"case {i}" for i in range(n)], images, masks,
+                  np.zeros(n, np.int32), np.full(n, 0.5, np.float32), [None] * 3 + [masks[3], masks[4]])
+    queried = []
+
+    def answers(x):
+        queried.append(len(x))
+        p = 1.0 / (1.0 + np.exp(-4.0 * (x[:, 8:20, 8:20].mean((1, 2, 3)) - 0.5)))
+        return np.stack([p, 1.0 - p], axis=1).astype(np.float32)
+
+    model = CallableBlackBox(answers, num_classes=2, output="probs")
+    config = daxjax.RISEConfig(num_samples=60)
+    pool = tmp_path / "pool"
+
+    def row(chosen, store, chunk=2, fresh=False, cfg=config):
+        before = sum(queried)
+        maps, seconds, _ = explained(model, chosen, "RISE", "rise", cfg, tmp_path / store, fresh, pool=pool, chunk=chunk)
+        assert seconds > 0
+        return maps, sum(queried) - before
+
+    first, per_two = row(cases.select([0, 3]), "two", chunk=1)
+    assert len(list((pool / "rise").glob("*.npz"))) == 2            # one chunk a case
+    every, paid = row(cases, "five")
+    assert paid * 2 == per_two * 3                                     # only the 3 new cases were queried
+    assert len(list((pool / "rise").glob("*.npz"))) == 4            # 2 kept + the 3 new ones in chunks of 2
+    np.testing.assert_allclose(every[[0, 3]], first, atol=1e-5)
+    alone, _, _ = explained(model, cases, "RISE", "rise", config, tmp_path / "alone", False)
+    np.testing.assert_allclose(every, alone, atol=1e-5)
+    assert row(cases, "five again")[1] == 0                           # all kept: no query
+    assert row(cases, "other config", cfg=config.replace(num_samples=40))[1] > 0
+    again, paid = row(cases.select([1, 2]), "fresh", fresh=True)
+    assert paid > 0
+    np.testing.assert_allclose(again, every[[1, 2]], atol=1e-5)

@@ -9,7 +9,9 @@ kept when the model's top-1 is the object's class (ground truth = the pasted pix
 views (the model sees only a region R of a photo, grey elsewhere: ground truth = R). Models:
 EfficientNet-Lite0 (224 px, bundled) and EfficientNet-Lite2 (260 px, exported on first use,
 `models.py`). Every method gets the same N; Occlusion's stride is chosen so that its window count is
-closest to N. Maps of each row are kept under `--out` and reused by a rerun (`--fresh` recomputes).
+closest to N. Maps of each row are kept under `--out` and reused by a rerun (`--fresh` recomputes),
+case by case: a run stopped midway keeps the chunks it finished, and a table of more cases (a larger
+`--large-n-cases`) explains only the cases a smaller one has not.
 
 Columns:
   IoU            mean (std) IoU of the map thresholded at mean + 1 std with the ground truth
@@ -199,13 +201,20 @@ def parts_path(store: Path, name: str) -> Path:
     return store / f"{slug(name)}.parts.npz"
 
 
-def explained(model, cases: Cases, name: str, method: str, config, store: Path, fresh: bool, black_boxes=None):
+def explained(model, cases: Cases, name: str, method: str, config, store: Path, fresh: bool, black_boxes=None,
+              pool: Path | None = None, chunk: int = 20):
     """(maps, seconds, diagnostics) of one row, kept in `store` and reused unless `fresh`.
 
     A DAX row with one restart also keeps what its maps are built from (`parts_path`: the mask M,
     the segment effects E and the mask's mean per segment S, each [n, side, side] in case order, as
     `dax_map_rule.recorded_parts` records them), so that the map rules are compared on this very
-    training without training again."""
+    training without training again.
+
+    pool: a folder of this model and budget where each case's map is kept by case (`explain_pooled`),
+    shared by every case selection (the first 15 cases, the first 40, all 100): cases already there
+    are not explained again, the others are explained `chunk` cases at a time and each chunk kept
+    at once, so that a stopped run loses at most one chunk. None (the ablation, whose variants share
+    one answer cache per case group): the row is explained in one go."""
     path = store / f"{slug(name)}.npz"
     record = method == "dax" and getattr(config, "restarts", 1) == 1 and getattr(config, "student", "") == "segments"
     if path.is_file() and not fresh:
@@ -220,29 +229,98 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
             # repainted from the kept parts once these are shown to give the kept maps; without
             # parts, or when they do not give them, trained again.
             if not parts_path(store, name).is_file():
-                return explained(model, cases, name, method, config, store, True, black_boxes)
+                return explained(model, cases, name, method, config, store, True, black_boxes, pool, chunk)
             with np.load(parts_path(store, name)) as parts:
                 parts = dict(parts)
             if np.abs(painted(parts, *kept) - maps).max() > 1e-5:
-                return explained(model, cases, name, method, config, store, True, black_boxes)
+                return explained(model, cases, name, method, config, store, True, black_boxes, pool, chunk)
             maps = painted(parts, *painting(config))
         return maps, float(saved["seconds"]), diagnostics
-    log: list = []
-    if record:
-        from benchmarks.quality.dax_map_rule import recorded_parts
-
-        with recorded_parts(log):
-            maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+    if pool is not None:
+        maps, seconds, diagnostics, parts = explain_pooled(model, cases, method, config, pool / slug(name), chunk,
+                                                           fresh, record)
     else:
-        maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+        maps, seconds, diagnostics, parts = explain_recording(model, cases, method, config, record, black_boxes)
     store.mkdir(parents=True, exist_ok=True)
-    if record:  # the log follows case_groups' order, each group's images in order
-        order = np.argsort(np.concatenate(case_groups(cases)), kind="stable")
-        masks, effects, shares = (np.concatenate([entry[k] for entry in log])[order] for k in range(3))
-        np.savez_compressed(parts_path(store, name), masks=masks, effects=effects, shares=shares)
+    if record:
+        np.savez_compressed(parts_path(store, name), **parts)
     extra = {"painting": np.array(painting(config), np.float64)} if record else {}
     np.savez_compressed(path, maps=maps, seconds=seconds, **extra, **{f"diag_{k}": v for k, v in diagnostics.items()})
     return maps, seconds, diagnostics
+
+
+def explain_recording(model, cases: Cases, method: str, config, record: bool, black_boxes=None):
+    """`explain_cases`' (maps, seconds, diagnostics) and, when `record`, the DAX parts in case order
+    ({"masks", "effects", "shares"}, each [n, side, side]; else {})."""
+    if not record:
+        maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+        return maps, seconds, diagnostics, {}
+    from benchmarks.quality.dax_map_rule import recorded_parts
+
+    log: list = []
+    with recorded_parts(log):
+        maps, seconds, diagnostics, _ = explain_cases(model, cases, method, config, black_boxes=black_boxes)
+    order = np.argsort(np.concatenate(case_groups(cases)), kind="stable")  # the log follows case_groups' order
+    masks, effects, shares = (np.concatenate([entry[k] for entry in log])[order] for k in range(3))
+    return maps, seconds, diagnostics, {"masks": masks, "effects": effects, "shares": shares}
+
+
+def case_keys(cases: Cases) -> list[str]:
+    """What identifies each case's explanation under one config: a digest of its image, target and
+    region (an explanation depends only on image, target, seed and config; the seed is fixed here)."""
+    keys = []
+    for i in range(len(cases)):
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(np.ascontiguousarray(cases.images[i], np.float32).tobytes())
+        digest.update(np.int64(cases.targets[i]).tobytes())
+        if cases.regions[i] is not None:
+            digest.update(np.packbits(np.asarray(cases.regions[i], bool)).tobytes())
+        keys.append(digest.hexdigest())
+    return keys
+
+
+def config_label(method: str, config) -> str:
+    """The method and its whole config as text: a kept case is reused only under the same one."""
+    return f"{method}: {config!r}"
+
+
+def explain_pooled(model, cases: Cases, method: str, config, folder: Path, chunk: int, fresh: bool, record: bool):
+    """`explain_recording` for `cases`, taking each case already kept in `folder` under the same
+    config and explaining the rest `chunk` at a time, each chunk kept (an .npz of its case keys,
+    maps, per-image seconds, diagnostics and parts) as soon as it is done. seconds: the mean over
+    the cases of their chunk's seconds per image. fresh: every case is explained again and the kept
+    chunks holding any of them are removed."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    keys, label = case_keys(cases), config_label(method, config)
+    kept: dict = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in sorted(folder.glob("*.npz")):
+        with np.load(file) as saved:
+            if str(saved["config"]) != label:
+                continue
+            if fresh and set(saved["case_keys"].tolist()) & set(keys):
+                file.unlink()
+                continue
+            for i, key in enumerate(saved["case_keys"].tolist()):
+                kept[key] = {name: saved[name][i] for name in saved.files if name not in ("case_keys", "config")}
+    missing = [i for i, key in enumerate(keys) if key not in kept]
+    for start in range(0, len(missing), chunk):
+        indices = missing[start:start + chunk]
+        maps, seconds, diagnostics, parts = explain_recording(model, cases.select(indices), method, config, record)
+        entries = {"maps": maps, "seconds": np.full(len(indices), seconds),
+                   **{f"diag_{k}": v for k, v in diagnostics.items()}, **{f"part_{k}": v for k, v in parts.items()}}
+        chunk_keys = [keys[i] for i in indices]
+        np.savez_compressed(folder / f"{chunk_keys[0]}-{len(indices)}.npz", case_keys=np.array(chunk_keys),
+                            config=np.array(label), **entries)
+        for j, key in enumerate(chunk_keys):
+            kept[key] = {name: values[j] for name, values in entries.items()}
+        print(f"  {folder.name}: {len(missing) - start - len(indices)} of {len(missing)} cases left", flush=True)
+    rows = [kept[key] for key in keys]
+    stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+    diagnostics = {name[5:]: values for name, values in stacked.items() if name.startswith("diag_")}
+    parts = {name[5:]: values for name, values in stacked.items() if name.startswith("part_")}
+    return stacked["maps"], float(stacked["seconds"].mean()), diagnostics, parts
 
 
 #: The painting of DAX rows kept before rows recorded theirs (the default until 2026-12-05).
@@ -254,15 +332,17 @@ def painting(config) -> tuple[float, float]:
     return float(config.map_on_segments), float(config.effect_power)
 
 
-def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kept_only: bool = False) -> dict:
+def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kept_only: bool = False,
+             pool: Path | None = None, chunk: int = 20) -> dict:
     """Explains and scores every row; prints and publishes its line; returns the scores.
-    kept_only: rows whose maps are not kept in `store` are listed as not run instead of explained."""
+    kept_only: rows whose maps are not kept in `store` are listed as not run instead of explained.
+    pool, chunk: where cases are kept one by one, and how many are explained at a time (`explained`)."""
     results = {}
     for name, (method, config) in rows.items():
         if kept_only and not (store / f"{slug(name)}.npz").is_file():
             out(f"| {name} | not run yet | | | | | | | |", publish=True)
             continue
-        maps, seconds, _ = explained(model, cases, name, method, config, store, fresh)
+        maps, seconds, _ = explained(model, cases, name, method, config, store, fresh, pool=pool, chunk=chunk)
         results[name] = scored(model, cases, maps, store / f"{slug(name)}.scores.npz")
         out(row_line(name, cases, results[name], seconds), publish=True)
     return results
@@ -318,6 +398,9 @@ def main(argv=None) -> None:
                         help="comma-separated row names to run (e.g. RISE,LIME); default all")
     parser.add_argument("--out", default="out/realmodels", help="where each row's maps are kept")
     parser.add_argument("--fresh", action="store_true", help="recompute rows whose maps are kept")
+    parser.add_argument("--chunk", type=int, default=20,
+                        help="cases explained at a time, each chunk kept at once under --out (by case, shared "
+                             "by every selection of cases: a larger --large-n-cases reuses a smaller one's)")
     parser.add_argument("--kept-only", action="store_true",
                         help="table only the rows whose maps are kept (others are listed as not run): "
                              "a partial table while a run is still under way")
@@ -361,6 +444,7 @@ def main(argv=None) -> None:
                      f"target probability {np.median(cases.scores):.2f} median ({cases.scores.min():.2f} to "
                      f"{cases.scores.max():.2f}).")
             store = Path(args.out) / f"{model_name}_seed{args.seed}_N{budget}_{len(cases)}cases"
+            pool = Path(args.out) / f"{model_name}_N{budget}_by_case"
             title = f"### {model_zoo.NAMES[model_name]} ({side} px), N = {budget}"
             if table is not None:
                 table(title)
@@ -373,7 +457,8 @@ def main(argv=None) -> None:
                 rows = methods(budget, side, presets=False)
                 if args.methods:
                     rows = {name: row for name, row in rows.items() if name in args.methods.split(",")}
-                run_rows(model, cases, rows, store, args.fresh, table, kept_only=args.kept_only)
+                run_rows(model, cases, rows, store, args.fresh, table, kept_only=args.kept_only, pool=pool,
+                         chunk=args.chunk)
                 if args.preset_cases and budget == budgets[0]:
                     subset = cases.select(range(min(args.preset_cases, len(cases))))
                     table()
@@ -384,7 +469,7 @@ def main(argv=None) -> None:
                     presets = {name: row for name, row in methods(budget, side, presets=True).items()
                                if name.startswith("DAX") and (not args.methods or name in args.methods.split(","))}
                     run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table,
-                             kept_only=args.kept_only)
+                             kept_only=args.kept_only, pool=pool, chunk=args.chunk)
                 table()
             if ablation is not None and model_name == args.models.split(",")[0] and budget == budgets[0]:
                 ablation(title + ": DAX's default and one change at a time")
