@@ -189,16 +189,16 @@ def test_map_on_segments_is_the_masks_mean_over_each_segment():
         np.testing.assert_allclose(on[b], expected[labels[b]], atol=1e-5)
 
 
-def test_auto_fill_explains_each_image_with_the_fill_its_answers_spread_most_under():
-    """fill="auto": each image takes the candidate whose probe answers spread most, and its map is
-    exactly the one that fill alone gives (the probe's answers are the first of its N)."""
+def check_auto_fill(black_box, images) -> np.ndarray:
+    """fill="auto" on `images`: each image takes the candidate whose probe answers spread most, and
+    its map is exactly the one that fill alone gives (the probe's answers are the first of its N).
+    Returns the choices [B] (0 image mean, 1 blur)."""
     from daxjax.perturbation.fills import AUTO_FILLS
 
-    images, _, _ = scenes(range(4), size=32)
     # Probing every sample makes the spread the fixed fills' own answer_spread, known independently.
     config = SMALL.replace(fill="auto", fill_probe=SMALL.num_samples)
-    auto = daxjax.explain(red_fraction_box, images, config=config, seed=3)
-    fixed = [daxjax.explain(red_fraction_box, images, config=SMALL.replace(fill=f), seed=3) for f in AUTO_FILLS]
+    auto = daxjax.explain(black_box, images, config=config, seed=3)
+    fixed = [daxjax.explain(black_box, images, config=SMALL.replace(fill=f), seed=3) for f in AUTO_FILLS]
     choice = auto.diagnostics["fill_choice"]
     assert set(np.unique(choice)) <= {0.0, 1.0}
     spreads = np.stack([ex.diagnostics["answer_spread"] for ex in fixed])            # [F, B]
@@ -209,9 +209,33 @@ def test_auto_fill_explains_each_image_with_the_fill_its_answers_spread_most_und
         np.testing.assert_allclose(auto.maps[b], fixed[c].maps[b], atol=1e-5)
     assert np.isnan(fixed[0].diagnostics["fill_choice"]).all()
     # A short probe: the same rule on the first fill_probe samples, still one fill's own map.
-    short = daxjax.explain(red_fraction_box, images, config=SMALL.replace(fill="auto", fill_probe=32), seed=3)
+    short = daxjax.explain(black_box, images, config=SMALL.replace(fill="auto", fill_probe=32), seed=3)
     for b, c in enumerate(short.diagnostics["fill_choice"].astype(int)):
         np.testing.assert_allclose(short.maps[b], fixed[c].maps[b], atol=1e-5)
+    return choice
+
+
+def test_auto_fill_explains_each_image_with_the_fill_its_answers_spread_most_under():
+    images, _, _ = scenes(range(4), size=32)
+    assert (check_auto_fill(red_fraction_box, images) == 0).any()
+
+
+def test_auto_fill_takes_the_blur_where_the_image_mean_changes_nothing_the_model_reads():
+    """A model that reads only a centre square painted in the image's own mean colour: the
+    image-mean fill leaves every answer as it was, the blur (bleeding the dark and light halves
+    into the square's rim) does not, so every image must take the blur, with the blur's own map."""
+    def centre_grey(x):
+        centre = np.asarray(x)[:, 10:22, 10:22]
+        p = 1.0 / (1.0 + np.exp(-40.0 * (0.1 - np.abs(centre - 0.5).mean(axis=(1, 2, 3)))))
+        return np.stack([p, 1.0 - p], axis=1).astype(np.float32)
+
+    images = np.zeros((3, 32, 32, 3), np.float32)
+    for b, dark in enumerate((0.1, 0.2, 0.3)):
+        images[b, :, :16], images[b, :, 16:] = dark, 1.0 - dark      # halves around the mean 0.5
+    images[:, 10:22, 10:22] = 0.5                                     # symmetric: the mean stays 0.5
+    black_box = CallableBlackBox(centre_grey, num_classes=2, output="probs")
+    with pytest.warns(daxjax.UninformativeWarning, match="3 of 3"):  # the image-mean fill's own run
+        assert (check_auto_fill(black_box, images) == 1).all()
 
 
 def test_auto_fill_is_dax_only_and_its_probe_positive():
