@@ -208,10 +208,13 @@ def check_auto_fill(black_box, images) -> np.ndarray:
     for b, c in enumerate(choice.astype(int)):
         np.testing.assert_allclose(auto.maps[b], fixed[c].maps[b], atol=1e-5)
     assert np.isnan(fixed[0].diagnostics["fill_choice"]).all()
-    # A short probe: the same rule on the first fill_probe samples, still one fill's own map.
+    # A short probe: the same rule on the first fill_probe samples, still one fill's own map, and
+    # its answer diagnostics those of that fill's N answers (not the probe's under the other fill).
     short = daxjax.explain(black_box, images, config=SMALL.replace(fill="auto", fill_probe=32), seed=3)
     for b, c in enumerate(short.diagnostics["fill_choice"].astype(int)):
         np.testing.assert_allclose(short.maps[b], fixed[c].maps[b], atol=1e-5)
+        for name in ("answer_spread", "informative"):
+            np.testing.assert_allclose(short.diagnostics[name][b], fixed[c].diagnostics[name][b], rtol=1e-6)
     return choice
 
 

@@ -129,7 +129,8 @@ def sample_bytes(num_queries: int, segments: int = 0) -> int:
 #: image's own queries (`answer_diagnostics`), each [B]:
 #:   answer_spread  float32: standard deviation of the target probability over the image's queries
 #:                  (all of them: RISE's masks, LIME's and DAX's samples, Occlusion's windows and
-#:                  its unperturbed query).
+#:                  its unperturbed query; DAX with fill="auto": the N answers its map is built
+#:                  from, the chosen fill's, not the probe's answers under the other fill).
 #:   informative    bool: answer_spread > SPREAD_FLOOR * the largest |answer| of the image. False:
 #:                  the black box's answer did not change under perturbation (e.g. a constant
 #:                  black box), so the map, however much contrast it shows, is built from rounding
@@ -168,12 +169,14 @@ def call_group(explain_group: ExplainGroup, device_bb: Any, images: Any, targets
                seed: int, image_ids: list, **options: Any) -> GroupResult:
     """`explain_group(device_bb, images, ..., image_ids, **options)` with `ANSWER_DIAGNOSTICS` added
     to its diagnostics when it queried the black box through `query_targets` (every query-only
-    method; the gradient references, which do not, get none). The one way callers run a group."""
+    method; the gradient references, which do not, get none), unless the group computed them
+    itself from the answers its map is built from (DAX's fill="auto", whose probe also asks under
+    a fill it then drops). The one way callers run a group."""
     with recording_answers() as answers:
         result = explain_group(device_bb, images, targets, digests, config, seed, image_ids, **options)
     if not answers:
         return result
-    return GroupResult(result.maps, result.timings, {**result.diagnostics, **answer_diagnostics(answers)})
+    return GroupResult(result.maps, result.timings, {**answer_diagnostics(answers), **result.diagnostics})
 
 
 def diagnostics_of(method: Method) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from daxjax.methods.dax.config import DAXConfig
-from daxjax.methods.base import GroupResult, Method, normalise, sample_bytes
+from daxjax.methods.base import GroupResult, Method, answer_diagnostics, normalise, sample_bytes
 from daxjax.methods.surrogate import weighted_ridge
 from daxjax.methods.dax.nets import DaxNets, segment_pooling
 # The trainer's names, importable from here as before the trainer had its own module.
@@ -219,7 +219,8 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     z = draw_keep_vectors(sample_keys, n, group.num_segments, group.max_segments, config.keep_prob)
     chunk = query_chunk(execution, batch, input_elements(images, queries))
     fill_choice = np.full(batch, np.nan, np.float32)
-    if group.fills.ndim == 5:  # fill="auto": the candidates answer the first perturbations
+    group_chose_fills = group.fills.ndim == 5
+    if group_chose_fills:  # fill="auto": the candidates answer the first perturbations
         group, probe_answers, choice = choose_fills(device_bb, group, z, targets, chunk, image_ids,
                                                     config.fill_probe)
         fill_choice = np.asarray(choice, np.float32)
@@ -249,8 +250,10 @@ def explain_images(device_bb: DeviceBlackBox, images: np.ndarray, targets: np.nd
     per_image["trusted"] = trusted(per_image)
     per_image["fill_choice"] = fill_choice
     timings["training"] = time.perf_counter() - t0
-    return GroupResult(maps, timings, {name: per_image[name].astype(np.float32 if name != "trusted" else bool)
-                                       for name in DIAGNOSTICS})
+    diagnostics = {name: per_image[name].astype(np.float32 if name != "trusted" else bool) for name in DIAGNOSTICS}
+    if group_chose_fills:  # the chosen fill's answers alone (`call_group` would count the other fill's too)
+        diagnostics.update(answer_diagnostics([y]))
+    return GroupResult(maps, timings, diagnostics)
 
 
 def choose_fills(device_bb: DeviceBlackBox, group: SegmentedImages, z: jax.Array, targets: np.ndarray,
