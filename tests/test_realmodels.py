@@ -86,7 +86,7 @@ def test_rows_are_kept_case_by_case_and_more_cases_explain_only_the_new_ones(tmp
     """`explained` with a pool: a stopped run keeps its chunks, a larger selection of cases pays
     queries only for the cases not kept, and the maps equal those of one unpooled run."""
     from benchmarks.datasets.realmodels.cases import Cases
-    from benchmarks.quality.realmodels import explained
+    from benchmarks.quality.realmodels import explained, run_rows
     from blackbox_adapters import CallableBlackBox
 
     rng = np.random.default_rng(0)
@@ -109,7 +109,8 @@ def test_rows_are_kept_case_by_case_and_more_cases_explain_only_the_new_ones(tmp
 
     def row(chosen, store, chunk=2, fresh=False, cfg=config):
         before = sum(queried)
-        maps, seconds, _ = explained(model, chosen, "RISE", "rise", cfg, tmp_path / store, fresh, pool=pool, chunk=chunk)
+        maps, seconds, _ = explained(model, chosen, "RISE", "rise", cfg, tmp_path / store, fresh, pool=pool,
+                                     chunk=chunk)
         assert seconds > 0
         return maps, sum(queried) - before
 
@@ -126,3 +127,10 @@ def test_rows_are_kept_case_by_case_and_more_cases_explain_only_the_new_ones(tmp
     again, paid = row(cases.select([1, 2]), "fresh", fresh=True)
     assert paid > 0
     np.testing.assert_allclose(again, every[[1, 2]], atol=1e-5)
+    # --kept-only tables a row whose cases are all in the pool, and says how far another one got.
+    lines = []
+    rows = {"RISE": ("rise", config), "RISE, N = 30": ("rise", config.replace(num_samples=30))}
+    run_rows(model, cases, rows, tmp_path / "kept", False, lambda line, publish: lines.append(line), kept_only=True,
+             pool=pool)
+    assert lines[0].startswith("| RISE | 0.")
+    assert lines[1] == "| RISE, N = 30 | not run yet (0 of 5 cases kept) | | | | | | | |"

@@ -284,6 +284,22 @@ def config_label(method: str, config) -> str:
     return f"{method}: {config!r}"
 
 
+def pooled(folder: Path, label: str, drop: set = frozenset()) -> dict:
+    """case key -> that case's kept entries (maps, seconds, diag_*, part_*) under config `label` in
+    `folder`; kept chunks holding any key of `drop` are removed instead (a fresh run's)."""
+    kept: dict = {}
+    for file in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        with np.load(file) as saved:
+            if str(saved["config"]) != label:
+                continue
+            if drop & set(saved["case_keys"].tolist()):
+                file.unlink()
+                continue
+            for i, key in enumerate(saved["case_keys"].tolist()):
+                kept[key] = {name: saved[name][i] for name in saved.files if name not in ("case_keys", "config")}
+    return kept
+
+
 def explain_pooled(model, cases: Cases, method: str, config, folder: Path, chunk: int, fresh: bool, record: bool):
     """`explain_recording` for `cases`, taking each case already kept in `folder` under the same
     config and explaining the rest `chunk` at a time, each chunk kept (an .npz of its case keys,
@@ -293,17 +309,8 @@ def explain_pooled(model, cases: Cases, method: str, config, folder: Path, chunk
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
     keys, label = case_keys(cases), config_label(method, config)
-    kept: dict = {}
     folder.mkdir(parents=True, exist_ok=True)
-    for file in sorted(folder.glob("*.npz")):
-        with np.load(file) as saved:
-            if str(saved["config"]) != label:
-                continue
-            if fresh and set(saved["case_keys"].tolist()) & set(keys):
-                file.unlink()
-                continue
-            for i, key in enumerate(saved["case_keys"].tolist()):
-                kept[key] = {name: saved[name][i] for name in saved.files if name not in ("case_keys", "config")}
+    kept = pooled(folder, label, drop=set(keys) if fresh else set())
     missing = [i for i, key in enumerate(keys) if key not in kept]
     for start in range(0, len(missing), chunk):
         indices = missing[start:start + chunk]
@@ -311,8 +318,9 @@ def explain_pooled(model, cases: Cases, method: str, config, folder: Path, chunk
         entries = {"maps": maps, "seconds": np.full(len(indices), seconds),
                    **{f"diag_{k}": v for k, v in diagnostics.items()}, **{f"part_{k}": v for k, v in parts.items()}}
         chunk_keys = [keys[i] for i in indices]
-        np.savez_compressed(folder / f"{chunk_keys[0]}-{len(indices)}.npz", case_keys=np.array(chunk_keys),
-                            config=np.array(label), **entries)
+        config_digest = hashlib.blake2b(label.encode(), digest_size=6).hexdigest()  # configs share the folder
+        np.savez_compressed(folder / f"{config_digest}-{chunk_keys[0]}-{len(indices)}.npz",
+                            case_keys=np.array(chunk_keys), config=np.array(label), **entries)
         for j, key in enumerate(chunk_keys):
             kept[key] = {name: values[j] for name, values in entries.items()}
         print(f"  {folder.name}: {len(missing) - start - len(indices)} of {len(missing)} cases left", flush=True)
@@ -335,13 +343,17 @@ def painting(config) -> tuple[float, float]:
 def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kept_only: bool = False,
              pool: Path | None = None, chunk: int = 20) -> dict:
     """Explains and scores every row; prints and publishes its line; returns the scores.
-    kept_only: rows whose maps are not kept in `store` are listed as not run instead of explained.
+    kept_only: rows whose maps are not kept in `store` (nor every case of theirs in `pool`) are
+    listed as not run, with how many of their cases are kept, instead of explained.
     pool, chunk: where cases are kept one by one, and how many are explained at a time (`explained`)."""
     results = {}
     for name, (method, config) in rows.items():
         if kept_only and not (store / f"{slug(name)}.npz").is_file():
-            out(f"| {name} | not run yet | | | | | | | |", publish=True)
-            continue
+            kept = pooled(pool / slug(name), config_label(method, config)) if pool is not None else {}
+            done = sum(key in kept for key in case_keys(cases))
+            if done < len(cases):
+                out(f"| {name} | not run yet ({done} of {len(cases)} cases kept) | | | | | | | |", publish=True)
+                continue
         maps, seconds, _ = explained(model, cases, name, method, config, store, fresh, pool=pool, chunk=chunk)
         results[name] = scored(model, cases, maps, store / f"{slug(name)}.scores.npz")
         out(row_line(name, cases, results[name], seconds), publish=True)
