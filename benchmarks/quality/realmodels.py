@@ -309,6 +309,7 @@ def explain_pooled(model, cases: Cases, method: str, config, folder: Path, chunk
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
     keys, label = case_keys(cases), config_label(method, config)
+    config_digest = hashlib.blake2b(label.encode(), digest_size=6).hexdigest()  # configs share the folder
     folder.mkdir(parents=True, exist_ok=True)
     kept = pooled(folder, label, drop=set(keys) if fresh else set())
     missing = [i for i, key in enumerate(keys) if key not in kept]
@@ -318,7 +319,6 @@ def explain_pooled(model, cases: Cases, method: str, config, folder: Path, chunk
         entries = {"maps": maps, "seconds": np.full(len(indices), seconds),
                    **{f"diag_{k}": v for k, v in diagnostics.items()}, **{f"part_{k}": v for k, v in parts.items()}}
         chunk_keys = [keys[i] for i in indices]
-        config_digest = hashlib.blake2b(label.encode(), digest_size=6).hexdigest()  # configs share the folder
         np.savez_compressed(folder / f"{config_digest}-{chunk_keys[0]}-{len(indices)}.npz",
                             case_keys=np.array(chunk_keys), config=np.array(label), **entries)
         for j, key in enumerate(chunk_keys):
