@@ -75,6 +75,42 @@ def write_section(section: str, text: str, path: Path = RESULTS, arranged: bool 
     path.write_text(new)
 
 
+def write_subsection(section: str, subsection: str, text: str, preamble: str, order=None,
+                     path: Path = RESULTS, arranged: bool | None = None) -> None:
+    """Replaces the subsection headed `subsection` (a '### ' line, up to the next '### ' or '## '
+    heading) inside the section headed `section`, or adds it; the other subsections stay as they are,
+    so that a run of one model or budget rewrites its own table only.
+
+    preamble: the section's heading line and its text before its first subsection, used when the
+    section is new.
+    order: title -> sort key (None: after the keyed ones, in their order) placing the subsections.
+    arranged: as `write_section`'s.
+    """
+    old = path.read_text() if path.exists() else ""
+    start = old.find(section + "\n")
+    if start < 0:
+        head, subsections = preamble.rstrip("\n") + "\n\n", []
+    else:
+        end = old.find("\n## ", start + len(section))
+        body = old[start:end + 1] if end >= 0 else old[start:]
+        starts = [m.start() for m in re.finditer(r"^### ", body, flags=re.MULTILINE)]
+        bounds = starts + [len(body)]
+        head = body[:starts[0]] if starts else body.rstrip("\n") + "\n\n"
+        subsections = [body[a:b] for a, b in zip(bounds, bounds[1:])]
+    text = text.rstrip("\n") + "\n\n"
+    titles = [title_of(s) for s in subsections]
+    if subsection in titles:
+        subsections[titles.index(subsection)] = text
+    else:
+        subsections.append(text)
+    if order is not None:
+        def rank(s):
+            key = order(title_of(s))
+            return (1, 0) if key is None else (0, key)
+        subsections = sorted(subsections, key=rank)  # stable: unkeyed ones keep their order
+    write_section(section, head + "".join(subsections), path, arranged)
+
+
 def split_sections(text: str) -> tuple[str, list[str]]:
     """(what precedes the first '## ' heading, [each section from its heading line to the next])."""
     starts = [m.start() for m in re.finditer(r"^## ", text, flags=re.MULTILINE)]

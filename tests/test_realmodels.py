@@ -134,3 +134,16 @@ def test_rows_are_kept_case_by_case_and_more_cases_explain_only_the_new_ones(tmp
              pool=pool)
     assert lines[0].startswith("| RISE | 0.")
     assert lines[1] == "| RISE, N = 30 | not run yet (0 of 5 cases kept) | | | | | | | |"
+
+
+def test_each_table_has_its_place_in_the_section_by_n_then_model():
+    from benchmarks.datasets.realmodels import models as model_zoo
+    from benchmarks.quality.realmodels import table_order
+
+    lite0, lite2 = (f"### {model_zoo.NAMES[m]} ({model_zoo.SIDES[m]} px)" for m in ("lite0", "lite2"))
+    titles = [f"{lite2}, N = 3000", "### How the rows were run", f"{lite0}, N = 3000", f"{lite2}, N = 1000",
+              f"{lite0}, N = 1000"]
+    keyed = sorted((t for t in titles if table_order(t) is not None), key=table_order)
+    assert keyed == [f"{lite0}, N = 1000", f"{lite2}, N = 1000", f"{lite0}, N = 3000", f"{lite2}, N = 3000"]
+    assert table_order("### How the rows were run") is None
+    assert table_order("### Some other model (224 px), N = 1000") is None

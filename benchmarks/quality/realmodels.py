@@ -11,7 +11,8 @@ EfficientNet-Lite0 (224 px, bundled) and EfficientNet-Lite2 (260 px, exported on
 `models.py`). Every method gets the same N; Occlusion's stride is chosen so that its window count is
 closest to N. Maps of each row are kept under `--out` and reused by a rerun (`--fresh` recomputes),
 case by case: a run stopped midway keeps the chunks it finished, and a table of more cases (a larger
-`--large-n-cases`) explains only the cases a smaller one has not.
+`--large-n-cases`) explains only the cases a smaller one has not. Each table (one model and N) rewrites
+its own part of RESULTS.md's section, with its command, and keeps the other tables.
 
 Columns:
   IoU            mean (std) IoU of the map thresholded at mean + 1 std with the ground truth
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results import write_section
+from benchmarks.results import write_section, write_subsection
 from benchmarks.datasets.realmodels import models as model_zoo
 from benchmarks.quality.dax_variants import ablation_variants
 from benchmarks.quality.photos import AnswerCache
@@ -180,10 +181,14 @@ def slug(name: str) -> str:
 
 
 class Section:
-    """One section of RESULTS.md, rewritten after every row so that a stopped run keeps its rows."""
+    """One section of RESULTS.md, rewritten after every row so that a stopped run keeps its rows.
 
-    def __init__(self, title: str, header: list, write: bool):
+    subsection: the '### ' title of the one part of the section this writes (`header` starts with
+    it), the section's other parts kept (`write_subsection`): a table of one model and N."""
+
+    def __init__(self, title: str, header: list, write: bool, subsection: str | None = None):
         self.title, self.header, self.write, self.lines = title, header, write, []
+        self.subsection = subsection
 
     def __call__(self, line: str = "", publish: bool = False) -> None:
         print(line, flush=True)
@@ -192,8 +197,28 @@ class Section:
             self.publish("\n*The run had not finished when this was written: rows or tables below are missing.*")
 
     def publish(self, note: str = "") -> None:
-        if self.write:
-            write_section(self.title, "\n".join(self.header + self.lines + ([note] if note else [])) + "\n")
+        if not self.write:
+            return
+        text = "\n".join(self.header + self.lines + ([note] if note else [])) + "\n"
+        if self.subsection is None:
+            write_section(self.title, text)
+        else:
+            write_subsection(self.title, self.subsection, text, TABLE_PREAMBLE, order=table_order)
+
+
+#: What precedes the tables in SECTION (each table follows with its own command).
+TABLE_PREAMBLE = (f"{SECTION}\n\nColumns: see the docstring of `benchmarks/quality/realmodels.py`. Each table is "
+                  "written by the run that made it, its command under its title (`--models`, `--budgets`: a "
+                  "run rewrites its own tables and keeps the others).\n")
+
+
+def table_order(title: str):
+    """A table's place in SECTION: N first, then the model (MODELS' order); other parts after."""
+    found = re.fullmatch(r"### (.+) \(\d+ px\), N = (\d+)", title)
+    names = list(model_zoo.NAMES.values())
+    if not found or found.group(1) not in names:
+        return None
+    return int(found.group(2)), names.index(found.group(1))
 
 
 def parts_path(store: Path, name: str) -> Path:
@@ -405,7 +430,7 @@ def main(argv=None) -> None:
                              "restricted views in the table's proportion); default all")
     parser.add_argument("--seed", type=int, default=0, help="which cases are drawn")
     parser.add_argument("--parts", default="table", help=f"comma-separated, of {', '.join(PARTS)}: the table "
-                        f"rewrites '{SECTION[3:]}', the ablation (first model and budget) '{ABLATION_SECTION[3:]}'")
+                        f"rewrites its own tables (one per model and N) in '{SECTION[3:]}', the ablation (first model and budget) '{ABLATION_SECTION[3:]}'")
     parser.add_argument("--methods", default=None,
                         help="comma-separated row names to run (e.g. RISE,LIME); default all")
     parser.add_argument("--out", default="out/realmodels", help="where each row's maps are kept")
@@ -427,12 +452,12 @@ def main(argv=None) -> None:
     command = "python -m benchmarks.quality.realmodels " + " ".join(argv if argv is not None else sys.argv[1:])
     from benchmarks.throughput.common import machine
 
-    def section(title):
-        header = [title, "", f"Command: `{command.strip()}` — {machine()}, {time.strftime('%Y-%m-%d')}.",
-                  "Columns: see the docstring of `benchmarks/quality/realmodels.py`.", ""]
-        return Section(title, header, write=not args.no_write)
+    def section(title, subsection=None):
+        header = [subsection or title, "", f"Command: `{command.strip()}` — {machine()}, "
+                  f"{time.strftime('%Y-%m-%d')}.", *([] if subsection else
+                  ["Columns: see the docstring of `benchmarks/quality/realmodels.py`."]), ""]
+        return Section(title, header, write=not args.no_write, subsection=subsection)
 
-    table = section(SECTION) if "table" in parts else None
     ablation = section(ABLATION_SECTION) if "ablation" in parts else None
     budgets = [int(b) for b in args.budgets.split(",")]
     loaded = {}
@@ -458,9 +483,9 @@ def main(argv=None) -> None:
             store = Path(args.out) / f"{model_name}_seed{args.seed}_N{budget}_{len(cases)}cases"
             pool = Path(args.out) / f"{model_name}_N{budget}_by_case"
             title = f"### {model_zoo.NAMES[model_name]} ({side} px), N = {budget}"
-            if table is not None:
-                table(title)
-                table()
+            if "table" in parts:
+                table = section(SECTION, subsection=title)
+                print(title, flush=True)
                 table(about)
                 table()
                 table("\n".join(HEADER))
@@ -482,7 +507,7 @@ def main(argv=None) -> None:
                                if name.startswith("DAX") and (not args.methods or name in args.methods.split(","))}
                     run_rows(model, subset, presets, store / f"first{len(subset)}", args.fresh, table,
                              kept_only=args.kept_only, pool=pool, chunk=args.chunk)
-                table()
+                table.publish()
             if ablation is not None and model_name == args.models.split(",")[0] and budget == budgets[0]:
                 ablation(title + ": DAX's default and one change at a time")
                 ablation()
@@ -492,9 +517,8 @@ def main(argv=None) -> None:
                 ablation("\n".join(ABLATION_HEADER))
                 run_ablation(model, cases, budget, store / "ablation", args.fresh, ablation)
                 ablation()
-    for part in (table, ablation):
-        if part is not None:
-            part.publish()
+    if ablation is not None:
+        ablation.publish()
 
 
 if __name__ == "__main__":
