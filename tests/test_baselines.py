@@ -272,6 +272,7 @@ def test_a_config_of_another_method_is_refused():
     (lambda: KernelSHAPConfig(num_samples=3), r"KernelSHAPConfig.num_samples"),
     (lambda: KernelSHAPConfig(segmentation="watershed"), r"KernelSHAPConfig.segmentation"),
     (lambda: OcclusionConfig(stride=0), r"OcclusionConfig.stride"),
+    (lambda: OcclusionConfig(window=16, stride=18), r"OcclusionConfig.stride must be <= window \(16\)"),
     (lambda: SmoothGradConfig(num_samples=0), r"SmoothGradConfig.num_samples"),
 ])
 def test_bad_config_values_name_the_field(make, pattern):

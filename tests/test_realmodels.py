@@ -123,7 +123,13 @@ def test_rows_are_kept_case_by_case_and_more_cases_explain_only_the_new_ones(tmp
     alone, _, _ = explained(model, cases, "RISE", "rise", config, tmp_path / "alone", False)
     np.testing.assert_allclose(every, alone, atol=1e-5)
     assert row(cases, "five again")[1] == 0                           # all kept: no query
-    assert row(cases, "other config", cfg=config.replace(num_samples=40))[1] > 0
+    other, paid = row(cases, "other config", cfg=config.replace(num_samples=40))
+    assert paid > 0
+    # A row kept under one config is not handed out under another: "five" holds N = 60's maps.
+    under_other, paid = row(cases, "five", cfg=config.replace(num_samples=40))
+    assert paid == 0                                                   # N = 40's cases, from the pool
+    np.testing.assert_allclose(under_other, other, atol=1e-6)
+    assert np.abs(under_other - every).max() > 1e-3
     again, paid = row(cases.select([1, 2]), "fresh", fresh=True)
     assert paid > 0
     np.testing.assert_allclose(again, every[[1, 2]], atol=1e-5)
@@ -147,3 +153,18 @@ def test_each_table_has_its_place_in_the_section_by_n_then_model():
     assert keyed == [f"{lite0}, N = 1000", f"{lite2}, N = 1000", f"{lite0}, N = 3000", f"{lite2}, N = 3000"]
     assert table_order("### How the rows were run") is None
     assert table_order("### Some other model (224 px), N = 1000") is None
+
+
+def test_a_kept_row_is_reused_only_under_its_own_config_but_for_daxs_painting(tmp_path):
+    from benchmarks.quality.realmodels import config_label, kept_under, painting
+
+    config = daxjax.DAXConfig(num_samples=300)
+    path = tmp_path / "dax-ours.npz"
+    np.savez(path, maps=np.zeros((1, 4, 4)), config=np.array(config_label("dax", config)),
+             painting=np.array(painting(config)))
+    assert kept_under(path, "dax", config)
+    assert kept_under(path, "dax", config.replace(effect_power=0.5, map_on_segments=not config.map_on_segments))
+    assert not kept_under(path, "dax", config.replace(num_samples=301))
+    assert not kept_under(path, "dax", config.replace(fill="blur"))
+    np.savez(path, maps=np.zeros((1, 4, 4)))                            # kept before rows named their config
+    assert kept_under(path, "dax", config.replace(num_samples=301))

@@ -59,14 +59,14 @@ def methods(budget: int) -> dict:
     """Every method at the same budget (Occlusion: the stride whose window count is closest to it),
     then the `SWAPPED_FILLS` rows."""
     import daxjax
-    from benchmarks.quality.realmodels import occlusion_stride
+    from benchmarks.quality.realmodels import occlusion_config
 
     return {
         "DAX (ours)": ("dax", daxjax.DAXConfig(num_samples=budget)),
         "RISE": ("rise", daxjax.RISEConfig(num_samples=budget)),
         "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget)),
         "KernelSHAP": ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget)),
-        "Occlusion": ("occlusion", daxjax.OcclusionConfig(stride=occlusion_stride(224, budget))),
+        "Occlusion": ("occlusion", occlusion_config(224, budget)),
         SWAPPED_FILLS[0]: ("dax", daxjax.DAXConfig(num_samples=budget, fill="blur")),
         SWAPPED_FILLS[1]: ("lime", daxjax.LIMEConfig(num_samples=budget, fill="image_mean")),
         SWAPPED_FILLS[2]: ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget, fill="image_mean")),

@@ -1,7 +1,7 @@
 """Real models, real photos, exact ground truth: the project's primary quality table.
 
     python -m benchmarks.quality.realmodels                     # Lite0 and Lite2, N = 1000 and 3000 (hours on 2 CPU cores)
-    python -m benchmarks.quality.realmodels --quick --no-write  # a smoke run of a minute (Lite0, 6 cases, N = 200)
+    python -m benchmarks.quality.realmodels --quick --no-write  # a smoke run of minutes (Lite0, 4 cases, N = 150)
     python -m benchmarks.quality.realmodels --models lite0 --budgets 1000 --parts ablation
 
 Cases (`benchmarks/datasets/realmodels/cases.py`): cut-outs of bundled photos pasted on other bundled photos,
@@ -60,6 +60,15 @@ def occlusion_stride(side: int, budget: int) -> int:
     return int(strides[np.argmin(np.abs(counts - budget))])
 
 
+def occlusion_config(side: int, budget: int):
+    """Occlusion's default config at the stride of `occlusion_stride`, its window widened to the
+    stride where a small budget makes the stride larger (no pixel left uncovered)."""
+    import daxjax
+
+    stride = occlusion_stride(side, budget)
+    return daxjax.OcclusionConfig(window=max(daxjax.OcclusionConfig().window, stride), stride=stride)
+
+
 def methods(budget: int, side: int, presets: bool) -> dict:
     """Row name -> (method, config), each method's default config but for N."""
     import daxjax
@@ -72,7 +81,7 @@ def methods(budget: int, side: int, presets: bool) -> dict:
         "RISE": ("rise", daxjax.RISEConfig(num_samples=budget)),
         "LIME": ("lime", daxjax.LIMEConfig(num_samples=budget)),
         "KernelSHAP": ("kernelshap", daxjax.KernelSHAPConfig(num_samples=budget)),
-        "Occlusion": ("occlusion", daxjax.OcclusionConfig(stride=occlusion_stride(side, budget))),
+        "Occlusion": ("occlusion", occlusion_config(side, budget)),
     })
     return rows
 
@@ -242,7 +251,7 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
     one answer cache per case group): the row is explained in one go."""
     path = store / f"{slug(name)}.npz"
     record = method == "dax" and getattr(config, "restarts", 1) == 1 and getattr(config, "student", "") == "segments"
-    if path.is_file() and not fresh:
+    if path.is_file() and not fresh and kept_under(path, method, config):
         saved = np.load(path)
         diagnostics = {key[5:]: saved[key] for key in saved.files if key.startswith("diag_")}
         maps = saved["maps"]
@@ -270,8 +279,21 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
     if record:
         np.savez_compressed(parts_path(store, name), **parts)
     extra = {"painting": np.array(painting(config), np.float64)} if record else {}
-    np.savez_compressed(path, maps=maps, seconds=seconds, **extra, **{f"diag_{k}": v for k, v in diagnostics.items()})
+    np.savez_compressed(path, maps=maps, seconds=seconds, config=np.array(config_label(method, config)), **extra,
+                        **{f"diag_{k}": v for k, v in diagnostics.items()})
     return maps, seconds, diagnostics
+
+
+def kept_under(path: Path, method: str, config) -> bool:
+    """Whether the row kept in `path` was made under `config`, but for DAX's painting, which a kept
+    row's parts can redo (`explained`). Rows kept before 2026-12-06 name no config: trusted, as then."""
+    with np.load(path) as saved:
+        if "config" not in saved.files:
+            return True
+        if "painting" in saved.files:
+            on_segments, power = saved["painting"]
+            config = config.replace(map_on_segments=bool(on_segments), effect_power=float(power))
+        return str(saved["config"]) == config_label(method, config)
 
 
 def explain_recording(model, cases: Cases, method: str, config, record: bool, black_boxes=None):
@@ -373,7 +395,8 @@ def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kep
     pool, chunk: where cases are kept one by one, and how many are explained at a time (`explained`)."""
     results = {}
     for name, (method, config) in rows.items():
-        if kept_only and not (store / f"{slug(name)}.npz").is_file():
+        path = store / f"{slug(name)}.npz"
+        if kept_only and not (path.is_file() and kept_under(path, method, config)):
             kept = pooled(pool / slug(name), config_label(method, config)) if pool is not None else {}
             done = sum(key in kept for key in case_keys(cases))
             if done < len(cases):

@@ -38,8 +38,9 @@ class OcclusionConfig(Replace, MovedExecutionFields):
     """How Occlusion explains one image; the same for every image of a call.
 
     window: side of the square occluding window in pixels (clipped to the image's sides).
-    stride: pixels between window starts; stride < window makes windows overlap, and the
-      number of queries grows as (side / stride)^2 (see the module docstring).
+    stride: pixels between window starts, at most `window` (every pixel covered); stride < window
+      makes windows overlap, and the number of queries grows as (side / stride)^2 (see the module
+      docstring).
     fill: what the window shows: "zero" (black, Captum's default baseline), "blur" (Gaussian
       blur of the image) or "image_mean" (the image's mean colour, Zeiler & Fergus' grey square).
     positive_only: True: a window whose occlusion *raises* the probability counts as no
@@ -55,6 +56,10 @@ class OcclusionConfig(Replace, MovedExecutionFields):
 
     def _check(self) -> None:
         check_fields(self, positive=("window", "stride"))
+        if self.stride > self.window:
+            # Pixels between two windows would be covered by none: a map with holes (0 / 0).
+            raise ValueError(f"OcclusionConfig.stride must be <= window ({self.window}) so that every pixel "
+                             f"is covered by a window, got stride={self.stride}")
 
 
     def num_queries(self, height: int, width: int) -> int:
