@@ -86,17 +86,11 @@ def write_subsection(section: str, subsection: str, text: str, preamble: str, or
     order: title -> sort key (None: after the keyed ones, in their order) placing the subsections.
     arranged: as `write_section`'s.
     """
-    old = path.read_text() if path.exists() else ""
-    start = old.find(section + "\n")
-    if start < 0:
-        head, subsections = preamble.rstrip("\n") + "\n\n", []
-    else:
-        end = old.find("\n## ", start + len(section))
-        body = old[start:end + 1] if end >= 0 else old[start:]
-        starts = [m.start() for m in re.finditer(r"^### ", body, flags=re.MULTILINE)]
-        bounds = starts + [len(body)]
-        head = body[:starts[0]] if starts else body.rstrip("\n") + "\n\n"
-        subsections = [body[a:b] for a, b in zip(bounds, bounds[1:])]
+    _, sections = split_sections(path.read_text() if path.exists() else "")
+    body = next((s for s in sections if title_of(s) == section), preamble)
+    head, subsections = split_sections(body, heading="### ")
+    if not subsections:
+        head = head.rstrip("\n") + "\n\n"
     text = text.rstrip("\n") + "\n\n"
     titles = [title_of(s) for s in subsections]
     if subsection in titles:
@@ -111,9 +105,10 @@ def write_subsection(section: str, subsection: str, text: str, preamble: str, or
     write_section(section, head + "".join(subsections), path, arranged)
 
 
-def split_sections(text: str) -> tuple[str, list[str]]:
-    """(what precedes the first '## ' heading, [each section from its heading line to the next])."""
-    starts = [m.start() for m in re.finditer(r"^## ", text, flags=re.MULTILINE)]
+def split_sections(text: str, heading: str = "## ") -> tuple[str, list[str]]:
+    """(what precedes the first `heading` line, [each part from its heading line to the next]):
+    the sections of RESULTS.md, or with heading="### " the subsections of one section."""
+    starts = [m.start() for m in re.finditer("^" + re.escape(heading), text, flags=re.MULTILINE)]
     if not starts:
         return text, []
     bounds = starts + [len(text)]

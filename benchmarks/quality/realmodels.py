@@ -251,8 +251,8 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
     one answer cache per case group): the row is explained in one go."""
     path = store / f"{slug(name)}.npz"
     record = method == "dax" and getattr(config, "restarts", 1) == 1 and getattr(config, "student", "") == "segments"
-    if path.is_file() and not fresh and kept_under(path, method, config):
-        saved = np.load(path)
+    saved = np.load(path) if path.is_file() and not fresh else None
+    if saved is not None and made_under(saved, method, config):
         diagnostics = {key[5:]: saved[key] for key in saved.files if key.startswith("diag_")}
         maps = saved["maps"]
         kept = tuple(saved["painting"]) if "painting" in saved.files else LEGACY_PAINTING
@@ -284,16 +284,23 @@ def explained(model, cases: Cases, name: str, method: str, config, store: Path, 
     return maps, seconds, diagnostics
 
 
+def made_under(saved, method: str, config) -> bool:
+    """Whether a kept row (its loaded .npz) was made under `config`, but for DAX's painting, which a
+    kept row's parts can redo (`explained`). Rows kept before 2026-12-06 name no config: trusted, as then."""
+    if "config" not in saved.files:
+        return True
+    if "painting" in saved.files:
+        on_segments, power = saved["painting"]
+        config = config.replace(map_on_segments=bool(on_segments), effect_power=float(power))
+    return str(saved["config"]) == config_label(method, config)
+
+
 def kept_under(path: Path, method: str, config) -> bool:
-    """Whether the row kept in `path` was made under `config`, but for DAX's painting, which a kept
-    row's parts can redo (`explained`). Rows kept before 2026-12-06 name no config: trusted, as then."""
+    """Whether `path` holds a row made under `config` (`made_under`)."""
+    if not path.is_file():
+        return False
     with np.load(path) as saved:
-        if "config" not in saved.files:
-            return True
-        if "painting" in saved.files:
-            on_segments, power = saved["painting"]
-            config = config.replace(map_on_segments=bool(on_segments), effect_power=float(power))
-        return str(saved["config"]) == config_label(method, config)
+        return made_under(saved, method, config)
 
 
 def explain_recording(model, cases: Cases, method: str, config, record: bool, black_boxes=None):
@@ -395,8 +402,7 @@ def run_rows(model, cases: Cases, rows: dict, store: Path, fresh: bool, out, kep
     pool, chunk: where cases are kept one by one, and how many are explained at a time (`explained`)."""
     results = {}
     for name, (method, config) in rows.items():
-        path = store / f"{slug(name)}.npz"
-        if kept_only and not (path.is_file() and kept_under(path, method, config)):
+        if kept_only and not kept_under(store / f"{slug(name)}.npz", method, config):
             kept = pooled(pool / slug(name), config_label(method, config)) if pool is not None else {}
             done = sum(key in kept for key in case_keys(cases))
             if done < len(cases):
