@@ -17,7 +17,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 GROUPS = (
     ("Quality on real models", (
         "## Real models, real photos, exact ground truth (issue 18)",
-        "## DAX on real models: where issue 18 stands (2026-12-05)",
+        "## DAX on real models: where issue 18 stands",
         "## DAX on real models: why it failed and what each part is worth (issue 18)",
         "## Why DAX failed on real models: the student's fit and the mask in training (issue 18)",
         "## DAX's map: the mask and the segment effects combined (issue 18)",
