@@ -43,7 +43,7 @@ def _cases() -> dict:
         "dax_auto": ("dax", daxjax.DAXConfig(num_samples=300, steps=60, validations=3, fill="auto")),
         "dax_image_student": ("dax", daxjax.DAXConfig.paper_v2(num_samples=200, resolution=16, mask_channels=4,
                                                                student_channels=(4, 8), student_hidden=8,
-                                                               epochs=2, batch_size=32)),
+                                                               epochs=2, minibatch_size=32)),
     }
 
 
